@@ -1,0 +1,1 @@
+"""Heads on memory cores: the PPO actor-critic, the language model, and the CLI."""

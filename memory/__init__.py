@@ -1,0 +1,19 @@
+"""Memory cores behind one contract (see memory/base.py); build one with ``make_core``."""
+
+from __future__ import annotations
+
+# Importing a core module registers it.
+from memory import lstm, mlp  # noqa: F401
+from memory.base import CoreOutput, MemoryCore, State
+from memory.registry import CoreConfigError, core_names, core_options, make_core, register_core
+
+__all__ = [
+    "CoreConfigError",
+    "CoreOutput",
+    "MemoryCore",
+    "State",
+    "core_names",
+    "core_options",
+    "make_core",
+    "register_core",
+]

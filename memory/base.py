@@ -1,0 +1,137 @@
+"""The memory-core contract every core in mnemo implements.
+
+A memory core is a sequence model with explicit state. The PPO actor-critic and the byte-level
+language model are heads on the same core classes, so a core must behave identically whether it
+is called one step at a time (acting, sampling) or over a whole segment (training).
+
+Conventions:
+- Batch first everywhere, tensors and state alike: a minibatch of state is ``index_state(s, ids)``.
+- ``episode_start[b, t]`` is True when ``x[b, t]`` begins a new episode (or document): nothing
+  before it may influence ``y[b, t:]``, neither values nor gradients.
+- State is a pytree (a tensor, or tuples/lists/dicts of them) passed in and returned explicitly.
+  No core keeps hidden state inside the module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+State = Any
+"""A pytree of tensors whose leaves all have the batch as their first dimension."""
+
+
+class CoreOutput(NamedTuple):
+    """What ``MemoryCore.forward`` returns."""
+
+    y: Tensor
+    """(B, T, d_model) outputs."""
+    state: State
+    """Same structure, shapes, dtypes and devices as the state passed in."""
+    aux_loss: Tensor
+    """Scalar; zero unless the core trains something on the side."""
+
+
+def tree_map(fn: Callable[[Tensor], Tensor], state: State) -> State:
+    """Apply ``fn`` to every tensor leaf of a state, keeping its structure."""
+    if isinstance(state, Tensor):
+        return fn(state)
+    if isinstance(state, tuple) and hasattr(state, "_fields"):  # NamedTuple
+        return type(state)(*(tree_map(fn, s) for s in state))
+    if isinstance(state, (tuple, list)):
+        return type(state)(tree_map(fn, s) for s in state)
+    if isinstance(state, dict):
+        return {k: tree_map(fn, v) for k, v in state.items()}
+    raise TypeError(f"state leaves must be tensors, got {type(state).__name__}")
+
+
+def tree_map2(fn: Callable[[Tensor, Tensor], Tensor], a: State, b: State) -> State:
+    """Apply ``fn`` leafwise to two states of the same structure."""
+    if isinstance(a, Tensor):
+        return fn(a, b)
+    if isinstance(a, tuple) and hasattr(a, "_fields"):
+        return type(a)(*(tree_map2(fn, x, y) for x, y in zip(a, b, strict=True)))
+    if isinstance(a, (tuple, list)):
+        return type(a)(tree_map2(fn, x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return {k: tree_map2(fn, a[k], b[k]) for k in a}
+    raise TypeError(f"state leaves must be tensors, got {type(a).__name__}")
+
+
+def tree_leaves(state: State) -> list[Tensor]:
+    """All tensor leaves of a state, in a fixed order."""
+    out: list[Tensor] = []
+    tree_map(lambda t: out.append(t) or t, state)
+    return out
+
+
+def index_state(state: State, index: Tensor | slice | int) -> State:
+    """Select batch rows of a state: ``state[index]`` on every leaf."""
+    return tree_map(lambda t: t[index], state)
+
+
+def cat_states(states: list[State]) -> State:
+    """Concatenate states along the batch dimension."""
+    first = states[0]
+    if isinstance(first, Tensor):
+        return torch.cat(states, dim=0)
+    if isinstance(first, tuple) and hasattr(first, "_fields"):
+        return type(first)(*(cat_states(list(parts)) for parts in zip(*states, strict=True)))
+    if isinstance(first, (tuple, list)):
+        return type(first)(cat_states(list(parts)) for parts in zip(*states, strict=True))
+    if isinstance(first, dict):
+        return {k: cat_states([s[k] for s in states]) for k in first}
+    raise TypeError(f"state leaves must be tensors, got {type(first).__name__}")
+
+
+def where_rows(mask: Tensor, a: State, b: State) -> State:
+    """Row-wise select: rows where ``mask`` (B,) is True come from ``a``, the others from ``b``."""
+
+    def pick(x: Tensor, y: Tensor) -> Tensor:
+        m = mask.view(-1, *([1] * (x.dim() - 1)))
+        return torch.where(m, x, y)
+
+    return tree_map2(pick, a, b)
+
+
+def state_to(state: State, device: torch.device | str) -> State:
+    return tree_map(lambda t: t.to(device), state)
+
+
+class MemoryCore(nn.Module):
+    """Base class of every memory core.
+
+    Subclasses set ``self.d_model`` and implement ``initial_state`` and ``forward``.
+    """
+
+    d_model: int
+
+    def initial_state(self, batch_size: int, device: torch.device | str) -> State:
+        """The state of a fresh episode for ``batch_size`` rows."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, state: State, episode_start: Tensor) -> CoreOutput:
+        """Run the core over a segment.
+
+        Args:
+            x: (B, T, d_model) inputs.
+            state: the state after the previous segment (or ``initial_state``).
+            episode_start: (B, T) bool; True at t means x[:, t] begins a new episode.
+        """
+        raise NotImplementedError
+
+    def detach(self, state: State) -> State:
+        """Cut the autograd graph through a state (truncated BPTT)."""
+        return tree_map(lambda t: t.detach(), state)
+
+    def reset_rows(self, state: State, mask: Tensor) -> State:
+        """Replace the rows of ``state`` where ``mask`` (B,) is True with a fresh initial state."""
+        batch = mask.shape[0]
+        fresh = self.initial_state(batch, mask.device)
+        return where_rows(mask, fresh, state)
+
+    def zero_aux(self, x: Tensor) -> Tensor:
+        return x.new_zeros(())

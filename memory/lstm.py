@@ -1,0 +1,86 @@
+"""LSTM and GRU memory cores.
+
+Hochreiter & Schmidhuber 1997 (LSTM); Cho et al. 2014 (GRU). Both run torch.nn's fused
+recurrent layers. Resets are exact: at a time step where some rows begin an episode, the
+sequence is split, those rows get a fresh state (``torch.where``, so no gradient flows to what
+came before) and the fused layer runs on to the next split. With no reset inside the batch
+(the common case) the whole segment is one fused call.
+
+Departures: none in the recurrences. The LSTM's forget-gate bias starts at ``forget_bias``
+(default 1.0, Jozefowicz et al. 2015) rather than PyTorch's 0: with 0 the LSTM learned a
+64-step recall far slower than the GRU on our recall task.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from memory.base import CoreOutput, MemoryCore, State, where_rows
+from memory.registry import register_core
+
+
+def reset_times(episode_start: Tensor) -> list[int]:
+    """Time indices (> 0) at which at least one row begins an episode, sorted."""
+    if episode_start.shape[1] <= 1:
+        return []
+    return (torch.nonzero(episode_start[:, 1:].any(0)).flatten() + 1).tolist()
+
+
+@register_core("gru", cell="gru")
+@register_core("lstm", cell="lstm")
+class RecurrentCore(MemoryCore):
+    """A stack of LSTM or GRU layers of width ``d_model``.
+
+    State: LSTM ``(h, c)``, GRU ``h``; each (B, num_layers, d_model).
+    """
+
+    def __init__(
+        self, d_model: int, cell: str = "lstm", num_layers: int = 1, forget_bias: float = 1.0
+    ) -> None:
+        super().__init__()
+        if cell not in ("lstm", "gru"):
+            raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        self.d_model = d_model
+        self.cell = cell
+        self.num_layers = num_layers
+        rnn_cls = nn.LSTM if cell == "lstm" else nn.GRU
+        self.rnn = rnn_cls(d_model, d_model, num_layers=num_layers, batch_first=True)
+        if cell == "lstm":
+            for name, p in self.rnn.named_parameters():
+                if name.startswith("bias_ih"):
+                    with torch.no_grad():
+                        p[d_model : 2 * d_model].fill_(forget_bias)
+                elif name.startswith("bias_hh"):
+                    with torch.no_grad():
+                        p[d_model : 2 * d_model].zero_()
+
+    def initial_state(self, batch_size: int, device: torch.device | str) -> State:
+        h = torch.zeros(batch_size, self.num_layers, self.d_model, device=device)
+        return (h, h.clone()) if self.cell == "lstm" else h
+
+    def _run(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        # nn.LSTM/GRU want the state layer-first; ours is batch-first.
+        if self.cell == "lstm":
+            h, c = state
+            y, (h, c) = self.rnn(
+                x, (h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous())
+            )
+            return y, (h.transpose(0, 1), c.transpose(0, 1))
+        y, h = self.rnn(x, state.transpose(0, 1).contiguous())
+        return y, h.transpose(0, 1)
+
+    def forward(self, x: Tensor, state: State, episode_start: Tensor) -> CoreOutput:
+        bounds = [0, *reset_times(episode_start), x.shape[1]]
+        ys = []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            state = self.reset_rows(state, episode_start[:, a])
+            y, state = self._run(x[:, a:b], state)
+            ys.append(y)
+        y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)
+        return CoreOutput(y, state, self.zero_aux(x))
+
+    def reset_rows(self, state: State, mask: Tensor) -> State:
+        return where_rows(mask, self.initial_state(mask.shape[0], mask.device), state)

@@ -1,0 +1,153 @@
+"""The memory-core contract, run over every registered core.
+
+A new core is tested by registering it: nothing here names a core, except the small-size
+options below that keep the suite fast.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import memory
+from memory.base import State, index_state, tree_leaves
+
+D = 16
+B = 4
+T = 21
+ATOL = 1e-5
+
+# Small settings so that every core's window/chunk logic is exercised within T steps.
+SMALL: dict[str, dict] = {
+    "trxl": {"mem_len": 8, "n_layers": 2, "n_heads": 2},
+    "gtrxl": {"mem_len": 8, "n_layers": 2, "n_heads": 2},
+    "compressive": {"n_mem": 4, "n_cmem": 4, "compression_rate": 2, "n_layers": 2, "n_heads": 2},
+}
+
+
+def small_options(name: str) -> dict:
+    opts = memory.core_options(name)
+    wanted = SMALL.get(name, {})
+    if name.startswith("titans"):
+        wanted = {"chunk_size": 4, "window": 6, "n_heads": 2}
+    return {k: v for k, v in wanted.items() if k in opts}
+
+
+@pytest.fixture(params=memory.core_names())
+def core(request: pytest.FixtureRequest) -> memory.MemoryCore:
+    torch.manual_seed(0)
+    c = memory.make_core(request.param, D, **small_options(request.param))
+    return c
+
+
+def scattered_starts(b: int = B, t: int = T) -> torch.Tensor:
+    starts = torch.zeros(b, t, dtype=torch.bool)
+    starts[0, 0] = True
+    starts[1, 5] = True
+    starts[1, 13] = True
+    starts[2, 0] = True
+    starts[2, 9] = True
+    starts[3, 17] = True
+    return starts
+
+
+def run_chunks(core: memory.MemoryCore, x, state, starts, size: int):
+    ys = []
+    for a in range(0, x.shape[1], size):
+        out = core(x[:, a : a + size], state, starts[:, a : a + size])
+        ys.append(out.y)
+        state = out.state
+    return torch.cat(ys, dim=1), state
+
+
+def assert_state_close(a: State, b: State) -> None:
+    for x, y in zip(tree_leaves(a), tree_leaves(b), strict=True):
+        torch.testing.assert_close(x, y, atol=ATOL, rtol=1e-4)
+
+
+def test_registry_lists_the_control() -> None:
+    assert {"lstm", "gru", "none"} <= set(memory.core_names())
+
+
+def test_unknown_core_and_option_name_the_choices() -> None:
+    with pytest.raises(memory.CoreConfigError, match="valid cores: .*lstm"):
+        memory.make_core("lstmm", D)
+    with pytest.raises(memory.CoreConfigError, match="valid options"):
+        memory.make_core("lstm", D, not_an_option=3)
+
+
+def test_shapes_and_aux(core: memory.MemoryCore) -> None:
+    x = torch.randn(B, T, D)
+    out = core(x, core.initial_state(B, "cpu"), scattered_starts())
+    assert out.y.shape == (B, T, D)
+    assert out.aux_loss.dim() == 0
+    assert torch.isfinite(out.y).all()
+
+
+@pytest.mark.parametrize("size", [1, 3, 7])
+def test_a_one_call_equals_steps_and_chunks(core: memory.MemoryCore, size: int) -> None:
+    torch.manual_seed(1)
+    x = torch.randn(B, T, D)
+    starts = scattered_starts()
+    state = core.initial_state(B, "cpu")
+    with torch.no_grad():
+        full = core(x, state, starts)
+        y, s = run_chunks(core, x, state, starts, size)
+    torch.testing.assert_close(y, full.y, atol=ATOL, rtol=1e-4)
+    assert_state_close(s, full.state)
+
+
+def test_b_episode_start_cuts_values_and_gradients(core: memory.MemoryCore) -> None:
+    torch.manual_seed(2)
+    k, row = 9, 2  # scattered_starts has a start at [2, 9]
+    x = torch.randn(B, T, D, requires_grad=True)
+    starts = scattered_starts()
+    out = core(x, core.initial_state(B, "cpu"), starts)
+
+    fresh = core(
+        x[row : row + 1, k:].detach(), core.initial_state(1, "cpu"), starts[row : row + 1, k:]
+    )
+    torch.testing.assert_close(out.y[row : row + 1, k:], fresh.y, atol=ATOL, rtol=1e-4)
+
+    (grad,) = torch.autograd.grad(out.y[row, k:].sum(), x)
+    assert torch.equal(grad[row, :k], torch.zeros_like(grad[row, :k])), "gradient leaked"
+    assert grad[row, k:].abs().sum() > 0
+
+
+def test_c_carried_state_ignored_after_start(core: memory.MemoryCore) -> None:
+    torch.manual_seed(3)
+    warm = core(torch.randn(B, T, D), core.initial_state(B, "cpu"), scattered_starts()).state
+    x = torch.randn(B, 11, D)
+    starts = torch.zeros(B, 11, dtype=torch.bool)
+    starts[:, 0] = True
+    with torch.no_grad():
+        a = core(x, core.detach(warm), starts)
+        b = core(x, core.initial_state(B, "cpu"), starts)
+    torch.testing.assert_close(a.y, b.y, atol=ATOL, rtol=1e-4)
+    assert_state_close(a.state, b.state)
+
+
+def test_d_detach_and_state_structure(core: memory.MemoryCore) -> None:
+    x = torch.randn(B, T, D, requires_grad=True)
+    s0 = core.initial_state(B, "cpu")
+    out = core(x, s0, scattered_starts())
+    for name, s in (("forward", out.state), ("detach", core.detach(out.state))):
+        assert type(s) is type(s0), name
+        for a, b in zip(tree_leaves(s), tree_leaves(s0), strict=True):
+            assert a.shape == b.shape and a.dtype == b.dtype and a.device == b.device, name
+    for leaf in tree_leaves(core.detach(out.state)):
+        assert not leaf.requires_grad and leaf.grad_fn is None
+
+
+def test_e_rows_are_independent(core: memory.MemoryCore) -> None:
+    torch.manual_seed(4)
+    x = torch.randn(B, T, D, requires_grad=True)
+    starts = scattered_starts()
+    out = core(x, core.initial_state(B, "cpu"), starts)
+    (grad,) = torch.autograd.grad(out.y[1].sum(), x)
+    others = torch.cat([grad[:1], grad[2:]])
+    assert torch.equal(others, torch.zeros_like(others))
+    # And a row run alone gives the same numbers as inside the batch.
+    alone = core(x[1:2].detach(), core.initial_state(1, "cpu"), starts[1:2])
+    torch.testing.assert_close(alone.y, out.y[1:2].detach(), atol=ATOL, rtol=1e-4)
+    assert_state_close(alone.state, index_state(core.detach(out.state), slice(1, 2)))
