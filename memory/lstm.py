@@ -13,6 +13,8 @@ Departures: none in the recurrences. The LSTM's forget-gate bias starts at ``for
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor, nn
 
@@ -75,7 +77,7 @@ class RecurrentCore(MemoryCore):
     def forward(self, x: Tensor, state: State, episode_start: Tensor) -> CoreOutput:
         bounds = [0, *reset_times(episode_start), x.shape[1]]
         ys = []
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in itertools.pairwise(bounds):
             state = self.reset_rows(state, episode_start[:, a])
             y, state = self._run(x[:, a:b], state)
             ys.append(y)

@@ -70,7 +70,7 @@ def test_registry_lists_the_control() -> None:
 
 
 def test_unknown_core_and_option_name_the_choices() -> None:
-    with pytest.raises(memory.CoreConfigError, match="valid cores: .*lstm"):
+    with pytest.raises(memory.CoreConfigError, match=r"valid cores: .*lstm"):
         memory.make_core("lstmm", D)
     with pytest.raises(memory.CoreConfigError, match="valid options"):
         memory.make_core("lstm", D, not_an_option=3)
