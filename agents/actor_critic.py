@@ -1,0 +1,80 @@
+"""The actor-critic: encoder -> memory core -> policy and value heads.
+
+The previous action (one-hot) and reward are optional inputs; both are zeroed at episode starts
+so that nothing from an earlier episode reaches the core.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from gymnasium import spaces
+from torch import Tensor, nn
+
+import memory
+from agents.config import AgentConfig, CoreConfig
+from agents.encoders import make_encoder
+from memory.base import State
+
+
+class ACOutput(NamedTuple):
+    logits: Tensor  # (B, T, A)
+    value: Tensor  # (B, T)
+    state: State
+    aux_loss: Tensor  # core's aux loss (scalar)
+    features: Tensor  # (B, T, d_model) core outputs, for auxiliary heads
+
+
+def layer_init(layer: nn.Linear, std: float) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class ActorCritic(nn.Module):
+    def __init__(
+        self,
+        obs_space: spaces.Space,
+        action_space: spaces.Space,
+        core: CoreConfig,
+        agent: AgentConfig,
+    ) -> None:
+        super().__init__()
+        if not isinstance(action_space, spaces.Discrete):
+            raise ValueError(
+                f"action space {action_space} is not supported; mnemo's agent needs Discrete"
+            )
+        self.n_actions = int(action_space.n)
+        self.cfg = agent
+        self.encoder = make_encoder(obs_space, agent.encoder_hidden)
+        n_in = agent.encoder_hidden + self.n_actions * agent.prev_action + agent.prev_reward
+        self.proj = nn.Linear(n_in, core.d_model)
+        self.core = memory.make_core(core.name, core.d_model, **core.options)
+        self.policy = layer_init(nn.Linear(core.d_model, self.n_actions), 0.01)
+        self.value = layer_init(nn.Linear(core.d_model, 1), 1.0)
+
+    def initial_state(self, batch_size: int, device: torch.device | str) -> State:
+        return self.core.initial_state(batch_size, device)
+
+    def forward(
+        self,
+        obs: Tensor,
+        prev_action: Tensor,
+        prev_reward: Tensor,
+        state: State,
+        episode_start: Tensor,
+    ) -> ACOutput:
+        """obs (B, T, *obs_shape); prev_action, prev_reward, episode_start (B, T)."""
+        keep = (~episode_start).unsqueeze(-1).float()  # (B, T, 1)
+        parts = [self.encoder(obs)]
+        if self.cfg.prev_action:
+            onehot = nn.functional.one_hot(prev_action.long(), self.n_actions).float()
+            parts.append(onehot * keep)
+        if self.cfg.prev_reward:
+            parts.append(prev_reward.unsqueeze(-1).float() * keep)
+        x = self.proj(torch.cat(parts, dim=-1))  # (B, T, d_model)
+        out = self.core(x, state, episode_start)
+        return ACOutput(
+            self.policy(out.y), self.value(out.y).squeeze(-1), out.state, out.aux_loss, out.y
+        )

@@ -1,0 +1,189 @@
+"""The training config of ``mnemo train``: typed sections, each field's docstring is its help.
+
+Load with ``load_train_config(path, overrides)``; every section and key is checked before any
+work starts (see agents/configuration.py for the one-line errors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.configuration import ConfigError, load_config
+
+
+@dataclass
+class EnvConfig:
+    id: str = "mnemo/Recall-D16-v0"
+    """Gymnasium env id (``mnemo envs`` lists mnemo's own)."""
+    num_envs: int = 128
+    """Envs stepped in parallel."""
+    batched: bool = True
+    """Use the env's tensor twin when it has one (``mnemo envs`` marks them)."""
+    kwargs: dict = field(default_factory=dict)
+    """Extra env constructor kwargs, e.g. ``{delay: 64}``."""
+
+    def validate(self) -> None:
+        if self.num_envs < 1:
+            raise ConfigError(f"env.num_envs must be >= 1, got {self.num_envs}")
+
+
+@dataclass
+class CoreConfig:
+    name: str = "lstm"
+    """Registered memory core (``mnemo cores`` lists them)."""
+    d_model: int = 64
+    """Width of the core."""
+    options: dict = field(default_factory=dict)
+    """Core-specific options; write them directly in the section, e.g. ``core.mem_len=256``."""
+
+    def validate(self) -> None:
+        if self.d_model < 1:
+            raise ConfigError(f"core.d_model must be >= 1, got {self.d_model}")
+
+
+@dataclass
+class AgentConfig:
+    encoder_hidden: int = 64
+    """Hidden width of the observation encoder (MLP or CNN head)."""
+    prev_action: bool = True
+    """Feed the previous action (one-hot) to the core."""
+    prev_reward: bool = True
+    """Feed the previous reward to the core."""
+    recon_coef: float = 0.0
+    """Weight of the observation-reconstruction auxiliary loss (0 = off)."""
+
+    def validate(self) -> None:
+        if self.encoder_hidden < 1:
+            raise ConfigError(f"agent.encoder_hidden must be >= 1, got {self.encoder_hidden}")
+        if self.recon_coef < 0:
+            raise ConfigError(f"agent.recon_coef must be >= 0, got {self.recon_coef}")
+
+
+@dataclass
+class PPOConfig:
+    total_steps: int = 1_000_000
+    """Env steps to train for (all envs together)."""
+    rollout_len: int = 128
+    """Steps per env per rollout."""
+    bptt_len: int = 128
+    """Truncated-BPTT length: rollouts are cut into sequences of this many steps, each starting
+    from the core state stored during the rollout. Must divide ``rollout_len``."""
+    epochs: int = 4
+    """Passes over each rollout."""
+    minibatches: int = 4
+    """Minibatches per epoch (of whole env x sequence chunks, never shuffled timesteps)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    adam_eps: float = 1e-5
+    anneal_lr: bool = False
+    """Decay the learning rate linearly to 0."""
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip: float = 0.2
+    """PPO ratio clip."""
+    clip_value: bool = False
+    """Clip the value update as in PPO2."""
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    aux_coef: float = 1.0
+    """Weight of the core's aux_loss (e.g. compressive reconstruction)."""
+    max_grad_norm: float = 0.5
+    norm_adv: bool = True
+    target_success: float = 0.0
+    """Stop early once the recent success rate reaches this (0 = never)."""
+
+    def validate(self) -> None:
+        for name in ("total_steps", "rollout_len", "bptt_len", "epochs", "minibatches"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"ppo.{name} must be >= 1, got {getattr(self, name)}")
+        if self.rollout_len % self.bptt_len:
+            raise ConfigError(
+                f"ppo.bptt_len ({self.bptt_len}) must divide ppo.rollout_len ({self.rollout_len})"
+            )
+        if self.lr <= 0:
+            raise ConfigError(f"ppo.lr must be > 0, got {self.lr}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"ppo.{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclass
+class RunConfig:
+    dir: str | None = None
+    """Output folder; default ``runs/<name>-<time>``."""
+    name: str = ""
+    """Run name; default ``<core>-<env>``."""
+    log_every: int = 1
+    """Write scalars every N updates."""
+    checkpoint_every: int = 20
+    """Write checkpoints/last.pt every N updates (and at the end)."""
+    progress: bool = True
+    """Show a tqdm progress bar."""
+    video_every: int = 0
+    """Record an evaluation episode as a TensorBoard video every N updates (0 = never)."""
+
+    def validate(self) -> None:
+        if self.log_every < 1 or self.checkpoint_every < 1 or self.video_every < 0:
+            raise ConfigError("run.log_every and run.checkpoint_every must be >= 1")
+
+
+@dataclass
+class TrainConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    core: CoreConfig = field(default_factory=CoreConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    device: str = "cpu"
+    """``cpu``, ``cuda`` or ``cuda:N``."""
+    seed: int = 0
+    threads: int = 0
+    """torch CPU threads (0 = leave torch's default)."""
+
+    def validate(self) -> None:
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
+
+def load_train_config(path: str | None, overrides: list[str] | None = None) -> TrainConfig:
+    cfg = load_config(TrainConfig, path, overrides)
+    check_names(cfg)
+    return cfg
+
+
+def check_names(cfg: TrainConfig) -> None:
+    """Fail early, in one line, on an unknown env id, core name or core option."""
+    import gymnasium as gym
+
+    import envs
+    import memory
+
+    if cfg.env.id not in gym.registry:
+        ours = ", ".join(envs.mnemo_env_ids())
+        raise ConfigError(f"env.id: unknown env {cfg.env.id!r}; mnemo envs: {ours}")
+    if cfg.core.name not in memory.core_names():
+        raise ConfigError(
+            f"core.name: unknown core {cfg.core.name!r}; valid cores: "
+            f"{', '.join(memory.core_names())}"
+        )
+    try:
+        gym.make(cfg.env.id, **cfg.env.kwargs).close()
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"env.kwargs for {cfg.env.id}: {e}") from e
+    valid = memory.core_options(cfg.core.name)
+    for key in cfg.core.options:
+        if key not in valid:
+            raise ConfigError(
+                f"unknown config key 'core.{key}' for core {cfg.core.name!r}; valid keys: "
+                f"name, d_model, {', '.join(sorted(valid))}"
+            )
+
+
+def describe(cfg: Any) -> str:
+    """The resolved config as YAML, for logs and TensorBoard."""
+    import yaml
+
+    from agents.configuration import to_dict
+
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

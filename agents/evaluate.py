@@ -1,0 +1,87 @@
+"""``mnemo eval``: success of a trained policy on held-out env seeds, with a confidence interval."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.distributions import Categorical
+
+from agents.actor_critic import ActorCritic
+from agents.checkpoint import load_checkpoint
+from agents.config import TrainConfig
+from agents.configuration import from_dict
+from agents.vector_env import make_vector_env
+
+HELD_OUT_SEED_OFFSET = 1_000_003
+"""Evaluation env seeds start here past the training seed, so they are never trained on."""
+
+
+@dataclass
+class EvalResult:
+    episodes: int
+    success_rate: float
+    ci_low: float
+    ci_high: float
+    mean_return: float
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a success rate (sound at 0 and 1, unlike the normal one)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def load_agent(path: str, device: str = "cpu") -> tuple[ActorCritic, TrainConfig]:
+    ckpt = load_checkpoint(path, map_location=device)
+    cfg = from_dict(TrainConfig, ckpt["config"])
+    cfg.device = device
+    env = make_vector_env(cfg.env.id, 1, device, cfg.env.batched, **cfg.env.kwargs)
+    model = ActorCritic(env.single_observation_space, env.single_action_space, cfg.core, cfg.agent)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), cfg
+
+
+@torch.no_grad()
+def evaluate(
+    model: ActorCritic,
+    cfg: TrainConfig,
+    episodes: int = 100,
+    num_envs: int = 16,
+    greedy: bool = True,
+    seed: int | None = None,
+    device: str = "cpu",
+) -> EvalResult:
+    """Run until ``episodes`` episodes have finished; counts the first ``episodes`` of them."""
+    num_envs = max(1, min(num_envs, episodes))
+    env = make_vector_env(cfg.env.id, num_envs, device, cfg.env.batched, **cfg.env.kwargs)
+    obs, _ = env.reset(seed=(cfg.seed if seed is None else seed) + HELD_OUT_SEED_OFFSET)
+    state = model.initial_state(num_envs, device)
+    prev_a = torch.zeros(num_envs, dtype=torch.long, device=device)
+    prev_r = torch.zeros(num_envs, device=device)
+    start = torch.ones(num_envs, dtype=torch.bool, device=device)
+    ret = torch.zeros(num_envs, device=device)
+    successes: list[float] = []
+    returns: list[float] = []
+    while len(successes) < episodes:
+        out = model(obs.unsqueeze(1), prev_a[:, None], prev_r[:, None], state, start[:, None])
+        logits = out.logits[:, 0]
+        action = logits.argmax(-1) if greedy else Categorical(logits=logits).sample()
+        obs, reward, term, trunc, info = env.step(action)
+        done = term | trunc
+        ret += reward
+        for i in torch.nonzero(done).flatten().tolist():
+            successes.append(float(info["success"][i]))
+            returns.append(float(ret[i]))
+        ret = torch.where(done, 0.0, ret)
+        state, prev_a, prev_r, start = out.state, action, reward, done
+    s = np.array(successes[:episodes])
+    lo, hi = wilson_interval(int(s.sum()), len(s))
+    return EvalResult(len(s), float(s.mean()), lo, hi, float(np.mean(returns[:episodes])))

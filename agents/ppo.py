@@ -1,0 +1,207 @@
+"""PPO for actor-critics with a memory core (Schulman et al. 2017; recurrent variant).
+
+The core state at the start of every truncated-BPTT chunk of a rollout is stored during the
+rollout, so training replays each (env, chunk) sequence from exactly the state acting had there.
+Minibatches are whole sequences, never shuffled timesteps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.distributions import Categorical
+
+from agents.actor_critic import ActorCritic
+from agents.config import TrainConfig
+from agents.rollout import Rollout, compute_gae, sequence_minibatches
+from agents.vector_env import make_vector_env
+from memory.base import State
+
+
+@dataclass
+class EpisodeStats:
+    """Per-env running sums, kept on the device; read out once per rollout."""
+
+    ret: Tensor
+    length: Tensor
+    finished_return: list[Tensor] = field(default_factory=list)
+    finished_length: list[Tensor] = field(default_factory=list)
+    finished_success: list[Tensor] = field(default_factory=list)
+
+    def step(self, reward: Tensor, done: Tensor, success: Tensor) -> None:
+        self.ret += reward
+        self.length += 1
+        # Store masked values: no host sync here.
+        self.finished_return.append(torch.where(done, self.ret, torch.nan))
+        self.finished_length.append(torch.where(done, self.length.float(), torch.nan))
+        self.finished_success.append(torch.where(done, success.float(), torch.nan))
+        self.ret = torch.where(done, 0.0, self.ret)
+        self.length = torch.where(done, 0, self.length)
+
+    def flush(self) -> dict[str, np.ndarray]:
+        out = {}
+        for name in ("return", "length", "success"):
+            buf = getattr(self, f"finished_{name}")
+            if buf:
+                v = torch.stack(buf).flatten().cpu().numpy()
+                out[name] = v[~np.isnan(v)]
+            else:
+                out[name] = np.zeros(0)
+            buf.clear()
+        return out
+
+
+class PPO:
+    """Holds the envs, the agent and the optimizer; ``collect`` then ``update`` per iteration."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.device = torch.device(cfg.device)
+        self.env = make_vector_env(
+            cfg.env.id, cfg.env.num_envs, self.device, cfg.env.batched, **cfg.env.kwargs
+        )
+        self.model = ActorCritic(
+            self.env.single_observation_space, self.env.single_action_space, cfg.core, cfg.agent
+        ).to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.ppo.lr, eps=cfg.ppo.adam_eps
+        )
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        n = cfg.env.num_envs
+        self.obs, _ = self.env.reset(seed=cfg.seed)
+        self.state = self.model.initial_state(n, self.device)
+        self.prev_action = torch.zeros(n, dtype=torch.long, device=self.device)
+        self.prev_reward = torch.zeros(n, device=self.device)
+        self.episode_start = torch.ones(n, dtype=torch.bool, device=self.device)
+        self.stats = EpisodeStats(
+            torch.zeros(n, device=self.device), torch.zeros(n, dtype=torch.long, device=self.device)
+        )
+        self.global_step = 0
+        self.update_idx = 0
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.cfg.env.num_envs * self.cfg.ppo.rollout_len
+
+    def _act(self, obs: Tensor, state: State) -> Any:
+        return self.model(
+            obs.unsqueeze(1),
+            self.prev_action.unsqueeze(1),
+            self.prev_reward.unsqueeze(1),
+            state,
+            self.episode_start.unsqueeze(1),
+        )
+
+    @torch.no_grad()
+    def collect(self) -> tuple[Rollout, Tensor]:
+        """Step all envs ``rollout_len`` times; returns the rollout and the last values."""
+        cfg = self.cfg.ppo
+        n, length = self.cfg.env.num_envs, cfg.rollout_len
+        ro = Rollout.empty(n, length, tuple(self.obs.shape[1:]), self.obs.dtype, self.device)
+        for t in range(length):
+            if t % cfg.bptt_len == 0:
+                ro.chunk_states.append(self.state)
+            out = self._act(self.obs, self.state)
+            dist = Categorical(logits=out.logits[:, 0])
+            action = dist.sample()
+            ro.obs[:, t] = self.obs
+            ro.prev_action[:, t] = self.prev_action
+            ro.prev_reward[:, t] = self.prev_reward
+            ro.episode_start[:, t] = self.episode_start
+            ro.action[:, t] = action
+            ro.logprob[:, t] = dist.log_prob(action)
+            ro.value[:, t] = out.value[:, 0]
+            obs, reward, term, trunc, info = self.env.step(action)
+            done = term | trunc
+            self.stats.step(reward, done, info["success"])
+            bootstrap = reward
+            if bool(trunc.any()):
+                # A time limit is not a terminal state: bootstrap from the value of the final
+                # observation, seen through the state that led to it.
+                self.prev_action, self.prev_reward = action, reward
+                self.episode_start = torch.zeros_like(done)
+                final = self._act(info["final_obs"], out.state).value[:, 0]
+                bootstrap = reward + cfg.gamma * final * trunc.float()
+            ro.reward[:, t] = bootstrap
+            ro.done[:, t] = done
+            self.obs, self.state = obs, out.state
+            self.prev_action, self.prev_reward, self.episode_start = action, reward, done
+        last_value = self._act(self.obs, self.state).value[:, 0]
+        self.global_step += n * length
+        return ro, last_value
+
+    def update(self, ro: Rollout, last_value: Tensor) -> dict[str, float]:
+        cfg = self.cfg.ppo
+        adv, ret = compute_gae(ro.reward, ro.value, ro.done, last_value, cfg.gamma, cfg.gae_lambda)
+        logs: dict[str, list[float]] = {}
+        for _ in range(cfg.epochs):
+            for mb in sequence_minibatches(ro, adv, ret, cfg.minibatches, self.generator):
+                out = self.model(mb.obs, mb.prev_action, mb.prev_reward, mb.state, mb.episode_start)
+                dist = Categorical(logits=out.logits)
+                logprob = dist.log_prob(mb.action)
+                log_ratio = logprob - mb.logprob
+                ratio = log_ratio.exp()
+                a = mb.advantage
+                if cfg.norm_adv:
+                    a = (a - a.mean()) / (a.std() + 1e-8)
+                pg_loss = torch.max(-a * ratio, -a * ratio.clamp(1 - cfg.clip, 1 + cfg.clip))
+                pg_loss = pg_loss.mean()
+                if cfg.clip_value:
+                    v_clip = mb.value + (out.value - mb.value).clamp(-cfg.clip, cfg.clip)
+                    v_loss = (
+                        0.5 * torch.max((out.value - mb.ret) ** 2, (v_clip - mb.ret) ** 2).mean()
+                    )
+                else:
+                    v_loss = 0.5 * ((out.value - mb.ret) ** 2).mean()
+                entropy = dist.entropy().mean()
+                loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
+                loss = loss + cfg.aux_coef * out.aux_loss
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - log_ratio).mean()
+                    clipfrac = ((ratio - 1).abs() > cfg.clip).float().mean()
+                for k, v in (
+                    ("losses/policy", pg_loss),
+                    ("losses/value", v_loss),
+                    ("losses/entropy", entropy),
+                    ("losses/approx_kl", approx_kl),
+                    ("losses/clipfrac", clipfrac),
+                    ("memory/aux_loss", out.aux_loss),
+                ):
+                    logs.setdefault(k, []).append(float(v.detach()))
+        y, v = ret.flatten(), ro.value.flatten()
+        var_y = y.var()
+        explained = float(1 - (y - v).var() / var_y) if var_y > 0 else float("nan")
+        self.update_idx += 1
+        result = {k: float(np.mean(v)) for k, v in logs.items()}
+        result["losses/explained_variance"] = explained
+        return result
+
+    def set_lr(self, frac_left: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.ppo.lr * frac_left
+
+    def iterate(self) -> dict[str, Any]:
+        """One rollout + update; returns scalars and the finished episodes' stats."""
+        t0 = time.perf_counter()
+        if self.cfg.ppo.anneal_lr:
+            self.set_lr(max(0.0, 1 - self.global_step / self.cfg.ppo.total_steps))
+        ro, last_value = self.collect()
+        scalars = self.update(ro, last_value)
+        episodes = self.stats.flush()
+        scalars["charts/SPS"] = self.steps_per_update / (time.perf_counter() - t0)
+        scalars["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
+        if len(episodes["return"]):
+            scalars["charts/episodic_return"] = float(episodes["return"].mean())
+            scalars["charts/episodic_length"] = float(episodes["length"].mean())
+            scalars["charts/success_rate"] = float(episodes["success"].mean())
+            scalars["charts/episodes"] = float(len(episodes["return"]))
+        return scalars
