@@ -1,0 +1,214 @@
+"""The neural long-term memory (LMM) of Titans, with fast weights as explicit state.
+
+Behrouz, Zhong & Mirrokni 2025, "Titans: Learning to Memorize at Test Time" (arXiv 2501.00663),
+sections 3.1-3.2 and 4.4. The memory M is an MLP (``mem_depth`` layers, one weight set per batch
+row and head) trained *while the sequence is read* on the associative loss
+
+    l(M; x_t) = ||M(k_t) - v_t||^2,        k_t = x_t W_K, v_t = x_t W_V,
+
+with surprise carried by momentum and forgetting by weight decay:
+
+    S_t = eta_t S_{t-1} - theta_t grad l(M_{t'}; x_t),      M_t = (1 - alpha_t) M_{t-1} + S_t,
+
+where eta, theta, alpha in (0, 1) are data-dependent (sigmoid of a linear map of the token;
+theta is scaled by ``max_lr``). Retrieval is a forward pass without update, y_t = M*(q_t).
+q, k, v come from linear maps, a causal depthwise 1D convolution and SiLU; q and k are
+l2-normalised (section 4.4).
+
+Chunked parallel form (section 3.2): within a chunk of b tokens every gradient is taken at the
+chunk-start weights M_{t'}; momentum and decay are then a linear recurrence whose closed form is
+computed here with a (b x b) matrix of products of eta and suffix products of (1 - alpha), so a
+chunk costs a few matmuls. Per-token gradients of the MLP are written out explicitly (manual
+backprop through the SiLU MLP): the update needs only sum_j c_j h_j^T dz_j, so the per-token
+outer products are never materialised.
+
+Memory per chunk: activations O(b * H * sum(widths)) plus the (b x b) coefficients per head;
+the autograd graph keeps one copy of the fast weights and momentum per chunk, i.e.
+O((T / b) * 2 * P) per row for a training call of T tokens, P = sum_l H * d_in_l * d_out_l.
+
+Numerical guard: each token's inner gradient is clipped to Frobenius norm ``max_grad_norm``
+(over all memory layers), and theta <= ``max_lr``, so the inner update is bounded whatever the
+sequence length; with k l2-normalised the forward pass stays bounded too.
+
+Departures from the paper:
+- Retrieval for a token reads the weights as of its chunk start (the paper's M*_{t-1} read
+  would need per-token weights inside a chunk); this is what makes step-by-step acting equal
+  to the parallel form.
+- Per-token gradient clipping (the paper gives no guard; other ports hit NaNs at length 4k).
+- No bias terms in the memory MLP; M_0 is a learned parameter per head.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Weights = tuple[Tensor, ...]
+"""Fast weights of the memory MLP, layer by layer, each (B, H, d_in, d_out)."""
+
+
+def _l2norm(x: Tensor) -> Tensor:
+    return F.normalize(x, dim=-1, eps=1e-6)
+
+
+class NeuralMemory(nn.Module):
+    """Titans' LMM: projections, gates and the functional fast-weight MLP.
+
+    The module holds only outer (slow) parameters; fast weights, momentum and convolution
+    tails are passed in and out, so a core can keep them in its state.
+
+    Args:
+        d_model: width of inputs and of retrieved outputs.
+        n_heads: independent memories of width ``d_model // n_heads``.
+        mem_depth: layers of the memory MLP (>= 1).
+        mem_expand: hidden width of the memory MLP as a multiple of the head width.
+        conv_kernel: width of the causal depthwise convolution (1 = none).
+        max_lr: upper bound of the inner learning rate theta.
+        max_grad_norm: per-token clip of the inner gradient's norm.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int = 1,
+        mem_depth: int = 2,
+        mem_expand: int = 2,
+        conv_kernel: int = 4,
+        max_lr: float = 0.5,
+        max_grad_norm: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"n_heads ({n_heads}) must divide d_model ({d_model})")
+        if mem_depth < 1 or conv_kernel < 1 or mem_expand < 1:
+            raise ValueError("mem_depth, mem_expand and conv_kernel must be >= 1")
+        self.d_model, self.n_heads = d_model, n_heads
+        self.d_head = dh = d_model // n_heads
+        self.max_lr, self.max_grad_norm = max_lr, max_grad_norm
+        dims = [dh] + [dh * mem_expand] * (mem_depth - 1) + [dh]
+        self.init_weights = nn.ParameterList(
+            nn.Parameter(torch.randn(n_heads, i, o) / math.sqrt(i))
+            for i, o in itertools.pairwise(dims)
+        )
+        self.q_proj = nn.Linear(d_model, d_model, bias=False)
+        self.kv_proj = nn.Linear(d_model, 2 * d_model, bias=False)
+        # Depthwise causal convolutions start as the identity (last tap 1) so that an untrained
+        # memory sees the plain projections.
+        self.conv_kernel = conv_kernel
+        q_conv, kv_conv = torch.zeros(d_model, conv_kernel), torch.zeros(2 * d_model, conv_kernel)
+        q_conv[:, -1] = kv_conv[:, -1] = 1.0
+        self.q_conv, self.kv_conv = nn.Parameter(q_conv), nn.Parameter(kv_conv)
+        # eta, theta, alpha logits per head; biases start with momentum ~0.9, theta at half of
+        # max_lr and slow forgetting (alpha ~ 0.007).
+        self.gate_proj = nn.Linear(d_model, 3 * n_heads)
+        with torch.no_grad():
+            self.gate_proj.weight.mul_(0.1)
+            self.gate_proj.bias.copy_(torch.tensor([2.0, 0.0, -5.0]).repeat_interleave(n_heads))
+        self.out_norm = nn.RMSNorm(d_model)
+
+    # ----- state pieces ------------------------------------------------------------------
+    def fresh_weights(self, batch_size: int) -> tuple[Weights, Weights]:
+        """M_0 and zero momentum for ``batch_size`` rows (detached copies)."""
+        w = tuple(p.detach().expand(batch_size, *p.shape).clone() for p in self.init_weights)
+        return w, tuple(torch.zeros_like(t) for t in w)
+
+    def fresh_tail(self, batch_size: int, channels: int, device: torch.device | str) -> Tensor:
+        """Zero convolution context (B, conv_kernel - 1, channels)."""
+        return torch.zeros(batch_size, self.conv_kernel - 1, channels, device=device)
+
+    def reset(self, mask: Tensor, weights: Weights, momentum: Weights) -> tuple[Weights, Weights]:
+        """Rows where ``mask`` (B,) is True get M_0 (with gradient to it) and zero momentum."""
+        m = mask[:, None, None, None]
+        w = tuple(torch.where(m, p, t) for p, t in zip(self.init_weights, weights))
+        s = tuple(torch.where(m, 0.0, t) for t in momentum)
+        return w, s
+
+    # ----- inputs ------------------------------------------------------------------------
+    def _conv(self, pre: Tensor, tail: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+        """Causal depthwise conv of (B, n, C) given the (B, K-1, C) inputs before it."""
+        full = torch.cat([tail, pre], dim=1)  # (B, K-1+n, C)
+        out = F.conv1d(full.transpose(1, 2), weight[:, None, :], groups=weight.shape[0])
+        return out.transpose(1, 2), full[:, full.shape[1] - tail.shape[1] :]
+
+    def _heads(self, x: Tensor) -> Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, n, Dh)
+
+    def queries(self, x: Tensor, tail: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, n, D) inputs -> queries (B, H, n, Dh) and the new conv tail."""
+        q, tail = self._conv(self.q_proj(x), tail, self.q_conv)
+        return _l2norm(self._heads(F.silu(q))), tail
+
+    def keys_values(self, x: Tensor, tail: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, n, D) inputs -> keys, values (B, H, n, Dh) and the new conv tail."""
+        kv, tail = self._conv(self.kv_proj(x), tail, self.kv_conv)
+        k, v = F.silu(kv).chunk(2, dim=-1)
+        return _l2norm(self._heads(k)), self._heads(v), tail
+
+    # ----- the memory itself -------------------------------------------------------------
+    def read(self, weights: Weights, q: Tensor) -> Tensor:
+        """M*(q): (B, H, n, Dh) -> (B, n, D), heads merged and RMS-normalised."""
+        h = q
+        for i, w in enumerate(weights):
+            h = h @ w  # (B, H, n, d_out)
+            if i < len(weights) - 1:
+                h = F.silu(h)
+        b, _, n, _ = h.shape
+        return self.out_norm(h.transpose(1, 2).reshape(b, n, self.d_model))
+
+    def write(
+        self, weights: Weights, momentum: Weights, k: Tensor, v: Tensor, gate_in: Tensor
+    ) -> tuple[Weights, Weights]:
+        """One chunk of test-time learning, gradients at the chunk-start ``weights``.
+
+        Args:
+            weights, momentum: M_{t'} and S_{t'}, each layer (B, H, d_in, d_out).
+            k, v: (B, H, n, Dh) keys and values of the chunk's n tokens.
+            gate_in: (B, n, D) what eta, theta, alpha are computed from.
+
+        Returns:
+            M and S after the chunk's last token.
+        """
+        b, n, _ = gate_in.shape
+        logits = self.gate_proj(gate_in).view(b, n, 3, self.n_heads).permute(2, 0, 3, 1)
+        log_eta = F.logsigmoid(logits[0])  # (B, H, n)
+        theta = self.max_lr * torch.sigmoid(logits[1])
+        log_keep = F.logsigmoid(-logits[2])  # log(1 - alpha)
+
+        # Forward and manual backward of ||M(k) - v||^2 per token at the chunk-start weights.
+        hs, zs = [k], []
+        for i, w in enumerate(weights):
+            zs.append(hs[-1] @ w)
+            if i < len(weights) - 1:
+                hs.append(F.silu(zs[-1]))
+        dzs: list[Tensor] = [2.0 * (zs[-1] - v)]
+        for i in range(len(weights) - 1, 0, -1):
+            s = torch.sigmoid(zs[i - 1])
+            dh = dzs[0] @ weights[i].transpose(-1, -2)
+            dzs.insert(0, dh * s * (1.0 + zs[i - 1] * (1.0 - s)))
+        # ||h^T dz||_F = ||h|| ||dz||: per-token gradient norms without outer products.
+        sq = sum(h.square().sum(-1) * dz.square().sum(-1) for h, dz in zip(hs, dzs))
+        clip = (self.max_grad_norm / torch.sqrt(sq + 1e-12)).clamp(max=1.0)
+        g = -theta * clip  # (B, H, n): coefficient of token j's gradient in S_j
+
+        # Closed form of S_i = eta_i S_{i-1} + g_i U_i, W_i = keep_i W_{i-1} + S_i over the chunk.
+        le, lk = torch.cumsum(log_eta, -1), torch.cumsum(log_keep, -1)  # (B, H, n)
+        tri = torch.ones(n, n, dtype=torch.bool, device=k.device).tril()
+        a = torch.exp((le[..., :, None] - le[..., None, :]).masked_fill(~tri, -math.inf))
+        gamma = torch.exp(lk[..., -1:] - lk)  # prod_{l>i} keep_l
+        w_coef = torch.einsum("bhi,bhij->bhj", gamma, a) * g  # (B, H, n)
+        s_coef = a[..., -1, :] * g
+        eta_all = torch.exp(le)  # prod_{l<=i} eta_l
+        w_from_s0 = (gamma * eta_all).sum(-1)[..., None, None]  # (B, H, 1, 1)
+        keep_all = torch.exp(lk[..., -1])[..., None, None]
+        new_w, new_s = [], []
+        for w, s0, h, dz in zip(weights, momentum, hs, dzs):
+            gw = (h * w_coef[..., None]).transpose(-1, -2) @ dz  # (B, H, d_in, d_out)
+            gs = (h * s_coef[..., None]).transpose(-1, -2) @ dz
+            new_w.append(keep_all * w + w_from_s0 * s0 + gw)
+            new_s.append(eta_all[..., -1, None, None] * s0 + gs)
+        return tuple(new_w), tuple(new_s)

@@ -1,0 +1,336 @@
+"""Titans cores: the neural long-term memory alone (LMM) and as context, gate or layer.
+
+Behrouz, Zhong & Mirrokni 2025, "Titans: Learning to Memorize at Test Time" (arXiv 2501.00663).
+The memory itself is ``memory.neural_memory.NeuralMemory``. Each layer is a pre-norm residual
+block followed by a SiLU feed-forward block; ``n_layers`` of them are stacked.
+
+- ``titans_lmm``: y = M*(q) with the memory learning from the same tokens (section 4.3, "LMM").
+- ``titans_mac`` (memory as context, 4.1): the sequence is cut into segments of ``chunk_size``
+  tokens; for segment S, h = M*_{t-1}(q_S); attention over [persistent | h | S] (causal inside
+  the segment); M is updated with the attention output y; o = y (x) M*(y).
+- ``titans_mag`` (memory as gate, 4.2): sliding-window attention over [persistent | x] gated
+  with the memory branch: o = norm(y) * sigmoid(norm(M*(x))).
+- ``titans_mal`` (memory as layer, 4.3): memory layer, then sliding-window attention over
+  [persistent | memory output].
+
+Chunks and episodes. The memory updates once per completed chunk of ``chunk_size`` tokens,
+counted per row from its episode start: a reset at any position starts a new chunk there, so
+each row has its own chunk grid. A call lays every row's tokens out on a padded "virtual" grid
+(tokens still waiting from the previous call first, an episode start jumping to the next chunk
+boundary), runs the chunks in order for all rows at once, and keeps the tokens of each row's
+unfinished chunk (this layer's inputs) in the state. The next call recomputes them, so one call
+over T equals T calls of one step. Rows with an episode start get M_0, zero momentum, zero
+convolution context and an empty KV cache (``torch.where``: no gradient crosses a reset).
+
+Departures from the paper:
+- Causality inside a segment: reads use the weights as of the chunk start, both for retrieval
+  and for MAC's final gate M*(y) (the paper's M*_t(y_t) after updating with the whole segment
+  would let token j see tokens after j, which an acting agent cannot do).
+- MAC's segment length equals the memory's chunk size; MAG/MAL use no positional encoding.
+- Persistent tokens are attention context only; they are not written into the memory (a
+  learned M_0 plays that role).
+- Pre-norm residual blocks with a feed-forward block, as usual for Transformers; the memory
+  branch of LMM/MAL ends with RMSNorm, a SiLU gate from the input and an output projection
+  (section 4.4, "gating").
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from memory.base import CoreOutput, MemoryCore, State, where_rows
+from memory.neural_memory import NeuralMemory
+from memory.registry import register_core
+from memory.window_attention import SlidingWindowAttention
+
+VARIANTS = ("lmm", "mac", "mag", "mal")
+
+
+class ChunkLayout(NamedTuple):
+    """Where each token of a call sits on the padded per-row chunk grid."""
+
+    vpos: Tensor  # (B, T) slot of each call token
+    real: Tensor  # (B, S) bool, slot holds a token (S = n_chunks * chunk)
+    fresh: Tensor  # (B, N) bool, chunk begins an episode
+    complete: Tensor  # (B, N) bool, chunk holds chunk_size tokens (it updates the memory)
+    n_buffered: Tensor  # (B,) tokens from the previous call at slots 0..n_buffered-1
+    tail_base: Tensor  # (B,) first slot of the row's unfinished chunk
+    tail_count: Tensor  # (B,) tokens in it
+
+
+def chunk_layout(episode_start: Tensor, count: Tensor, chunk: int) -> ChunkLayout:
+    """Lay out a call's tokens on per-row chunk grids (see the module docstring).
+
+    Args:
+        episode_start: (B, T) bool.
+        count: (B,) tokens of an unfinished chunk waiting from the previous call.
+        chunk: chunk size.
+    """
+    b, t = episode_start.shape
+    dev = episode_start.device
+    n_buf = torch.where(episode_start[:, 0], 0, count)  # a start at 0 drops the waiting tokens
+    ep = torch.cumsum(episode_start.long(), dim=1)  # (B, T) episode 0 runs in from before
+    call_len = torch.zeros(b, t + 1, dtype=torch.long, device=dev)
+    call_len.scatter_add_(1, ep, torch.ones_like(ep))
+    first = torch.cumsum(call_len, 1) - call_len  # first call index of each episode
+    ep_len = call_len.clone()
+    ep_len[:, 0] += n_buf
+    n_chunks = (ep_len + chunk - 1) // chunk
+    base = (torch.cumsum(n_chunks, 1) - n_chunks) * chunk  # first slot of each episode
+    steps = torch.arange(t, device=dev)
+    vpos = base.gather(1, ep) + steps - first.gather(1, ep)
+    vpos = vpos + torch.where(ep == 0, n_buf[:, None], 0)
+    last = ep[:, -1:]
+    last_len, last_base = ep_len.gather(1, last)[:, 0], base.gather(1, last)[:, 0]
+    tail_count = last_len % chunk
+    n_slots = int((base + n_chunks * chunk).max())
+    real = torch.zeros(b, n_slots, dtype=torch.bool, device=dev).scatter(1, vpos, True)
+    real |= torch.arange(n_slots, device=dev) < n_buf[:, None]
+    start_at = torch.zeros(b, n_slots, dtype=torch.bool, device=dev)
+    start_at = start_at.scatter(1, vpos, episode_start)
+    return ChunkLayout(
+        vpos=vpos,
+        real=real,
+        fresh=start_at.view(b, -1, chunk)[:, :, 0],
+        complete=real.view(b, -1, chunk).all(-1),
+        n_buffered=n_buf,
+        tail_base=last_base + last_len - tail_count,
+        tail_count=tail_count,
+    )
+
+
+class TitansLayer(nn.Module):
+    """One Titans layer (variant block + feed-forward block); see the module docstring."""
+
+    def __init__(self, d_model: int, variant: str, opts: dict[str, Any]) -> None:
+        super().__init__()
+        self.variant, self.d_model, self.chunk = variant, d_model, opts["chunk_size"]
+        self.mem = NeuralMemory(
+            d_model,
+            n_heads=opts["n_heads"],
+            mem_depth=opts["mem_depth"],
+            mem_expand=opts["mem_expand"],
+            conv_kernel=opts["conv_kernel"],
+            max_lr=opts["max_lr"],
+            max_grad_norm=opts["max_grad_norm"],
+        )
+        self.norm1 = nn.RMSNorm(d_model)
+        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        if variant in ("lmm", "mal"):
+            self.in_gate = nn.Linear(d_model, d_model)
+        if variant != "lmm":
+            self.attn = SlidingWindowAttention(d_model, opts["n_heads"], opts["window"])
+            self.persistent = nn.Parameter(torch.randn(opts["n_persistent"], d_model) * 0.5)
+        if variant in ("mac", "mag"):
+            self.gate_norm = nn.RMSNorm(d_model)
+        if variant == "mal":
+            self.norm_mid = nn.RMSNorm(d_model)
+        hidden = opts["ffn_mult"] * d_model
+        self.norm2 = nn.RMSNorm(d_model)
+        self.ffn = nn.Sequential(nn.Linear(d_model, hidden), nn.SiLU(), nn.Linear(hidden, d_model))
+
+    def initial_state(self, batch_size: int, device: torch.device | str) -> dict[str, Any]:
+        d, mem = self.d_model, self.mem
+        w, s = mem.fresh_weights(batch_size)
+        st: dict[str, Any] = {
+            "buf": torch.zeros(batch_size, self.chunk, d, device=device),
+            "W": tuple(t.to(device) for t in w),
+            "S": tuple(t.to(device) for t in s),
+            "tail_q": mem.fresh_tail(batch_size, d, device),
+            "tail_kv": mem.fresh_tail(batch_size, 2 * d, device),
+        }
+        if self.variant == "mac":
+            st["tail_qy"] = mem.fresh_tail(batch_size, d, device)
+        if self.variant in ("mag", "mal"):
+            st["swa"] = self.attn.initial_state(batch_size, device)
+        return st
+
+    def _persistent_kv(self) -> tuple[Tensor, Tensor] | None:
+        if self.persistent.shape[0] == 0:
+            return None
+        return self.attn.keys_values(self.persistent[None])
+
+    def _mac_chunk(
+        self, uc: Tensor, real: Tensor, mem_st: dict[str, Any], pkv: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        """One MAC segment: retrieve, attend, read the gate; returns o, k, v, y, new tails."""
+        b, n, _ = uc.shape
+        mem, w = self.mem, mem_st["W"]
+        q, tq = mem.queries(uc, mem_st["tail_q"])
+        h = mem.read(w, q)  # (B, n, D) retrieved long-term context
+        kh, vh = self.attn.keys_values(h)
+        kx, vx = self.attn.keys_values(uc)
+        causal = torch.ones(n, n, dtype=torch.bool, device=uc.device).tril()
+        seen = causal[None] & real[:, None, :]  # (B, n, n)
+        # The diagonal stays visible so that padding slots never get an empty softmax row.
+        seen_x = seen | torch.eye(n, dtype=torch.bool, device=uc.device)
+        mask = torch.cat([seen, seen_x], dim=2)
+        ks, vs = torch.cat([kh, kx], 1), torch.cat([vh, vx], 1)
+        if pkv is not None:
+            ks = torch.cat([pkv[0].expand(b, -1, -1, -1), ks], 1)
+            vs = torch.cat([pkv[1].expand(b, -1, -1, -1), vs], 1)
+            mask = torch.cat([mask.new_ones(b, n, pkv[0].shape[1]), mask], 2)
+        y = self.attn.attend(uc, ks, vs, mask)  # (B, n, D)
+        k, v, tkv = mem.keys_values(y, mem_st["tail_kv"])
+        qy, tqy = mem.queries(y, mem_st["tail_qy"])
+        o = self.gate_norm(y) * torch.sigmoid(mem.read(w, qy))
+        return o, k, v, y, {"tail_q": tq, "tail_kv": tkv, "tail_qy": tqy}
+
+    def _memory_pass(
+        self, u: Tensor, lay: ChunkLayout, st: dict[str, Any]
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """Run the chunks in order on the virtual grid; returns (B, S, D) outputs and state."""
+        mem, c = self.mem, self.chunk
+        tails = [k for k in ("tail_q", "tail_kv", "tail_qy") if k in st]
+        ms = {k: st[k] for k in ("W", "S", *tails)}
+        pkv = self._persistent_kv() if self.variant == "mac" else None
+        outs = []
+        for i in range(lay.fresh.shape[1]):
+            sl = slice(i * c, (i + 1) * c)
+            fresh, complete = lay.fresh[:, i], lay.complete[:, i]
+            if fresh.any():
+                ms["W"], ms["S"] = mem.reset(fresh, ms["W"], ms["S"])
+                for k in tails:
+                    ms[k] = torch.where(fresh[:, None, None], 0.0, ms[k])
+            uc = u[:, sl]
+            if self.variant == "mac":
+                o, k, v, gate_in, new_tails = self._mac_chunk(uc, lay.real[:, sl], ms, pkv)
+            else:
+                q, tq = mem.queries(uc, ms["tail_q"])
+                o = mem.read(ms["W"], q)
+                k, v, tkv = mem.keys_values(uc, ms["tail_kv"])
+                gate_in, new_tails = uc, {"tail_q": tq, "tail_kv": tkv}
+            outs.append(o)
+            if complete.any():
+                w, s = mem.write(ms["W"], ms["S"], k, v, gate_in)
+                ms["W"] = where_rows(complete, w, ms["W"])
+                ms["S"] = where_rows(complete, s, ms["S"])
+                for k in tails:
+                    ms[k] = torch.where(complete[:, None, None], new_tails[k], ms[k])
+        return torch.cat(outs, dim=1), ms
+
+    def forward(
+        self, x: Tensor, st: dict[str, Any], lay: ChunkLayout, episode_start: Tensor
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """x: (B, T, D) this layer's input -> (B, T, D) output and new layer state."""
+        d = x.shape[2]
+        n_slots = lay.real.shape[1]
+        idx = lay.vpos[..., None].expand(-1, -1, d)  # (B, T, D)
+        waiting = torch.arange(self.chunk, device=x.device) < lay.n_buffered[:, None]
+        xv = torch.where(waiting[..., None], st["buf"], 0.0)  # (B, chunk, D)
+        xv = nn.functional.pad(xv, (0, 0, 0, n_slots - self.chunk))
+        xv = xv + torch.zeros_like(xv).scatter(1, idx, x)  # (B, S, D) virtual grid
+
+        ov, ms = self._memory_pass(self.norm1(xv), lay, st)
+        o = ov.gather(1, idx)  # (B, T, D)
+        new: dict[str, Any] = dict(ms)
+        u = self.norm1(x)
+        if self.variant in ("lmm", "mal"):
+            o = o * nn.functional.silu(self.in_gate(u))
+        if self.variant == "mag":
+            a, new["swa"] = self.attn(u, st["swa"], episode_start, self._prefix())
+            o = self.gate_norm(a) * torch.sigmoid(o)
+        h = x + self.out_proj(o)
+        if self.variant == "mal":
+            a, new["swa"] = self.attn(self.norm_mid(h), st["swa"], episode_start, self._prefix())
+            h = h + a
+        y = h + self.ffn(self.norm2(h))
+
+        # This layer's inputs of the unfinished chunk wait in the state for the next call.
+        slot = (lay.tail_base[:, None] + torch.arange(self.chunk, device=x.device)).clamp(
+            max=n_slots - 1
+        )
+        buf = xv.gather(1, slot[..., None].expand(-1, -1, d))
+        keep = torch.arange(self.chunk, device=x.device) < lay.tail_count[:, None]
+        new["buf"] = torch.where(keep[..., None], buf, 0.0)
+        return y, {k: new[k] for k in st}  # same key order as the state passed in
+
+    def _prefix(self) -> Tensor | None:
+        return self.persistent[None] if self.persistent.shape[0] else None
+
+
+@register_core("titans_mal", variant="mal")
+@register_core("titans_mag", variant="mag")
+@register_core("titans_mac", variant="mac")
+@register_core("titans_lmm", variant="lmm")
+class TitansCore(MemoryCore):
+    """A stack of Titans layers (see the module docstring).
+
+    Args:
+        d_model: width.
+        variant: "lmm", "mac", "mag" or "mal".
+        n_layers: stacked layers, each with its own memory (and attention).
+        n_heads: heads of the memory and of the attention.
+        chunk_size: tokens per memory update (and MAC's segment length).
+        window: tokens a sliding-window query sees, itself included (MAG, MAL).
+        n_persistent: learned persistent-memory tokens (attention context; not LMM).
+        mem_depth: layers of the memory MLP.
+        mem_expand: hidden width of the memory MLP per head width.
+        conv_kernel: causal depthwise convolution width after the q/k/v projections.
+        max_lr: upper bound of the inner learning rate theta.
+        max_grad_norm: per-token clip of the inner gradient norm.
+        ffn_mult: feed-forward hidden width per ``d_model``.
+
+    State: ``{"count": (B,) long, "layers": tuple of per-layer dicts}``; per layer the fast
+    weights "W" and momentum "S" (tuples of (B, H, d_in, d_out)), the unfinished chunk's
+    inputs "buf" (B, chunk_size, D), convolution tails (B, conv_kernel - 1, C) and, for MAG/MAL,
+    the attention's KV cache "swa".
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        variant: str = "mac",
+        n_layers: int = 1,
+        n_heads: int = 2,
+        chunk_size: int = 8,
+        window: int = 8,
+        n_persistent: int = 4,
+        mem_depth: int = 2,
+        mem_expand: int = 2,
+        conv_kernel: int = 4,
+        max_lr: float = 0.5,
+        max_grad_norm: float = 1.0,
+        ffn_mult: int = 2,
+    ) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        if chunk_size < 1 or n_layers < 1 or window < 1 or n_persistent < 0:
+            raise ValueError("chunk_size, n_layers and window must be >= 1, n_persistent >= 0")
+        if d_model % n_heads:
+            raise ValueError(f"n_heads ({n_heads}) must divide d_model ({d_model})")
+        self.d_model, self.variant, self.chunk_size = d_model, variant, chunk_size
+        opts = {
+            "n_heads": n_heads,
+            "chunk_size": chunk_size,
+            "window": window,
+            "n_persistent": n_persistent,
+            "mem_depth": mem_depth,
+            "mem_expand": mem_expand,
+            "conv_kernel": conv_kernel,
+            "max_lr": max_lr,
+            "max_grad_norm": max_grad_norm,
+            "ffn_mult": ffn_mult,
+        }
+        self.layers = nn.ModuleList(TitansLayer(d_model, variant, opts) for _ in range(n_layers))
+
+    def initial_state(self, batch_size: int, device: torch.device | str) -> State:
+        return {
+            "count": torch.zeros(batch_size, dtype=torch.long, device=device),
+            "layers": tuple(layer.initial_state(batch_size, device) for layer in self.layers),
+        }
+
+    def forward(self, x: Tensor, state: State, episode_start: Tensor) -> CoreOutput:
+        if x.shape[1] == 0:
+            return CoreOutput(x, state, self.zero_aux(x))
+        lay = chunk_layout(episode_start, state["count"], self.chunk_size)
+        new_layers = []
+        for layer, st in zip(self.layers, state["layers"]):
+            x, st = layer(x, st, lay, episode_start)
+            new_layers.append(st)
+        new_state = {"count": lay.tail_count, "layers": tuple(new_layers)}
+        return CoreOutput(x, new_state, self.zero_aux(x))

@@ -1,0 +1,143 @@
+"""Sliding-window multi-head attention with an explicit, fixed-size KV cache.
+
+A reusable piece for cores that need short-term attention with a state (Titans' MAG and MAL
+variants; anything else that wants local attention). Each token attends to itself and to the
+``window - 1`` tokens before it of the same episode, plus an optional ``prefix`` of
+always-visible context tokens (e.g. Titans' persistent memory). Positions: none (no positional
+encoding; causality comes from the mask alone) -- add one upstream if a task needs order inside
+the window.
+
+The state is batch-first: projected keys and values of the last ``window - 1`` tokens and a
+validity mask. A slot is valid only while it belongs to the episode still running, so slots from
+a previous episode are never attended, and invalid slots hold zeros so that a state does not
+depend on what came before a reset. Calling with T=1 repeatedly gives the same numbers as one call
+over T (the mask is the same; only the batching of the softmax differs).
+
+Long calls are processed in blocks of queries, each seeing ``window - 1`` keys before it, so cost
+and memory are linear in T.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class SlidingWindowAttention(nn.Module):
+    """Multi-head attention over a sliding window of ``window`` tokens (self included).
+
+    Args:
+        d_model: width of inputs and outputs.
+        n_heads: number of heads; must divide ``d_model``.
+        window: how many tokens a query sees, itself included (>= 1).
+        block: queries per block in long calls (memory is O(block * (block + window))).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, window: int, block: int = 256) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"n_heads ({n_heads}) must divide d_model ({d_model})")
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.d_model, self.n_heads, self.window = d_model, n_heads, window
+        self.d_head = d_model // n_heads
+        self.block = max(block, 1)
+        self.q_proj = nn.Linear(d_model, d_model, bias=False)
+        self.kv_proj = nn.Linear(d_model, 2 * d_model, bias=False)
+        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+
+    @property
+    def cache_len(self) -> int:
+        return self.window - 1
+
+    def initial_state(self, batch_size: int, device: torch.device | str) -> dict[str, Tensor]:
+        """Empty cache: keys/values (B, window-1, H, Dh), valid (B, window-1)."""
+        kv = torch.zeros(batch_size, self.cache_len, self.n_heads, self.d_head, device=device)
+        valid = torch.zeros(batch_size, self.cache_len, dtype=torch.bool, device=device)
+        return {"k": kv, "v": kv.clone(), "valid": valid}
+
+    def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, N, D) -> keys and values (B, N, H, Dh)."""
+        b, n, _ = x.shape
+        kv = self.kv_proj(x).view(b, n, 2, self.n_heads, self.d_head)
+        return kv[:, :, 0], kv[:, :, 1]
+
+    def attend(self, xq: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+        """Masked attention of queries from ``xq`` over given keys and values.
+
+        Args:
+            xq: (B, Q, D) query inputs.
+            k, v: (B, N, H, Dh) keys and values (from ``keys_values``).
+            mask: (B, Q, N) bool, True where a query may attend. Every row needs a True.
+
+        Returns:
+            (B, Q, D) projected outputs.
+        """
+        b, nq, _ = xq.shape
+        q = self.q_proj(xq).view(b, nq, self.n_heads, self.d_head).transpose(1, 2)  # (B,H,Q,Dh)
+        y = F.scaled_dot_product_attention(
+            q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask[:, None]
+        )  # (B, H, Q, Dh)
+        return self.out_proj(y.transpose(1, 2).reshape(b, nq, self.d_model))
+
+    def forward(
+        self,
+        x: Tensor,
+        state: dict[str, Tensor],
+        episode_start: Tensor,
+        prefix: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Attend causally within the window and the episode.
+
+        Args:
+            x: (B, T, D) inputs.
+            state: cache from ``initial_state`` or a previous call.
+            episode_start: (B, T) bool.
+            prefix: optional (B or 1, P, D) tokens every query may attend (never cached).
+
+        Returns:
+            y (B, T, D) and the new state.
+        """
+        b, t, _ = x.shape
+        w1 = self.cache_len
+        k_new, v_new = self.keys_values(x)
+        k_all = torch.cat([state["k"], k_new], dim=1)  # (B, W-1+T, H, Dh)
+        v_all = torch.cat([state["v"], v_new], dim=1)
+        # Episode index of every key: cache slots belong to episode 0 (the one running into
+        # this call) when valid, -1 otherwise; new tokens count starts seen so far.
+        ep_new = torch.cumsum(episode_start.long(), dim=1)  # (B, T)
+        ep_cache = torch.where(state["valid"], 0, -1)
+        ep_all = torch.cat([ep_cache, ep_new], dim=1)  # (B, W-1+T)
+
+        if prefix is not None:
+            kp, vp = self.keys_values(prefix.expand(b, -1, -1))
+            n_p = kp.shape[1]
+        ys = []
+        for a in range(0, t, self.block):
+            e = min(a + self.block, t)
+            # Keys for queries a..e-1 span absolute positions a-(W-1) .. e-1, i.e. indices
+            # a .. e-1+W-1 of the [cache | new] sequence.
+            ks, vs, eps = k_all[:, a : e + w1], v_all[:, a : e + w1], ep_all[:, a : e + w1]
+            qpos = torch.arange(a, e, device=x.device) + w1  # index in [cache | new]
+            kpos = torch.arange(a, e + w1, device=x.device)
+            dist = qpos[:, None] - kpos[None, :]  # (Q, K)
+            in_window = (dist >= 0) & (dist < self.window)
+            same_ep = eps[:, None, :] == ep_new[:, a:e, None]  # (B, Q, K)
+            mask = in_window[None] & same_ep
+            if prefix is not None:
+                ks, vs = torch.cat([kp, ks], dim=1), torch.cat([vp, vs], dim=1)
+                mask = torch.cat([mask.new_ones(b, e - a, n_p), mask], dim=2)
+            ys.append(self.attend(x[:, a:e], ks, vs, mask))
+        y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)
+
+        # The new cache keeps the last W-1 keys that belong to the episode still running.
+        last_ep = ep_all[:, -1:]
+        valid = (ep_all[:, -w1:] == last_ep) & (ep_all[:, -w1:] >= 0) if w1 else state["valid"]
+        keep = valid[..., None, None]
+        new_state = {
+            "k": torch.where(keep, k_all[:, k_all.shape[1] - w1 :], 0.0),
+            "v": torch.where(keep, v_all[:, v_all.shape[1] - w1 :], 0.0),
+            "valid": valid,
+        }
+        return y, new_state
