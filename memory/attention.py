@@ -1,0 +1,195 @@
+"""Attention pieces shared by the Transformer-XL family of cores (trxl, gtrxl, compressive).
+
+- ``sinusoid``: the fixed relative-position encoding R of Dai et al. 2019.
+- ``rel_shift``: Dai et al.'s pad-and-reshape trick that turns scores indexed by distance into
+  scores indexed by key; ``gather_rel`` is the brute-force gather it must equal (and the general
+  form used where distances are not a Toeplitz pattern, as for compressed memories).
+- ``RelMultiHeadAttention``: relative multi-head attention with learned biases u, v and W_kR,
+  run through ``scaled_dot_product_attention`` with the position term as an additive float mask.
+- ``GRUGate`` and ``TransformerBlock``: Dai's post-LN block, the identity-map-reordered
+  (pre-LN, ReLU) block and GTrXL's gated block of Parisotto et al. 2020.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def sinusoid(pos: Tensor, d_model: int) -> Tensor:
+    """Sinusoid encodings of (float) distances ``pos`` (P,) -> (P, d_model), [sin | cos]."""
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, d_model, 2, device=pos.device) / d_model))
+    angles = pos.float()[:, None] * inv_freq[None, :]  # (P, d/2)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def rel_shift(x: Tensor) -> Tensor:
+    """Dai et al.'s relative shift.
+
+    ``x[..., i, c]`` holds the score of query i at distance ``K - 1 - c`` (columns run from the
+    largest distance down to 0). Returns ``out[..., i, j] = x[..., i, j + T - 1 - i]``, the score
+    at distance ``(K - T) + i - j``: query i sits at key index ``K - T + i`` (bottom-right
+    alignment). Entries with ``j > K - T + i`` (the future) hold garbage and must be masked.
+    """
+    *lead, t, k = x.shape
+    padded = torch.cat([x.new_zeros(*lead, t, 1), x], dim=-1)  # (..., T, K + 1)
+    return padded.view(*lead, k + 1, t)[..., 1:, :].reshape(*lead, t, k)
+
+
+def gather_rel(x: Tensor, dist: Tensor) -> Tensor:
+    """Brute force: ``out[..., i, j] = x[..., i, dist[..., i, j]]`` (scores by distance -> by key).
+
+    Args:
+        x: (..., T, P) scores indexed by distance 0..P-1.
+        dist: (T, K) or broadcastable (..., T, K) long distances, clamped into [0, P - 1].
+    """
+    dist = dist.clamp(0, x.shape[-1] - 1).expand(*x.shape[:-1], dist.shape[-1])
+    return torch.gather(x, -1, dist)
+
+
+class RelMultiHeadAttention(nn.Module):
+    """Multi-head attention with Transformer-XL relative positions (Dai et al. 2019, eq. 4).
+
+    score(i, j) = (q_i + u) . k_j + (q_i + v) . W_kR R_{i-j}. The content term goes through
+    ``scaled_dot_product_attention`` (query ``q + u``); the position term is computed
+    separately, turned into a per-key matrix by the caller's ``rel`` function (rel-shift or
+    gather) and passed as an additive float ``attn_mask`` together with -inf for masked keys.
+    """
+
+    def __init__(self, d_model: int, n_heads: int) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        if d_model % 2:
+            raise ValueError(f"d_model must be even for the sinusoid encoding, got {d_model}")
+        self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
+        self.q = nn.Linear(d_model, d_model, bias=False)
+        self.kv = nn.Linear(d_model, 2 * d_model, bias=False)
+        self.r = nn.Linear(d_model, d_model, bias=False)  # W_kR
+        self.o = nn.Linear(d_model, d_model, bias=False)
+        self.u = nn.Parameter(torch.randn(n_heads, self.d_head) * 0.02)
+        self.v = nn.Parameter(torch.randn(n_heads, self.d_head) * 0.02)
+
+    def heads(self, x: Tensor) -> Tensor:
+        """(B, N, D) -> (B, H, N, d_head)."""
+        b, n, _ = x.shape
+        return x.view(b, n, self.n_heads, self.d_head).transpose(1, 2)
+
+    def position_scores(self, qv: Tensor, pos: Tensor) -> Tensor:
+        """(q + v) . W_kR R_p for every distance p in ``pos``: (B, H, T, d_head) -> (B, H, T, P).
+
+        W_kR R is input-independent but costs P x D^2 to form; folding W_kR into the queries
+        instead costs B x T x H x P x D. Take the cheaper (same numbers up to rounding): the
+        folded form keeps one acting step at O(P x D) per head even for batch 1.
+        """
+        b, h, t, dh = qv.shape
+        p, d = pos.shape[0], self.d_model
+        r = sinusoid(pos, d).to(qv.dtype)  # (P, D)
+        if p * d * d + b * h * t * p * dh <= b * h * t * dh * d + b * h * t * p * d:
+            rk = self.r(r).view(p, h, dh)
+            return torch.einsum("bhtd,phd->bhtp", qv, rk)
+        w = self.r.weight.view(h, dh, d)
+        return torch.einsum("bhtd,hde,pe->bhtp", qv, w, r)
+
+    def forward(
+        self, hq: Tensor, kv: Tensor, pos: Tensor, rel, mask: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend from queries ``hq`` (B, T, D) to keys/values ``kv`` (B, K, 2D).
+
+        Args:
+            pos: (P,) distances whose position scores ``rel`` maps onto the K keys.
+            rel: callable (B, H, T, P) -> (B, H, T, K).
+            mask: (B, T, K) bool, True where query t may attend key j. Each query must see at
+                least one key (the token itself), or its row would be NaN.
+            need_weights: also return the attention probabilities (B, H, T, K) (slower path).
+        """
+        b, t, _ = hq.shape
+        q = self.heads(self.q(hq))  # (B, H, T, dh)
+        k, v = (self.heads(z) for z in kv.chunk(2, dim=-1))  # (B, H, K, dh)
+        scale = 1.0 / math.sqrt(self.d_head)
+        bias = rel(self.position_scores(q + self.v[:, None], pos)) * scale  # (B, H, T, K)
+        bias = bias.masked_fill(~mask[:, None], float("-inf"))
+        qu = q + self.u[:, None]
+        if need_weights:
+            w = torch.softmax(qu @ k.transpose(-1, -2) * scale + bias, dim=-1)
+            out = w @ v
+        else:
+            w = None
+            out = F.scaled_dot_product_attention(qu, k, v, attn_mask=bias)
+        return self.o(out.transpose(1, 2).reshape(b, t, self.d_model)), w
+
+
+class GRUGate(nn.Module):
+    """GTrXL's gating layer (Parisotto et al. 2020, eq. 9) in place of a residual x + y.
+
+    r = s(W_r y + U_r x), z = s(W_z y + U_z x - b_g), h = tanh(W_g y + U_g (r * x)),
+    g = (1 - z) * x + z * h. b_g > 0 starts the gate near the identity map.
+    """
+
+    def __init__(self, d_model: int, gate_bias: float) -> None:
+        super().__init__()
+        self.w = nn.Linear(d_model, 3 * d_model, bias=False)  # W_r, W_z, W_g
+        self.u = nn.Linear(d_model, 2 * d_model, bias=False)  # U_r, U_z
+        self.ug = nn.Linear(d_model, d_model, bias=False)
+        self.bg = nn.Parameter(torch.full((d_model,), float(gate_bias)))
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        wr, wz, wg = self.w(y).chunk(3, dim=-1)
+        ur, uz = self.u(x).chunk(2, dim=-1)
+        r = torch.sigmoid(wr + ur)
+        z = torch.sigmoid(wz + uz - self.bg)
+        h = torch.tanh(wg + self.ug(r * x))
+        return (1 - z) * x + z * h
+
+
+class TransformerBlock(nn.Module):
+    """One layer: relative attention over [context | segment] then a position-wise MLP.
+
+    - ``pre_ln=False`` (Dai et al. 2019): y = LN(h + Attn(h)); out = LN(y + FF(y)).
+    - ``pre_ln=True`` (TrXL-I of Parisotto et al.): y = h + ReLU(Attn(LN(h)));
+      out = y + ReLU(FF(LN(y))), keys/values from LN of the context too.
+    - ``gated=True`` (GTrXL): the pre-LN block with both residuals replaced by ``GRUGate``.
+    """
+
+    def __init__(
+        self, d_model: int, n_heads: int, d_ff: int, pre_ln: bool, gated: bool, gate_bias: float
+    ) -> None:
+        super().__init__()
+        self.pre_ln, self.gated = pre_ln or gated, gated
+        self.attn = RelMultiHeadAttention(d_model, n_heads)
+        self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Linear(d_ff, d_model))
+        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        if gated:
+            self.gate1, self.gate2 = GRUGate(d_model, gate_bias), GRUGate(d_model, gate_bias)
+
+    def kv_of(self, ctx: Tensor) -> Tensor:
+        """Keys and values (B, N, 2D) of context hidden states (B, N, D)."""
+        return self.attn.kv(self.ln1(ctx) if self.pre_ln else ctx)
+
+    def forward(
+        self,
+        h: Tensor,
+        kv_ctx: Tensor,
+        pos: Tensor,
+        rel,
+        mask: Tensor,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """h: (B, T, D) segment; kv_ctx: (B, K - T, 2D) keys/values of the context.
+
+        Returns the block output (B, T, D), keys/values of [context | segment] (B, K, 2D) and
+        the attention weights if asked for.
+        """
+        hn = self.ln1(h) if self.pre_ln else h
+        kv = torch.cat([kv_ctx, self.attn.kv(hn)], dim=1)  # (B, K, 2D)
+        a, w = self.attn(hn, kv, pos, rel, mask, need_weights)
+        if not self.pre_ln:
+            y = self.ln1(h + a)
+            return self.ln2(y + self.ff(y)), kv, w
+        a = F.relu(a)
+        y = self.gate1(h, a) if self.gated else h + a
+        f = F.relu(self.ff(self.ln2(y)))
+        return (self.gate2(y, f) if self.gated else y + f), kv, w

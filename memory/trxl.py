@@ -1,0 +1,161 @@
+"""Transformer-XL and GTrXL memory cores.
+
+Dai et al. 2019, "Transformer-XL: Attentive Language Models Beyond a Fixed-Length Context";
+Parisotto et al. 2020, "Stabilizing Transformers for Reinforcement Learning" (GTrXL).
+
+Each layer keeps a memory of the ``mem_len`` hidden states that entered it most recently, under
+stop-gradient, and attends over [memory | segment] with relative positions: sinusoid R, learned
+biases u and v and a projection W_kR (``memory.attention``). The causal mask is aligned
+bottom-right, so query t of a T-step segment sits at key index ``mem_len + t``.
+
+``trxl`` is Dai's post-LN block; ``gtrxl`` is Parisotto et al.'s: identity-map reordering
+(pre-LN), ReLU on sub-layer outputs, GRU gates with bias ``gate_bias`` (b_g = 2) in place of
+both residuals. ``pre_ln=True`` without gates gives their TrXL-I.
+
+Departures from the papers, and why:
+- Every query attends to exactly itself and the ``mem_len`` steps before it (a sliding window,
+  Dai's ``same_length`` evaluation mode), where Dai's training lets query t of a segment see
+  ``mem_len + t`` keys. This makes a T-step call equal T one-step calls (the project's core
+  contract), so acting with memory M sees what training saw.
+- Episodes: the state carries a validity mask; slots from an earlier episode are masked out
+  (never attended as zeros) and an episode start inside a segment blocks attention across it.
+- Keys/values of the memory are cached in the state (``cache_kv``) and used when no gradient is
+  needed, so one acting step costs O(mem_len x d) per layer instead of re-projecting the memory
+  (O(mem_len x d^2)). With gradients enabled they are recomputed from the stored hidden states,
+  as in Dai, so W_k and W_v learn from memory keys too.
+- u and v are per layer (Dai's ``untie_r``); no dropout; pre-LN variants end with a LayerNorm.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from memory.attention import TransformerBlock, rel_shift
+from memory.base import CoreOutput, MemoryCore, State
+from memory.registry import register_core
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def last_start(episode_start: Tensor) -> Tensor:
+    """(B, T) bool -> (B, T) long: index of the latest episode start at or before t, or -1."""
+    t = torch.arange(episode_start.shape[1], device=episode_start.device)
+    return torch.where(episode_start.bool(), t, -1).cummax(dim=1).values
+
+
+@register_core("gtrxl", gated=True, pre_ln=True)
+@register_core("trxl")
+class TransformerXLCore(MemoryCore):
+    """A stack of Transformer-XL (or GTrXL) layers with per-layer memory of ``mem_len`` steps.
+
+    State (all batch-first, fixed shapes):
+        ``mem``: (B, n_layers, mem_len, D) hidden states entering each layer, oldest first;
+        ``valid``: (B, mem_len) bool, False for empty slots and slots of an earlier episode;
+        ``kv`` (if ``cache_kv``): (B, n_layers, mem_len, 2D) their keys and values.
+    Invalid slots are kept at zero so that equal histories give equal states.
+
+    Args:
+        d_model: width of inputs, outputs and every layer.
+        n_layers: number of layers.
+        n_heads: attention heads (must divide ``d_model``).
+        mem_len: memory length M: each step sees itself and the M steps before it.
+        d_ff: hidden width of the position-wise MLP (default 4 x d_model).
+        gated: GTrXL's GRU gates in place of the residuals (implies ``pre_ln``).
+        pre_ln: identity-map reordering (LayerNorm before each sub-layer, ReLU after it).
+        gate_bias: initial GRU-gate bias b_g; larger starts closer to the identity map.
+        cache_kv: keep memory keys/values in the state for fast acting.
+        memory_dtype: storage dtype of the memory ("float32", or "bfloat16" on a GPU).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        mem_len: int = 64,
+        d_ff: int | None = None,
+        gated: bool = False,
+        pre_ln: bool = False,
+        gate_bias: float = 2.0,
+        cache_kv: bool = True,
+        memory_dtype: str = "float32",
+    ) -> None:
+        super().__init__()
+        if mem_len < 1:
+            raise ValueError(f"mem_len must be >= 1, got {mem_len}")
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+        if memory_dtype not in DTYPES:
+            raise ValueError(f"memory_dtype must be one of {sorted(DTYPES)}, got {memory_dtype!r}")
+        self.d_model, self.n_layers, self.mem_len = d_model, n_layers, mem_len
+        self.cache_kv, self.memory_dtype = cache_kv, DTYPES[memory_dtype]
+        self.pre_ln = pre_ln or gated
+        d_ff = d_ff or 4 * d_model
+        self.blocks = nn.ModuleList(
+            TransformerBlock(d_model, n_heads, d_ff, pre_ln, gated, gate_bias)
+            for _ in range(n_layers)
+        )
+        self.ln_out = nn.LayerNorm(d_model) if self.pre_ln else nn.Identity()
+        # Distances M, M-1, ..., 0: the window, largest first as rel_shift wants.
+        self.register_buffer("pos", torch.arange(mem_len, -1, -1.0), persistent=False)
+
+    def initial_state(self, batch_size: int, device: torch.device | str) -> State:
+        b, n, m, d = batch_size, self.n_layers, self.mem_len, self.d_model
+        state = {
+            "mem": torch.zeros(b, n, m, d, device=device, dtype=self.memory_dtype),
+            "valid": torch.zeros(b, m, dtype=torch.bool, device=device),
+        }
+        if self.cache_kv:
+            state["kv"] = torch.zeros(b, n, m, 2 * d, device=device, dtype=self.memory_dtype)
+        return state
+
+    def masks(self, valid: Tensor, episode_start: Tensor) -> tuple[Tensor, Tensor]:
+        """Attention mask (B, T, M + T) and the validity (B, M) of the next memory.
+
+        Key j of [memory | segment] is visible to query t when it is valid, lies in t's episode
+        and within its window: max(t, episode-start index) <= j <= M + t.
+        """
+        b, t = episode_start.shape
+        m = self.mem_len
+        steps = torch.arange(t, device=valid.device)
+        keys = torch.arange(m + t, device=valid.device)
+        last = last_start(episode_start)  # (B, T)
+        first = torch.where(last >= 0, last + m, 0)  # first key of t's episode
+        key_valid = torch.cat([valid, valid.new_ones(b, t)], dim=1)  # (B, M + T)
+        lo = torch.maximum(first, steps)[..., None]
+        mask = key_valid[:, None] & (keys >= lo) & (keys <= steps[:, None] + m)
+        keep = key_valid & (keys >= first[:, -1:])
+        return mask, keep[:, -m:]
+
+    def forward(self, x: Tensor, state: State, episode_start: Tensor) -> CoreOutput:
+        t, m = x.shape[1], self.mem_len
+        mask, new_valid = self.masks(state["valid"], episode_start)
+        zero_old = new_valid[..., None]  # (B, M, 1)
+        use_cache = self.cache_kv and not torch.is_grad_enabled()
+        mems, kvs = [], []
+        h = x
+        for i, block in enumerate(self.blocks):
+            ctx = state["mem"][:, i].to(x.dtype)  # (B, M, D)
+            kv_ctx = state["kv"][:, i].to(x.dtype) if use_cache else block.kv_of(ctx)
+            # Memory is under stop-gradient (Dai): store what enters the layer, detached.
+            mems.append(torch.cat([ctx, h.detach()], dim=1)[:, -m:] * zero_old)
+            h, kv, _ = block(h, kv_ctx, self.pos, rel_shift_window(t), mask)
+            if self.cache_kv:
+                kvs.append(kv.detach()[:, -m:] * zero_old)
+        new = {"mem": torch.stack(mems, 1).to(self.memory_dtype), "valid": new_valid}
+        if self.cache_kv:
+            new["kv"] = torch.stack(kvs, 1).to(self.memory_dtype)
+        return CoreOutput(self.ln_out(h), new, self.zero_aux(x))
+
+
+def rel_shift_window(t: int):
+    """Scores over distances (M..0) -> over the M + T keys: pad the distances beyond the window
+    (masked anyway) with zeros, then Dai's rel-shift."""
+
+    def rel(scores: Tensor) -> Tensor:  # (B, H, T, M + 1) -> (B, H, T, M + T)
+        if t > 1:
+            scores = torch.cat([scores.new_zeros(*scores.shape[:-1], t - 1), scores], dim=-1)
+        return rel_shift(scores)
+
+    return rel
