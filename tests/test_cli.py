@@ -1,0 +1,97 @@
+"""The CLI: bad input fails in one line with exit code 2; a tiny run writes logs and checkpoints."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents.cli import main
+
+TINY = [
+    "env.id=mnemo/Recall-D8-v0",
+    "env.num_envs=8",
+    "ppo.total_steps=256",
+    "ppo.rollout_len=16",
+    "ppo.bptt_len=8",
+    "run.progress=false",
+    "run.checkpoint_every=1",
+]
+
+
+@pytest.mark.parametrize(
+    ("override", "expect"),
+    [
+        ("ppo.totl_steps=5", "unknown config key 'ppo.totl_steps'; valid keys here:"),
+        ("bogus=1", "unknown config key 'bogus'"),
+        ("ppo.total_steps=many", "ppo.total_steps: expected an integer"),
+        ("ppo.total_steps=0", "ppo.total_steps must be >= 1"),
+        ("ppo.bptt_len=7", "must divide"),
+        ("env.id=mnemo/Nope-v0", "unknown env 'mnemo/Nope-v0'; mnemo envs:"),
+        ("core.name=lstmm", "unknown core 'lstmm'; valid cores: gru"),
+        ("core.mem_len=3", "unknown config key 'core.mem_len' for core 'lstm'"),
+        ("env.kwargs={delay: -2}", "delay must be"),
+        ("device=tpu", "device must be"),
+    ],
+)
+def test_bad_config_one_line_exit_2(
+    override: str, expect: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["train", "configs/recall_lstm.yaml", override])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert expect in err
+
+
+def test_missing_config_and_checkpoint(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "configs/nope.yaml"]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    assert main(["eval", "runs/does-not-exist"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_console_script_lists_cores_and_envs() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "cores"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "lstm" in out and "none" in out
+    out = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "envs"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "mnemo/Recall-D16-v0" in out and "tensor twin" in out
+
+
+@pytest.mark.parametrize("batched", ["true", "false"])
+def test_tiny_train_writes_scalars_and_checkpoint(tmp_path: Path, batched: str) -> None:
+    run = tmp_path / "run"
+    code = main(
+        ["train", "configs/recall_lstm.yaml", *TINY, f"env.batched={batched}", f"run.dir={run}"]
+    )
+    assert code == 0
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    assert {"model", "optimizer", "config", "step"} <= set(ckpt)
+    assert ckpt["step"] == 256 and ckpt["config"]["core"]["name"] == "lstm"
+    assert not list((run / "checkpoints").glob("*.tmp"))
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for tag in (
+        "charts/episodic_return",
+        "charts/success_rate",
+        "charts/SPS",
+        "losses/policy",
+        "losses/value",
+        "losses/entropy",
+        "losses/approx_kl",
+        "losses/clipfrac",
+        "losses/explained_variance",
+        "memory/aux_loss",
+    ):
+        assert tag in tags, tag
+    assert "config" in "".join(acc.Tags()["tensors"])
+    assert main(["eval", str(run), "--episodes", "20"]) == 0

@@ -1,0 +1,236 @@
+"""KeyChest minigrid envs: API checkers, seeding, oracle, memoryless baselines, SB3 smoke test."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from minigrid.core.constants import OBJECT_TO_IDX
+from minigrid.wrappers import ImgObsWrapper
+
+import envs
+from envs.keychest.common import CHEST, CUE
+from envs.keychest.match import CHEST_SLOTS
+
+VARIANTS = ("Match", "Fetch", "Return")
+
+
+def make(variant: str, delay: int = 16, **kwargs) -> gym.Env:
+    return gym.make(f"mnemo/KeyChest-{variant}-D16-v0", delay=delay, **kwargs).unwrapped
+
+
+def run_episode(env: gym.Env, policy, seed: int) -> tuple[float, dict, int]:
+    env.reset(seed=seed)
+    total, steps = 0.0, 0
+    while True:
+        _, reward, terminated, truncated, info = env.step(policy(env))
+        total, steps = total + reward, steps + 1
+        assert not truncated
+        if terminated:
+            return total, info, steps
+
+
+def test_registered_ids() -> None:
+    for variant in VARIANTS:
+        for d in envs.KEYCHEST_DELAYS:
+            env = gym.make(f"mnemo/KeyChest-{variant}-D{d}-v0")
+            assert env.unwrapped.delay == d
+            env.close()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gymnasium_env_checker(variant: str) -> None:
+    from gymnasium.utils.env_checker import check_env
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", module="pygame.*")
+        check_env(make(variant, render_mode="rgb_array"))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_sb3_env_checker(variant: str) -> None:
+    # SB3 has no space for minigrid's mission string: it sees the env through ImgObsWrapper,
+    # as its PPO does. Its only remark is that 7x7 is small for its default CnnPolicy.
+    from stable_baselines3.common.env_checker import check_env
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=".*minimal resolution for an image.*")
+        check_env(ImgObsWrapper(make(variant)))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_seeded_runs_are_identical(variant: str) -> None:
+    def rollout() -> list:
+        env = make(variant, delay=5)
+        obs, _ = env.reset(seed=7)
+        env.action_space.seed(3)
+        out = [obs["image"].copy()]
+        for _ in range(200):
+            obs, r, term, trunc, info = env.step(env.action_space.sample())
+            out += [obs["image"].copy(), r, term, info["phase"]]
+            if term:
+                obs, _ = env.reset()
+                out.append(obs["image"].copy())
+        return out
+
+    a, b = rollout(), rollout()
+    assert len(a) == len(b)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("delay", [0, 16, 64, 256, 1024])
+def test_oracle_succeeds_at_every_delay(variant: str, delay: int) -> None:
+    env = make(variant, delay=delay)
+    for seed in range(3 if delay >= 256 else 10):
+        total, info, steps = run_episode(env, lambda e: e.oracle_action(), seed)
+        assert info["success"] is True and info["phase"] == "chest"
+        assert total >= 1.0
+        assert env.cue_steps + delay < steps <= env.max_steps
+
+
+def test_phases_and_rewards_are_reported() -> None:
+    env = make("Match", delay=12)
+    _, info = env.reset(seed=0)
+    assert info == {"phase": "cue"}
+    phases, apple_reward = [], 0.0
+    while True:
+        _, r, term, _, info = env.step(env.oracle_action())
+        phases.append(info["phase"])
+        if info["phase"] == "distractor":
+            apple_reward += r
+        assert ("success" in info) == term
+        if term:
+            break
+    assert phases == ["cue"] * env.cue_steps + ["distractor"] * 12 + ["chest"] * (len(phases) - 14)
+    assert apple_reward >= 2 * env.apple_reward  # the oracle eats apples while it waits
+
+
+def test_match_key_is_shown_then_chests() -> None:
+    env = make("Match", delay=3)
+    obs, _ = env.reset(seed=0, options={"layout": {"key_color": 2, "chest_colors": [3, 0, 2, 1]}})
+    assert tuple(obs["image"][3, 5]) == (OBJECT_TO_IDX["key"], 2, 0)  # one cell ahead
+    for _ in range(env.cue_steps + 3):
+        obs, *_ = env.step(0)
+    assert env.phase == CHEST
+    assert tuple(obs["image"][3, 5]) == (OBJECT_TO_IDX["box"], 3, 0)  # front chest
+    _, r, term, _, info = env.step(2)
+    assert term and r == 0.0 and info["success"] is False
+
+
+def test_match_memoryless_policy_is_at_chance() -> None:
+    """Oracle everywhere but the chest choice, which is random: success ~ 1/K."""
+    rng = np.random.default_rng(0)
+    env = make("Match", delay=0)
+    k, wins, n = env.num_colors, 0, 400
+    for seed in range(n):
+        guess = CHEST_SLOTS[rng.integers(k)]
+
+        def policy(e, guess=guess) -> int:
+            if e.phase != CHEST:
+                return e.oracle_action()
+            from envs.keychest.common import plan
+
+            return plan(e.grid, e.agent_pos, e.agent_dir, [guess])
+
+        wins += run_episode(env, policy, seed)[1]["success"]
+    assert abs(wins / n - 1 / k) < 0.07
+
+
+def test_fetch_needs_the_key() -> None:
+    env = make("Fetch", delay=4, pickup_reward=0.1)
+    # Never picking up: turn in the cue phase, then play the oracle.
+    total, info, _ = run_episode(env, lambda e: 0 if e.phase == CUE else e.oracle_action(), 0)
+    assert info["success"] is False and total < 1.0
+    total, info, _ = run_episode(env, lambda e: e.oracle_action(), 0)
+    assert info["success"] is True and total >= 1.1 - 1e-9  # chest + pickup reward
+
+
+def test_return_key_is_out_of_view_at_the_chest() -> None:
+    env = make("Return", delay=2)
+    for alcove in range(env.num_alcoves):
+        obs, _ = env.reset(seed=0, options={"layout": {"alcove": alcove}})
+        seen = False
+        while env.phase == CUE:
+            seen |= bool((obs["image"][..., 0] == OBJECT_TO_IDX["key"]).any())
+            obs, *_ = env.step(env.oracle_action())
+        seen |= bool((obs["image"][..., 0] == OBJECT_TO_IDX["key"]).any())
+        assert seen, f"the key in alcove {alcove} is never seen in the cue phase"
+        while env.phase != CHEST:
+            obs, *_ = env.step(env.oracle_action())
+        assert not (obs["image"][..., 0] == OBJECT_TO_IDX["key"]).any()
+        assert tuple(obs["image"][3, 5]) == (OBJECT_TO_IDX["box"], env.key_color, 0)
+
+
+def test_return_memoryless_policies_are_near_chance() -> None:
+    """A random alcove, or searching alcoves nearest first, succeeds ~1/K."""
+    from envs.keychest.return_key import alcove_cells
+
+    env = make("Return", delay=0)
+    k, n = env.num_alcoves, 240
+    rng = np.random.default_rng(1)
+    nearest_first = sorted(range(k), key=lambda i: -alcove_cells(i)[0][0])
+
+    def searcher(e) -> int:
+        if e.phase != CHEST:
+            return e.oracle_action()
+        for i in nearest_first:  # first alcove whose door is closed or that holds the key
+            door, key = alcove_cells(i)
+            if e.carrying is not None or not e.grid.get(*door).is_open or e.grid.get(*key):
+                return e.route_action(i)
+        return 0
+
+    wins_random = sum(
+        run_episode(
+            env,
+            lambda e, g=int(rng.integers(k)): e.route_action(g)
+            if e.phase == CHEST
+            else e.oracle_action(),
+            seed,
+        )[1]["success"]
+        for seed in range(n)
+    )
+    wins_search = sum(run_episode(env, searcher, seed)[1]["success"] for seed in range(n))
+    assert abs(wins_random / n - 1 / k) < 0.08
+    assert abs(wins_search / n - 1 / k) < 0.08
+
+
+def test_bad_arguments_say_what_to_change() -> None:
+    with pytest.raises(ValueError, match="delay"):
+        make("Match", delay=-1)
+    with pytest.raises(ValueError, match="num_colors"):
+        make("Match", num_colors=7)
+    env = make("Match")
+    with pytest.raises(ValueError, match="permutation"):
+        env.reset(options={"layout": {"chest_colors": [0, 0, 1, 2]}})
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="forward"):
+        env.step(5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_rgb_render(variant: str) -> None:
+    env = make(variant, render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+
+
+def test_sb3_ppo_trains_unchanged() -> None:
+    import torch
+    from stable_baselines3 import PPO
+
+    torch.set_num_threads(1)
+    env = ImgObsWrapper(gym.make("mnemo/KeyChest-Match-D16-v0"))
+    model = PPO("MlpPolicy", env, n_steps=128, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=256)
+    obs, _ = env.reset(seed=0)
+    action, _ = model.predict(obs)
+    assert env.action_space.contains(int(action))
