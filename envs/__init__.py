@@ -5,6 +5,13 @@ from __future__ import annotations
 import gymnasium as gym
 
 RECALL_DELAYS = (8, 16, 32, 64, 128, 256)
+KEYCHEST_DELAYS = (16, 64, 256, 1024)
+# Entry points as strings, so that importing envs does not import minigrid.
+KEYCHEST_VARIANTS = {
+    "Match": "envs.keychest.match:KeyChestMatchEnv",
+    "Fetch": "envs.keychest.fetch:KeyChestFetchEnv",
+    "Return": "envs.keychest.return_key:KeyChestReturnEnv",
+}
 
 
 def _register() -> None:
@@ -12,6 +19,11 @@ def _register() -> None:
         env_id = f"mnemo/Recall-D{d}-v0"
         if env_id not in gym.registry:
             gym.register(env_id, entry_point="envs.recall:RecallEnv", kwargs={"delay": d})
+    for variant, entry_point in KEYCHEST_VARIANTS.items():
+        for d in KEYCHEST_DELAYS:
+            env_id = f"mnemo/KeyChest-{variant}-D{d}-v0"
+            if env_id not in gym.registry:
+                gym.register(env_id, entry_point=entry_point, kwargs={"delay": d})
 
 
 _register()

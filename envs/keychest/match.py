@@ -1,0 +1,134 @@
+"""KeyChest-Match: remember a key's colour across a distractor phase, open the chest that matches.
+
+## Description
+A recall task in three rooms of the same 7x7 grid (5x5 inside the walls); the agent is moved
+from one to the next at fixed step counts, so no exploration skill is needed.
+
+1. **cue** (``cue_steps`` steps): the agent faces a key of one of ``num_colors`` (K) colours,
+   one cell ahead. Walking into it does nothing.
+2. **distractor** (``delay`` steps): a room with an apple (green ball) in each corner.
+   Walking into an apple eats it for ``apple_reward``; it grows back ``apple_regrow`` steps
+   later, so the agent has to keep moving to collect reward rather than wait.
+3. **chest** (at most ``chest_steps`` steps): the agent stands in the middle with K chests
+   (minigrid boxes) of different colours around it, in front, left, right and (K = 4) behind,
+   in a random order. Walking into a chest opens it.
+
+Only a memory of the key's colour tells which chest to open: a policy without memory that
+plays everything else perfectly succeeds with probability 1/K.
+
+## Mission
+"remember the key and open the chest of its colour"
+
+## Observation
+minigrid's ``Dict``: ``image`` (7x7x3 uint8 egocentric view: object, colour, state),
+``direction`` (0-3) and ``mission``. Nothing is hidden by walls (``see_through_walls=True``),
+which keeps the image computable by the tensor twin ``envs.batched.keychest``.
+
+## Actions
+``Discrete(3)``: 0 turn left, 1 turn right, 2 forward (walking into an object uses it).
+
+## Rewards
++1 for opening the chest of the key's colour; ``apple_reward`` (default 0.05) per apple.
+
+## Termination
+When a chest is opened (right or wrong), or when the chest phase's ``chest_steps`` are spent
+(a failure). Episodes last at most ``cue_steps + delay + chest_steps`` steps; there is no
+truncation. ``info["phase"]`` names the phase the step's action was taken in ("cue",
+"distractor", "chest"), so rewards can be split by phase; ``info["success"]`` is set at the
+last step of an episode.
+
+## Registered configurations
+``mnemo/KeyChest-Match-D{16,64,256,1024}-v0``: K = 4, ``delay`` 16, 64, 256, 1024.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envs.keychest.common import (
+    CHEST,
+    COLORS,
+    CUE,
+    DISTRACTOR,
+    FORWARD,
+    Box,
+    Key,
+    KeyChestEnv,
+    WorldObj,
+    plan,
+    room_grid,
+)
+
+CUE_START = ((3, 5), 3)  # position, direction (3 = up)
+KEY_CELL = (3, 4)
+CHEST_START = ((3, 3), 3)
+CHEST_SLOTS = ((3, 2), (2, 3), (4, 3), (3, 4))  # front, left, right, behind
+
+
+class KeyChestMatchEnv(KeyChestEnv):
+    """See the module docstring. Layout options: ``reset(options={"layout": {"key_color": k,
+    "chest_colors": [c_front, c_left, ...]}})`` with colour indices into ``COLORS``."""
+
+    def __init__(
+        self,
+        delay: int = 16,
+        num_colors: int = 4,
+        cue_steps: int = 2,
+        chest_steps: int = 4,
+        apple_reward: float = 0.05,
+        apple_regrow: int = 10,
+        render_mode: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(num_colors, int) or not 2 <= num_colors <= len(CHEST_SLOTS):
+            raise ValueError(f"num_colors must be an integer in [2, 4], got {num_colors!r}")
+        self.num_colors = num_colors
+        self.key_color = 0
+        self.chest_colors: list[int] = list(range(num_colors))
+        super().__init__(
+            delay,
+            mission="remember the key and open the chest of its colour",
+            width=7,
+            height=7,
+            cue_steps=cue_steps,
+            chest_steps=chest_steps,
+            apple_reward=apple_reward,
+            apple_regrow=apple_regrow,
+            render_mode=render_mode,
+            **kwargs,
+        )
+
+    def _sample_layout(self, options: dict[str, Any]) -> None:
+        k = self.num_colors
+        key = options.get("key_color", self.np_random.integers(k))
+        chests = options.get("chest_colors", self.np_random.permutation(k))
+        self.key_color, self.chest_colors = int(key), [int(c) for c in chests]
+        if not 0 <= self.key_color < k or sorted(self.chest_colors) != list(range(k)):
+            raise ValueError(
+                f"layout needs key_color in [0, {k}) and chest_colors a permutation of "
+                f"range({k}), got {self.key_color} and {self.chest_colors}"
+            )
+
+    def _build_phase(self, phase: int) -> None:
+        self.grid = room_grid(self.width, self.height)
+        if phase == CUE:
+            self.grid.set(*KEY_CELL, Key(COLORS[self.key_color]))
+            self.agent_pos, self.agent_dir = CUE_START
+        else:
+            for (x, y), c in zip(CHEST_SLOTS, self.chest_colors):
+                self.grid.set(x, y, Box(COLORS[c]))
+            self.agent_pos, self.agent_dir = CHEST_START
+
+    def _use(self, obj: WorldObj, pos: tuple[int, int]) -> tuple[float, bool, bool]:
+        if self.phase == CHEST and isinstance(obj, Box):
+            success = obj.color == COLORS[self.key_color]
+            return float(success), True, success
+        return 0.0, False, False
+
+    def oracle_action(self) -> int:
+        if self.phase == CUE:
+            return FORWARD  # blocked by the key: the agent just looks at it
+        if self.phase == DISTRACTOR:
+            return self.apple_action()
+        target = CHEST_SLOTS[self.chest_colors.index(self.key_color)]
+        return plan(self.grid, self.agent_pos, self.agent_dir, [target])
