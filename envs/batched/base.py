@@ -21,6 +21,10 @@ from gymnasium.vector import VectorEnv
 class TensorVectorEnv(VectorEnv):
     """Shared plumbing: device, generator, seeding."""
 
+    can_truncate: bool = False
+    """True if ``step`` may ever return ``truncated``; the rollout skips the truncation
+    bootstrap (and its host sync) for twins that never do."""
+
     def __init__(self, num_envs: int, device: torch.device | str = "cpu") -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
