@@ -140,10 +140,17 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     """torch CPU threads (0 = leave torch's default)."""
+    compile: bool = False
+    """Run the actor-critic's forward through ``torch.compile`` (first updates are slower)."""
+    autocast: str = "none"
+    """``none`` or ``bf16``: bfloat16 autocast for the forward passes, on cuda only (ignored on
+    CPU, where bf16 matmuls are not faster); losses and rollout storage stay float32."""
 
     def validate(self) -> None:
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.autocast not in ("none", "bf16"):
+            raise ConfigError(f"autocast must be 'none' or 'bf16', got {self.autocast!r}")
 
 
 def load_train_config(path: str | None, overrides: list[str] | None = None) -> TrainConfig:
