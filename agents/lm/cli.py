@@ -1,0 +1,192 @@
+"""``mnemo lm train | eval | sample``: the language model's commands.
+
+``add_lm_parser(subparsers)`` is called by agents/cli.py. Every command returns an exit code;
+a user error (bad config, bad data, missing checkpoint) prints one line ``error: ...`` to
+stderr and returns 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+
+
+def _user_errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except (ValueError, FileNotFoundError) as e:  # ConfigError and DataError are ValueErrors
+            text = str(e).strip()
+            print(f"error: {text.splitlines()[0] if text else type(e).__name__}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted: the last checkpoint is kept", file=sys.stderr)
+            return 130
+
+    return run
+
+
+def parse_core_options(items: list[str]) -> dict[str, Any]:
+    """``['mem_len=512']`` -> ``{'mem_len': 512}`` (values read as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--core-option {item!r} must look like name=value")
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            out[key] = raw
+    return out
+
+
+def load_model(path: str, device: str, core_overrides: dict[str, Any] | None = None):
+    """A trained ByteLM and its LMConfig from a checkpoint file or run folder.
+
+    ``core_overrides`` (e.g. a longer ``mem_len``) are applied only where the core has that
+    option; the others are reported on stderr and ignored.
+    """
+    import memory
+    from agents.checkpoint import load_checkpoint
+    from agents.configuration import from_dict
+    from agents.lm.config import LMConfig
+    from agents.lm.model import build_model
+    from agents.lm.train import resolve_device
+
+    ckpt = load_checkpoint(path)
+    if ckpt.get("kind") != "mnemo-lm":
+        raise ValueError(f"{path} is not a language-model checkpoint (made by `mnemo lm train`)")
+    cfg = from_dict(LMConfig, ckpt["config"])
+    valid = memory.core_options(cfg.core.name)
+    for key, value in (core_overrides or {}).items():
+        if key in valid:
+            cfg.core.options[key] = value
+        else:
+            print(f"note: core {cfg.core.name!r} has no option {key!r}; ignored", file=sys.stderr)
+    dev = resolve_device(device)
+    model = build_model(cfg.core.name, cfg.core.d_model, cfg.core.options)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ValueError(f"checkpoint weights do not fit the model ({first})") from e
+    return model.to(dev).eval(), cfg
+
+
+@_user_errors
+def cmd_train(args: argparse.Namespace) -> int:
+    from agents.lm.config import load_lm_config
+    from agents.lm.train import train
+
+    cfg = load_lm_config(args.config, args.overrides)
+    result = train(cfg)
+    line = (
+        f"run {result.run_dir}: {result.steps} steps in {result.wall_s:.1f} s "
+        f"({result.tokens_per_s:.0f} bytes/s), train bits/byte {result.train_bits_per_byte:.4f}"
+    )
+    if result.val is not None:
+        line += f", val bits/byte {result.val.bits_per_byte:.4f}"
+    print(line)
+    return 0
+
+
+@_user_errors
+def cmd_eval(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from agents.lm.data import document_streams, load_corpus
+    from agents.lm.evaluate import evaluate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, cfg = load_model(args.checkpoint, args.device, parse_core_options(args.core_option))
+    syn = dataclasses.asdict(cfg.data.synthetic)
+    corpus = load_corpus(args.data or cfg.data.path, args.split, syn)
+    seg_len = args.segment_len or cfg.train.segment_len
+    streams = document_streams(corpus, args.batch_size, args.max_bytes)
+    res = evaluate(model, streams, seg_len, args.device, cfg.train.amp, progress=args.progress)
+    print(
+        f"{cfg.core.name} on {corpus.name}: {corpus.n_docs} documents, {res.bytes} bytes predicted"
+    )
+    if res.recall_bytes:
+        print(
+            f"recall: {res.recall_bytes} bytes, accuracy {res.recall_accuracy:.4f}, "
+            f"bits/byte {res.recall_bits_per_byte:.4f}"
+        )
+        print(res.table())
+    print(f"bits_per_byte {res.bits_per_byte:.6f}")
+    return 0
+
+
+@_user_errors
+def cmd_sample(args: argparse.Namespace) -> int:
+    from agents.lm.sample import generate, printable
+
+    if args.bytes < 0:
+        raise ValueError(f"--bytes must be >= 0, got {args.bytes}")
+    model, cfg = load_model(args.checkpoint, args.device)
+    prompt = args.prompt.encode("utf-8")
+    out = generate(
+        model,
+        prompt,
+        args.bytes,
+        args.temperature,
+        args.top_k,
+        args.device,
+        args.seed,
+        amp=cfg.train.amp,
+    )
+    sys.stdout.write(printable(prompt + out) + "\n")
+    return 0
+
+
+def add_lm_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``lm`` with ``train``, ``eval`` and ``sample`` to the ``mnemo`` command line."""
+    lm = subparsers.add_parser("lm", help="byte-level language models on the memory cores")
+    sub = lm.add_subparsers(dest="lm_command", required=True)
+
+    t = sub.add_parser("train", help="train a byte-level LM from a YAML config")
+    t.add_argument("config", help="YAML config, e.g. configs/lm_lstm.yaml")
+    t.add_argument(
+        "overrides", nargs="*", help="key.sub=value, e.g. data.path=book.txt train.steps=100"
+    )
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="bits per byte with memory carried over whole documents")
+    e.add_argument("checkpoint", help="a checkpoint file or a run folder")
+    e.add_argument(
+        "--data", help="file, folder, PG-19 root or synthetic:needle (default: the run's)"
+    )
+    e.add_argument("--split", default="validation", help="folder of a PG-19 root / synthetic seed")
+    e.add_argument(
+        "--core-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a core option at evaluation, e.g. mem_len=512 (only if the core has it)",
+    )
+    e.add_argument(
+        "--segment-len", type=int, default=0, help="bytes per call (default: training's)"
+    )
+    e.add_argument("--batch-size", type=int, default=16, help="documents evaluated in parallel")
+    e.add_argument("--max-bytes", type=int, default=None, help="evaluate only the first N bytes")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    e.add_argument("--progress", action="store_true", help="show a progress bar")
+    e.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("sample", help="generate bytes one at a time with memory carried")
+    s.add_argument("checkpoint", help="a checkpoint file or a run folder")
+    s.add_argument("--prompt", default="", help="text to continue")
+    s.add_argument("--bytes", type=int, default=200, help="bytes to generate")
+    s.add_argument("--temperature", type=float, default=0.8, help="0 = always the likeliest byte")
+    s.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest (0 = all)")
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_sample)

@@ -1,0 +1,172 @@
+"""The config of ``mnemo lm train``: typed sections whose field docstrings are the help text.
+
+Load with ``load_lm_config(path, overrides)``; unknown keys, wrong types and unknown core names
+or options fail in one line before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agents.configuration import ConfigError, load_config
+
+
+@dataclass
+class SyntheticConfig:
+    """Options of the built-in ``synthetic:recall`` and ``synthetic:needle`` sets."""
+
+    docs: int = 2000
+    """Training documents of ``synthetic:recall``."""
+    val_docs: int = 200
+    """Validation documents of ``synthetic:recall``."""
+    gap_min: int = 20
+    """Fewest filler bytes between a fact and its recall."""
+    gap_max: int = 60
+    """Most filler bytes between a fact and its recall."""
+    code_len: int = 3
+    """Uppercase letters per code (the recalled bytes)."""
+    facts: int = 1
+    """Facts per story; with more than one, each code must be bound to its name."""
+    distances: list[int] = field(default_factory=lambda: [1024, 2048, 4096, 8192, 16384])
+    """Recall distances of ``synthetic:needle``."""
+    docs_per_distance: int = 4
+    """``synthetic:needle`` documents per distance."""
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.docs < 1 or self.val_docs < 1 or self.docs_per_distance < 1:
+            raise ConfigError("data.synthetic.docs, val_docs and docs_per_distance must be >= 1")
+        if not 0 <= self.gap_min <= self.gap_max:
+            raise ConfigError(
+                f"data.synthetic: need 0 <= gap_min <= gap_max, got {self.gap_min}, {self.gap_max}"
+            )
+
+
+@dataclass
+class DataConfig:
+    path: str = "synthetic:recall"
+    """A text file, a folder of .txt books, a PG-19 root (train/ validation/ test/), or
+    ``synthetic:recall`` / ``synthetic:needle``."""
+    val_path: str | None = None
+    """Validation data; default: a PG-19 root's validation/, a synthetic set's validation seed,
+    else the last ``val_fraction`` of the training bytes."""
+    val_fraction: float = 0.05
+    """Share of a plain file or flat folder held out for validation."""
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def validate(self) -> None:
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class CoreConfig:
+    name: str = "lstm"
+    """Registered memory core (``memory.core_names()``)."""
+    d_model: int = 128
+    """Width of the byte embedding and the core."""
+    options: dict = field(default_factory=dict)
+    """Core-specific options, written directly in the section, e.g. ``core.mem_len=256``."""
+
+    def validate(self) -> None:
+        if self.d_model < 1:
+            raise ConfigError(f"core.d_model must be >= 1, got {self.d_model}")
+
+
+@dataclass
+class TrainSection:
+    steps: int = 2000
+    """Optimizer steps."""
+    batch_size: int = 32
+    """Parallel streams B through the concatenated documents."""
+    segment_len: int = 128
+    """Bytes per segment T (one core call)."""
+    detach_every: int = 1
+    """Segments per optimizer step: the state is detached after every k segments (truncated
+    BPTT over k*T bytes); the memory itself is carried on across all segments."""
+    lr: float = 2e-3
+    """Peak AdamW learning rate."""
+    min_lr_ratio: float = 0.1
+    """The cosine decay ends at ``lr * min_lr_ratio``."""
+    warmup_steps: int = 100
+    """Linear warm-up steps."""
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    """Clip the gradient norm to this (0 = off)."""
+    aux_coef: float = 1.0
+    """Weight of the core's aux_loss."""
+    amp: bool = True
+    """bf16 autocast on CUDA (ignored on CPU)."""
+    eval_every: int = 200
+    """Validation every N steps (and at the end)."""
+    eval_bytes: int = 200_000
+    """Validation bytes per evaluation during training (whole documents first)."""
+    sample_every: int = 0
+    """Write a text sample to TensorBoard every N steps (0 = only at the end)."""
+    sample_bytes: int = 200
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "segment_len", "detach_every", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.warmup_steps < 0 or self.grad_clip < 0 or self.sample_every < 0:
+            raise ConfigError("train.warmup_steps, grad_clip and sample_every must be >= 0")
+
+
+@dataclass
+class RunConfig:
+    dir: str | None = None
+    """Output folder; default ``runs/lm-<core>-<time>``."""
+    log_every: int = 20
+    """Write training scalars every N steps."""
+    checkpoint_every: int = 500
+    """Write checkpoints/last.pt every N steps (and at the end)."""
+    progress: bool = True
+    """Show a tqdm progress bar."""
+
+    def validate(self) -> None:
+        if self.log_every < 1 or self.checkpoint_every < 1:
+            raise ConfigError("run.log_every and run.checkpoint_every must be >= 1")
+
+
+@dataclass
+class LMConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    core: CoreConfig = field(default_factory=CoreConfig)
+    train: TrainSection = field(default_factory=TrainSection)
+    run: RunConfig = field(default_factory=RunConfig)
+    device: str = "cpu"
+    """``cpu``, ``cuda`` or ``cuda:N``."""
+    seed: int = 0
+    threads: int = 0
+    """torch CPU threads (0 = leave torch's default)."""
+
+    def validate(self) -> None:
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
+
+def check_core(name: str, options: dict) -> None:
+    """Fail in one line on an unknown core name or option."""
+    import memory
+
+    if name not in memory.core_names():
+        raise ConfigError(
+            f"core.name: unknown core {name!r}; valid cores: {', '.join(memory.core_names())}"
+        )
+    valid = memory.core_options(name)
+    for key in options:
+        if key not in valid:
+            raise ConfigError(
+                f"unknown config key 'core.{key}' for core {name!r}; valid keys: "
+                f"name, d_model, {', '.join(sorted(valid))}"
+            )
+
+
+def load_lm_config(path: str | None, overrides: list[str] | None = None) -> LMConfig:
+    """Load an LMConfig from YAML (or defaults) plus ``key.sub=value`` overrides."""
+    cfg = load_config(LMConfig, path, overrides)
+    check_core(cfg.core.name, cfg.core.options)
+    return cfg

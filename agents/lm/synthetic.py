@@ -1,0 +1,168 @@
+"""Synthetic long-range text: facts stated early and recalled later, with the recall bytes marked.
+
+Description:
+    Each document is a short story of lowercase filler sentences. Near the start, a name is
+    given a code of random uppercase letters (``"remember: mila's code is QXW."``); after a gap
+    of filler, the story asks for it again (``"so mila's code was QXW."``). The code bytes in the
+    recall are unpredictable from anything but the earlier statement, so the bits per byte at
+    exactly those positions measure memory and nothing else: a memoryless model pays about
+    log2(26) = 4.7 bits per code byte, a model that remembers pays close to 0.
+
+Two sets share this format, so a model trained on one is evaluated on the other:
+    ``recall``: gaps of ``gap_min``..``gap_max`` bytes (default 20-60: a tiny LSTM learns it in
+    seconds). ``needle``: one fact per document with the recall 1k to 16k bytes after it
+    (``distances``), to chart recall accuracy against distance.
+
+Marks:
+    ``distance[i] > 0`` where byte ``i`` is a recalled code byte; the value is how many bytes
+    back the same byte was stated. Filler never contains uppercase letters.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+NAMES = [
+    "ada",
+    "mila",
+    "omar",
+    "ines",
+    "yuki",
+    "ravi",
+    "lena",
+    "tomas",
+    "nora",
+    "ivan",
+    "sara",
+    "kofi",
+    "lior",
+    "emma",
+    "juan",
+    "hana",
+    "paul",
+    "zoe",
+    "amir",
+    "noah",
+]
+SUBJECTS = [
+    "the cat",
+    "a dog",
+    "the old man",
+    "my aunt",
+    "the river",
+    "a small bird",
+    "the baker",
+    "our teacher",
+]
+VERBS = [
+    "sat near",
+    "walked past",
+    "looked at",
+    "found",
+    "painted",
+    "sang about",
+    "carried",
+    "waited for",
+]
+OBJECTS = [
+    "the gate",
+    "a red box",
+    "the hill",
+    "some bread",
+    "the quiet lake",
+    "an open door",
+    "the long road",
+    "a tree",
+]
+TAILS = ("", " in the rain", " at noon", " again", " without a word", " for a while")
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@dataclass
+class MarkedDocument:
+    """One document and, per byte, the recall distance (0 where the byte is not a recall)."""
+
+    text: bytes
+    distance: list[int]
+
+
+def filler(rng: random.Random, n_bytes: int) -> str:
+    """Lowercase sentences of at least ``n_bytes`` bytes in total (ends with a space)."""
+    parts: list[str] = []
+    size = 0
+    while size < n_bytes:
+        s = f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}{rng.choice(TAILS)}. "
+        parts.append(s)
+        size += len(s)
+    return "".join(parts)
+
+
+def story(
+    rng: random.Random, gaps: Sequence[int], code_len: int = 3, facts: int = 1
+) -> MarkedDocument:
+    """A document with ``facts`` name-code facts, each recalled after a gap drawn from ``gaps``.
+
+    All facts are stated first, then recalled in a shuffled order with filler in between, so
+    with ``facts > 1`` the model must bind each code to its name.
+    """
+    names = rng.sample(NAMES, facts)
+    codes = ["".join(rng.choice(LETTERS) for _ in range(code_len)) for _ in names]
+    out = bytearray()
+    dist: list[int] = []
+    stated: dict[str, int] = {}
+
+    def emit(s: str, marks: list[int] | None = None) -> None:
+        out.extend(s.encode())
+        dist.extend(marks if marks is not None else [0] * len(s))
+
+    emit(filler(rng, rng.randint(0, 20)))
+    for name, code in zip(names, codes, strict=True):
+        emit(f"remember: {name}'s code is ")
+        stated[name] = len(out)
+        emit(code)
+        emit(". ")
+    order = list(range(facts))
+    rng.shuffle(order)
+    for i in order:
+        emit(filler(rng, rng.choice(gaps)))
+        emit(f"so {names[i]}'s code was ")
+        back = len(out) - stated[names[i]]
+        emit(codes[i], [back] * code_len)
+        emit(". ")
+    emit(filler(rng, rng.randint(0, 20)).rstrip() + "\n")
+    return MarkedDocument(bytes(out), dist)
+
+
+def recall_set(
+    docs: int,
+    gap_min: int = 20,
+    gap_max: int = 60,
+    code_len: int = 3,
+    facts: int = 1,
+    seed: int = 0,
+) -> list[MarkedDocument]:
+    """``docs`` stories whose recalls come ``gap_min``..``gap_max`` bytes of filler later."""
+    if not 0 <= gap_min <= gap_max:
+        raise ValueError(f"need 0 <= gap_min <= gap_max, got {gap_min}, {gap_max}")
+    if not 1 <= facts <= len(NAMES):
+        raise ValueError(f"facts must be in 1..{len(NAMES)}, got {facts}")
+    if code_len < 1:
+        raise ValueError(f"code_len must be >= 1, got {code_len}")
+    rng = random.Random(seed)
+    gaps = range(gap_min, gap_max + 1)
+    return [story(rng, gaps, code_len, facts) for _ in range(docs)]
+
+
+def needle_set(
+    docs_per_distance: int,
+    distances: Sequence[int] = (1024, 2048, 4096, 8192, 16384),
+    code_len: int = 3,
+    seed: int = 0,
+) -> list[MarkedDocument]:
+    """One fact per document, recalled after ``distance`` bytes of filler, for every distance."""
+    if any(d < 1 for d in distances):
+        raise ValueError(f"distances must be positive, got {list(distances)}")
+    rng = random.Random(seed)
+    return [story(rng, [d], code_len, facts=1) for d in distances for _ in range(docs_per_distance)]
