@@ -8,11 +8,13 @@ import gymnasium as gym
 import torch
 
 from envs.batched.base import TensorVectorEnv
+from envs.batched.keychest import BatchedKeyChestMatch
 from envs.batched.recall import BatchedRecall
 
 # Entry point of a gymnasium env -> its tensor twin class.
 TWINS: dict[str, type[TensorVectorEnv]] = {
     "envs.recall:RecallEnv": BatchedRecall,
+    "envs.keychest.match:KeyChestMatchEnv": BatchedKeyChestMatch,
 }
 
 
@@ -38,4 +40,12 @@ def twin_env_ids() -> list[str]:
     return sorted(i for i in gym.registry if i.startswith("mnemo/") and has_twin(i))
 
 
-__all__ = ["TWINS", "BatchedRecall", "TensorVectorEnv", "has_twin", "make_batched", "twin_env_ids"]
+__all__ = [
+    "TWINS",
+    "BatchedKeyChestMatch",
+    "BatchedRecall",
+    "TensorVectorEnv",
+    "has_twin",
+    "make_batched",
+    "twin_env_ids",
+]
