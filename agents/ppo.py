@@ -7,6 +7,7 @@ Minibatches are whole sequences, never shuffled timesteps.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,10 +17,12 @@ import torch
 from torch import Tensor
 from torch.distributions import Categorical
 
+from agents import distributed
 from agents.actor_critic import ActorCritic
 from agents.config import TrainConfig
 from agents.rollout import Rollout, compute_gae, sequence_minibatches
 from agents.vector_env import make_vector_env
+from envs.batched.base import TensorVectorEnv
 from memory.base import State
 
 
@@ -68,6 +71,15 @@ class PPO:
         self.model = ActorCritic(
             self.env.single_observation_space, self.env.single_action_space, cfg.core, cfg.agent
         ).to(self.device)
+        # Data-parallel ranks seed differently, so all start from rank 0's weights.
+        distributed.broadcast_params(self.model)
+        # Keep ``self.model`` uncompiled: checkpoints and evaluation use its state_dict as is.
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.autocast = cfg.autocast == "bf16" and self.device.type == "cuda"
+        # A tensor twin that never truncates needs no truncation bootstrap, and so no host
+        # sync per step; host envs (numpy) sync anyway, so they keep the cheap ``any()`` test.
+        self.host_env = not isinstance(self.env, TensorVectorEnv)
+        self.can_truncate = bool(getattr(self.env, "can_truncate", True))
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=cfg.ppo.lr, eps=cfg.ppo.adam_eps
         )
@@ -86,16 +98,24 @@ class PPO:
 
     @property
     def steps_per_update(self) -> int:
-        return self.cfg.env.num_envs * self.cfg.ppo.rollout_len
+        """Env steps per update, all data-parallel ranks together."""
+        return self.cfg.env.num_envs * self.cfg.ppo.rollout_len * distributed.world_size()
+
+    def amp(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast for forward passes when configured (cuda only), else a no-op."""
+        if self.autocast:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def _act(self, obs: Tensor, state: State) -> Any:
-        return self.model(
-            obs.unsqueeze(1),
-            self.prev_action.unsqueeze(1),
-            self.prev_reward.unsqueeze(1),
-            state,
-            self.episode_start.unsqueeze(1),
-        )
+        with self.amp():
+            return self.forward(
+                obs.unsqueeze(1),
+                self.prev_action.unsqueeze(1),
+                self.prev_reward.unsqueeze(1),
+                state,
+                self.episode_start.unsqueeze(1),
+            )
 
     @torch.no_grad()
     def collect(self) -> tuple[Rollout, Tensor]:
@@ -107,7 +127,8 @@ class PPO:
             if t % cfg.bptt_len == 0:
                 ro.chunk_states.append(self.state)
             out = self._act(self.obs, self.state)
-            dist = Categorical(logits=out.logits[:, 0])
+            # validate_args=False: the argument checks are host syncs.
+            dist = Categorical(logits=out.logits[:, 0].float(), validate_args=False)
             action = dist.sample()
             ro.obs[:, t] = self.obs
             ro.prev_action[:, t] = self.prev_action
@@ -120,7 +141,7 @@ class PPO:
             done = term | trunc
             self.stats.step(reward, done, info["success"])
             bootstrap = reward
-            if bool(trunc.any()):
+            if self.can_truncate and (not self.host_env or bool(trunc.any())):
                 # A time limit is not a terminal state: bootstrap from the value of the final
                 # observation, seen through the state that led to it.
                 self.prev_action, self.prev_reward = action, reward
@@ -131,8 +152,8 @@ class PPO:
             ro.done[:, t] = done
             self.obs, self.state = obs, out.state
             self.prev_action, self.prev_reward, self.episode_start = action, reward, done
-        last_value = self._act(self.obs, self.state).value[:, 0]
-        self.global_step += n * length
+        last_value = self._act(self.obs, self.state).value[:, 0].float()
+        self.global_step += self.steps_per_update
         return ro, last_value
 
     def update(self, ro: Rollout, last_value: Tensor) -> dict[str, float]:
@@ -141,8 +162,11 @@ class PPO:
         logs: dict[str, list[float]] = {}
         for _ in range(cfg.epochs):
             for mb in sequence_minibatches(ro, adv, ret, cfg.minibatches, self.generator):
-                out = self.model(mb.obs, mb.prev_action, mb.prev_reward, mb.state, mb.episode_start)
-                dist = Categorical(logits=out.logits)
+                with self.amp():
+                    out = self.forward(
+                        mb.obs, mb.prev_action, mb.prev_reward, mb.state, mb.episode_start
+                    )
+                dist = Categorical(logits=out.logits.float())
                 logprob = dist.log_prob(mb.action)
                 log_ratio = logprob - mb.logprob
                 ratio = log_ratio.exp()
@@ -163,6 +187,7 @@ class PPO:
                 loss = loss + cfg.aux_coef * out.aux_loss
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                distributed.all_reduce_grads(self.model)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
                 with torch.no_grad():

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from agents.checkpoint import save_atomic
+from agents import distributed
+from agents.checkpoint import save_atomic as _save_atomic
 from agents.config import TrainConfig, describe
 from agents.configuration import to_dict
 from agents.ppo import PPO
@@ -30,6 +30,12 @@ class TrainResult:
     """Env steps at which ``ppo.target_success`` was first reached (None if never)."""
     history: list[tuple[int, float]] = field(default_factory=list)
     """(env step, success rate) after every update."""
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """Write a checkpoint on rank 0 only: data-parallel ranks hold the same weights."""
+    if distributed.is_main():
+        _save_atomic(obj, path)
 
 
 def seed_everything(seed: int) -> None:
@@ -54,13 +60,15 @@ def checkpoint(ppo: PPO, cfg: TrainConfig) -> dict:
 
 
 def train(cfg: TrainConfig) -> TrainResult:
+    cfg = distributed.setup(cfg)  # under torchrun: this rank's device and seed + rank
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     run_dir = Path(cfg.run.dir) if cfg.run.dir else default_run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
     ppo = PPO(cfg)
-    writer = SummaryWriter(str(run_dir))
+    writer = distributed.tb_writer(str(run_dir))
     writer.add_text("config", "```\n" + describe(cfg) + "\n```")
     n_updates = -(-cfg.ppo.total_steps // ppo.steps_per_update)
     history: list[tuple[int, float]] = []
@@ -71,7 +79,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     try:
         while ppo.update_idx < n_updates:
             scalars = ppo.iterate()
-            success = scalars.get("charts/success_rate", float("nan"))
+            success = distributed.rank_mean(scalars.get("charts/success_rate", float("nan")))
             history.append((ppo.global_step, success))
             if ppo.update_idx % cfg.run.log_every == 0:
                 for k, v in scalars.items():
