@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,23 @@ from torch import Tensor, nn
 
 Weights = tuple[Tensor, ...]
 """Fast weights of the memory MLP, layer by layer, each (B, H, d_in, d_out)."""
+
+
+class ChunkCoefs(NamedTuple):
+    """eta, theta, alpha of a chunk folded into the closed form of its recurrence.
+
+    Within a chunk, S_i = eta_i S_{i-1} + g_i U_i and W_i = (1 - alpha_i) W_{i-1} + S_i
+    (U_i the gradient, g_i = -theta_i times its clip) give
+    W_b = keep_all W_0 + w_from_s0 S_0 + sum_j w_acc_j g_j U_j and
+    S_b = eta_all S_0 + sum_j s_acc_j g_j U_j.
+    """
+
+    theta: Tensor  # (..., H, b)
+    w_acc: Tensor  # (..., H, b)
+    s_acc: Tensor  # (..., H, b)
+    w_from_s0: Tensor  # (..., H)
+    keep_all: Tensor  # (..., H)
+    eta_all: Tensor  # (..., H)
 
 
 def _l2norm(x: Tensor) -> Tensor:
@@ -128,57 +146,81 @@ class NeuralMemory(nn.Module):
         return w, s
 
     # ----- inputs ------------------------------------------------------------------------
-    def _conv(self, pre: Tensor, tail: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
-        """Causal depthwise conv of (B, n, C) given the (B, K-1, C) inputs before it."""
-        full = torch.cat([tail, pre], dim=1)  # (B, K-1+n, C)
-        out = F.conv1d(full.transpose(1, 2), weight[:, None, :], groups=weight.shape[0])
-        return out.transpose(1, 2), full[:, full.shape[1] - tail.shape[1] :]
-
     def _heads(self, x: Tensor) -> Tensor:
-        b, n, _ = x.shape
-        return x.view(b, n, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, n, Dh)
+        """(B, n, D) -> (B, n, H, Dh)."""
+        return x.unflatten(-1, (self.n_heads, self.d_head))
 
-    def queries(self, x: Tensor, tail: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, n, D) inputs -> queries (B, H, n, Dh) and the new conv tail."""
-        q, tail = self._conv(self.q_proj(x), tail, self.q_conv)
-        return _l2norm(self._heads(F.silu(q))), tail
+    def queries(
+        self, x: Tensor, tail: Tensor, ep: Tensor | None = None, ep_tail: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(B, n, D) inputs -> queries (B, n, H, Dh) and [tail | projections] (B, K-1+n, D).
 
-    def keys_values(self, x: Tensor, tail: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(B, n, D) inputs -> keys, values (B, H, n, Dh) and the new conv tail."""
-        kv, tail = self._conv(self.kv_proj(x), tail, self.kv_conv)
+        ``ep``/``ep_tail`` (episode index per position) keep the convolution inside episodes.
+        """
+        q, full = causal_conv(self.q_proj(x), tail, self.q_conv, ep, ep_tail)
+        return _l2norm(self._heads(F.silu(q))), full
+
+    def keys_values(
+        self, x: Tensor, tail: Tensor, ep: Tensor | None = None, ep_tail: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, n, D) inputs -> keys, values (B, n, H, Dh) and [tail | projections]."""
+        kv, full = causal_conv(self.kv_proj(x), tail, self.kv_conv, ep, ep_tail)
         k, v = F.silu(kv).chunk(2, dim=-1)
-        return _l2norm(self._heads(k)), self._heads(v), tail
+        return _l2norm(self._heads(k)), self._heads(v), full
+
+    def coefficients(self, gate_in: Tensor) -> ChunkCoefs:
+        """Data-dependent eta, theta, alpha of chunks, folded into the chunk recurrence.
+
+        Args:
+            gate_in: (..., b, D) the tokens of one chunk (or of (B, N) chunks at once).
+        """
+        logits = self.gate_proj(gate_in).unflatten(-1, (3, self.n_heads))  # (..., b, 3, H)
+        logits = logits.movedim(-2, 0).transpose(-1, -2)  # (3, ..., H, b)
+        log_eta = F.logsigmoid(logits[0])
+        log_keep = F.logsigmoid(-logits[2])  # log(1 - alpha)
+        b = gate_in.shape[-2]
+        le, lk = torch.cumsum(log_eta, -1), torch.cumsum(log_keep, -1)
+        tri = torch.ones(b, b, dtype=torch.bool, device=gate_in.device).tril()
+        # a[i, j] = prod_{j < l <= i} eta_l: how much of token j's surprise is left at i.
+        a = torch.exp((le[..., :, None] - le[..., None, :]).masked_fill(~tri, -math.inf))
+        gamma = torch.exp(lk[..., -1:] - lk)  # prod_{l > i} (1 - alpha_l)
+        eta_prod = torch.exp(le)  # prod_{l <= i} eta_l
+        return ChunkCoefs(
+            theta=self.max_lr * torch.sigmoid(logits[1]),
+            w_acc=(gamma[..., :, None] * a).sum(-2),
+            s_acc=a[..., -1, :],
+            w_from_s0=(gamma * eta_prod).sum(-1),
+            keep_all=torch.exp(lk[..., -1]),
+            eta_all=eta_prod[..., -1],
+        )
 
     # ----- the memory itself -------------------------------------------------------------
     def read(self, weights: Weights, q: Tensor) -> Tensor:
-        """M*(q): (B, H, n, Dh) -> (B, n, D), heads merged and RMS-normalised."""
+        """M*(q): queries (..., H, n, Dh) -> (..., n, D), heads merged and RMS-normalised.
+
+        ``weights`` may carry the same leading dims as ``q`` (e.g. one set per chunk).
+        """
         h = q
         for i, w in enumerate(weights):
-            h = h @ w  # (B, H, n, d_out)
+            h = h @ w  # (..., H, n, d_out)
             if i < len(weights) - 1:
                 h = F.silu(h)
-        b, _, n, _ = h.shape
-        return self.out_norm(h.transpose(1, 2).reshape(b, n, self.d_model))
+        h = h.transpose(-2, -3)  # (..., n, H, Dh)
+        return self.out_norm(h.reshape(*h.shape[:-2], self.d_model))
 
     def write(
-        self, weights: Weights, momentum: Weights, k: Tensor, v: Tensor, gate_in: Tensor
+        self, weights: Weights, momentum: Weights, k: Tensor, v: Tensor, c: ChunkCoefs
     ) -> tuple[Weights, Weights]:
         """One chunk of test-time learning, gradients at the chunk-start ``weights``.
 
         Args:
             weights, momentum: M_{t'} and S_{t'}, each layer (B, H, d_in, d_out).
-            k, v: (B, H, n, Dh) keys and values of the chunk's n tokens.
-            gate_in: (B, n, D) what eta, theta, alpha are computed from.
+            k, v: (B, H, b, Dh) keys and values of the chunk's b tokens.
+            c: the chunk's coefficients (``coefficients``), fields (B, H, b) or (B, H).
 
         Returns:
             M and S after the chunk's last token.
         """
-        b, n, _ = gate_in.shape
-        logits = self.gate_proj(gate_in).view(b, n, 3, self.n_heads).permute(2, 0, 3, 1)
-        log_eta = F.logsigmoid(logits[0])  # (B, H, n)
-        theta = self.max_lr * torch.sigmoid(logits[1])
-        log_keep = F.logsigmoid(-logits[2])  # log(1 - alpha)
-
         # Forward and manual backward of ||M(k) - v||^2 per token at the chunk-start weights.
         hs, zs = [k], []
         for i, w in enumerate(weights):
@@ -193,22 +235,39 @@ class NeuralMemory(nn.Module):
         # ||h^T dz||_F = ||h|| ||dz||: per-token gradient norms without outer products.
         sq = sum(h.square().sum(-1) * dz.square().sum(-1) for h, dz in zip(hs, dzs))
         clip = (self.max_grad_norm / torch.sqrt(sq + 1e-12)).clamp(max=1.0)
-        g = -theta * clip  # (B, H, n): coefficient of token j's gradient in S_j
-
-        # Closed form of S_i = eta_i S_{i-1} + g_i U_i, W_i = keep_i W_{i-1} + S_i over the chunk.
-        le, lk = torch.cumsum(log_eta, -1), torch.cumsum(log_keep, -1)  # (B, H, n)
-        tri = torch.ones(n, n, dtype=torch.bool, device=k.device).tril()
-        a = torch.exp((le[..., :, None] - le[..., None, :]).masked_fill(~tri, -math.inf))
-        gamma = torch.exp(lk[..., -1:] - lk)  # prod_{l>i} keep_l
-        w_coef = torch.einsum("bhi,bhij->bhj", gamma, a) * g  # (B, H, n)
-        s_coef = a[..., -1, :] * g
-        eta_all = torch.exp(le)  # prod_{l<=i} eta_l
-        w_from_s0 = (gamma * eta_all).sum(-1)[..., None, None]  # (B, H, 1, 1)
-        keep_all = torch.exp(lk[..., -1])[..., None, None]
+        g = -c.theta * clip  # (B, H, b): coefficient of token j's gradient in S_j
+        w_coef, s_coef = (c.w_acc * g)[..., None], (c.s_acc * g)[..., None]
+        keep, w_s0, eta = (t[..., None, None] for t in (c.keep_all, c.w_from_s0, c.eta_all))
         new_w, new_s = [], []
         for w, s0, h, dz in zip(weights, momentum, hs, dzs):
-            gw = (h * w_coef[..., None]).transpose(-1, -2) @ dz  # (B, H, d_in, d_out)
-            gs = (h * s_coef[..., None]).transpose(-1, -2) @ dz
-            new_w.append(keep_all * w + w_from_s0 * s0 + gw)
-            new_s.append(eta_all[..., -1, None, None] * s0 + gs)
+            new_w.append(keep * w + w_s0 * s0 + (h * w_coef).transpose(-1, -2) @ dz)
+            new_s.append(eta * s0 + (h * s_coef).transpose(-1, -2) @ dz)
         return tuple(new_w), tuple(new_s)
+
+
+def causal_conv(
+    pre: Tensor,
+    tail: Tensor,
+    weight: Tensor,
+    ep: Tensor | None = None,
+    ep_tail: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Causal depthwise convolution of (B, n, C) given the (B, K-1, C) inputs before it.
+
+    Written as K shifted products (faster than conv1d for these sizes on CPU). With ``ep``
+    (B, n) and ``ep_tail`` (B, K-1), an input counts only if it has the output's episode.
+
+    Returns:
+        Outputs (B, n, C) and ``[tail | pre]`` (B, K-1+n, C), whose slices are later tails.
+    """
+    n, k = pre.shape[1], weight.shape[1]
+    full = torch.cat([tail, pre], dim=1)
+    if ep is not None:
+        ep_full = torch.cat([ep_tail, ep], dim=1)
+    out = pre * weight[:, -1]
+    for j in range(k - 1):
+        xs = full[:, j : j + n]
+        if ep is not None:
+            xs = xs * (ep_full[:, j : j + n] == ep)[..., None]
+        out = out + xs * weight[:, j]
+    return out, full

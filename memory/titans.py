@@ -59,6 +59,7 @@ class ChunkLayout(NamedTuple):
     n_buffered: Tensor  # (B,) tokens from the previous call at slots 0..n_buffered-1
     tail_base: Tensor  # (B,) first slot of the row's unfinished chunk
     tail_count: Tensor  # (B,) tokens in it
+    ep_slot: Tensor  # (B, S) long, episode index of each slot (counts fresh chunks)
 
 
 def chunk_layout(episode_start: Tensor, count: Tensor, chunk: int) -> ChunkLayout:
@@ -91,14 +92,16 @@ def chunk_layout(episode_start: Tensor, count: Tensor, chunk: int) -> ChunkLayou
     real |= torch.arange(n_slots, device=dev) < n_buf[:, None]
     start_at = torch.zeros(b, n_slots, dtype=torch.bool, device=dev)
     start_at = start_at.scatter(1, vpos, episode_start)
+    fresh = start_at.view(b, -1, chunk)[:, :, 0]
     return ChunkLayout(
         vpos=vpos,
         real=real,
-        fresh=start_at.view(b, -1, chunk)[:, :, 0],
+        fresh=fresh,
         complete=real.view(b, -1, chunk).all(-1),
         n_buffered=n_buf,
         tail_base=last_base + last_len - tail_count,
         tail_count=tail_count,
+        ep_slot=torch.cumsum(fresh.long(), 1).repeat_interleave(chunk, dim=1),
     )
 
 
@@ -153,40 +156,17 @@ class TitansLayer(nn.Module):
             return None
         return self.attn.keys_values(self.persistent[None])
 
-    def _mac_chunk(
-        self, uc: Tensor, real: Tensor, mem_st: dict[str, Any], pkv: tuple[Tensor, Tensor] | None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
-        """One MAC segment: retrieve, attend, read the gate; returns o, k, v, y, new tails."""
-        b, n, _ = uc.shape
-        mem, w = self.mem, mem_st["W"]
-        q, tq = mem.queries(uc, mem_st["tail_q"])
-        h = mem.read(w, q)  # (B, n, D) retrieved long-term context
-        kh, vh = self.attn.keys_values(h)
-        kx, vx = self.attn.keys_values(uc)
-        causal = torch.ones(n, n, dtype=torch.bool, device=uc.device).tril()
-        seen = causal[None] & real[:, None, :]  # (B, n, n)
-        # The diagonal stays visible so that padding slots never get an empty softmax row.
-        seen_x = seen | torch.eye(n, dtype=torch.bool, device=uc.device)
-        mask = torch.cat([seen, seen_x], dim=2)
-        ks, vs = torch.cat([kh, kx], 1), torch.cat([vh, vx], 1)
-        if pkv is not None:
-            ks = torch.cat([pkv[0].expand(b, -1, -1, -1), ks], 1)
-            vs = torch.cat([pkv[1].expand(b, -1, -1, -1), vs], 1)
-            mask = torch.cat([mask.new_ones(b, n, pkv[0].shape[1]), mask], 2)
-        y = self.attn.attend(uc, ks, vs, mask)  # (B, n, D)
-        k, v, tkv = mem.keys_values(y, mem_st["tail_kv"])
-        qy, tqy = mem.queries(y, mem_st["tail_qy"])
-        o = self.gate_norm(y) * torch.sigmoid(mem.read(w, qy))
-        return o, k, v, y, {"tail_q": tq, "tail_kv": tkv, "tail_qy": tqy}
-
-    def _memory_pass(
+    def _mac_pass(
         self, u: Tensor, lay: ChunkLayout, st: dict[str, Any]
     ) -> tuple[Tensor, dict[str, Any]]:
-        """Run the chunks in order on the virtual grid; returns (B, S, D) outputs and state."""
+        """MAC, segment by segment: retrieve, attend, gate, update. u: (B, S, D) grid."""
         mem, c = self.mem, self.chunk
-        tails = [k for k in ("tail_q", "tail_kv", "tail_qy") if k in st]
-        ms = {k: st[k] for k in ("W", "S", *tails)}
-        pkv = self._persistent_kv() if self.variant == "mac" else None
+        ms = {k: st[k] for k in ("W", "S", "tail_q", "tail_kv", "tail_qy")}
+        tails = ("tail_q", "tail_kv", "tail_qy")
+        pkv = self._persistent_kv()
+        n_tail = mem.conv_kernel - 1
+        causal = torch.ones(c, c, dtype=torch.bool, device=u.device).tril()
+        eye = torch.eye(c, dtype=torch.bool, device=u.device)
         outs = []
         for i in range(lay.fresh.shape[1]):
             sl = slice(i * c, (i + 1) * c)
@@ -195,22 +175,79 @@ class TitansLayer(nn.Module):
                 ms["W"], ms["S"] = mem.reset(fresh, ms["W"], ms["S"])
                 for k in tails:
                     ms[k] = torch.where(fresh[:, None, None], 0.0, ms[k])
-            uc = u[:, sl]
-            if self.variant == "mac":
-                o, k, v, gate_in, new_tails = self._mac_chunk(uc, lay.real[:, sl], ms, pkv)
-            else:
-                q, tq = mem.queries(uc, ms["tail_q"])
-                o = mem.read(ms["W"], q)
-                k, v, tkv = mem.keys_values(uc, ms["tail_kv"])
-                gate_in, new_tails = uc, {"tail_q": tq, "tail_kv": tkv}
-            outs.append(o)
+            uc, w = u[:, sl], ms["W"]
+            q, full_q = mem.queries(uc, ms["tail_q"])
+            h = mem.read(w, q.transpose(1, 2))  # (B, c, D) long-term context of the segment
+            kh, vh = self.attn.keys_values(h)
+            kx, vx = self.attn.keys_values(uc)
+            seen = causal[None] & lay.real[:, None, sl]  # (B, c, c)
+            # The diagonal stays visible so that padding slots never get an empty softmax row.
+            mask = torch.cat([seen, seen | eye], dim=2)
+            ks, vs = torch.cat([kh, kx], 1), torch.cat([vh, vx], 1)
+            if pkv is not None:
+                b = uc.shape[0]
+                ks = torch.cat([pkv[0].expand(b, -1, -1, -1), ks], 1)
+                vs = torch.cat([pkv[1].expand(b, -1, -1, -1), vs], 1)
+                mask = torch.cat([mask.new_ones(b, c, pkv[0].shape[1]), mask], 2)
+            y = self.attn.attend(uc, ks, vs, mask)  # (B, c, D)
+            qy, full_qy = mem.queries(y, ms["tail_qy"])
+            outs.append(self.gate_norm(y) * torch.sigmoid(mem.read(w, qy.transpose(1, 2))))
             if complete.any():
-                w, s = mem.write(ms["W"], ms["S"], k, v, gate_in)
-                ms["W"] = where_rows(complete, w, ms["W"])
-                ms["S"] = where_rows(complete, s, ms["S"])
+                k, v, full_kv = mem.keys_values(y, ms["tail_kv"])
+                coefs = mem.coefficients(y)
+                w2, s2 = mem.write(w, ms["S"], k.transpose(1, 2), v.transpose(1, 2), coefs)
+                ms["W"] = where_rows(complete, w2, w)
+                ms["S"] = where_rows(complete, s2, ms["S"])
+                fulls = {"tail_q": full_q, "tail_kv": full_kv, "tail_qy": full_qy}
                 for k in tails:
-                    ms[k] = torch.where(complete[:, None, None], new_tails[k], ms[k])
+                    new_tail = fulls[k][:, fulls[k].shape[1] - n_tail :]
+                    ms[k] = torch.where(complete[:, None, None], new_tail, ms[k])
         return torch.cat(outs, dim=1), ms
+
+    def _parallel_pass(
+        self, u: Tensor, lay: ChunkLayout, st: dict[str, Any]
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """LMM/MAG/MAL: inputs, gates and reads for all chunks at once; updates in order."""
+        mem, c = self.mem, self.chunk
+        b, n_slots, d = u.shape
+        n, n_tail = n_slots // c, mem.conv_kernel - 1
+        ep_tail = torch.zeros(b, n_tail, dtype=torch.long, device=u.device)
+        q, full_q = mem.queries(u, st["tail_q"], lay.ep_slot, ep_tail)  # (B, S, H, Dh)
+        k, v, full_kv = mem.keys_values(u, st["tail_kv"], lay.ep_slot, ep_tail)
+        coefs = mem.coefficients(u.view(b, n, c, d))  # fields (B, N, H, c)
+
+        def grid(t: Tensor) -> Tensor:  # (B, S, H, Dh) -> (B, N, H, c, Dh)
+            return t.view(b, n, c, *t.shape[2:]).transpose(2, 3)
+
+        k, v = grid(k), grid(v)
+        w, s = st["W"], st["S"]
+        chunk_start_w = []
+        for i in range(n):
+            fresh, complete = lay.fresh[:, i], lay.complete[:, i]
+            if fresh.any():
+                w, s = mem.reset(fresh, w, s)
+            chunk_start_w.append(w)
+            if complete.any():
+                ci = type(coefs)(*(t[:, i] for t in coefs))
+                w2, s2 = mem.write(w, s, k[:, i], v[:, i], ci)
+                w, s = where_rows(complete, w2, w), where_rows(complete, s2, s)
+        stacked = tuple(torch.stack(ws, dim=1) for ws in zip(*chunk_start_w))  # (B, N, H, i, o)
+        out = mem.read(stacked, grid(q)).reshape(b, n_slots, d)
+
+        # Convolution context as of the unfinished chunk's start, inside its episode.
+        ep_full = torch.cat([ep_tail, lay.ep_slot], dim=1)  # (B, K-1+S)
+        ep_next = torch.cat([lay.ep_slot, lay.ep_slot[:, -1:]], dim=1).gather(
+            1, lay.tail_base[:, None]
+        )
+        idx = lay.tail_base[:, None] + torch.arange(n_tail, device=u.device)  # (B, K-1)
+        same = (ep_full.gather(1, idx) == ep_next)[..., None]
+
+        def tail(full: Tensor) -> Tensor:
+            return torch.where(
+                same, full.gather(1, idx[..., None].expand(-1, -1, full.shape[2])), 0.0
+            )
+
+        return out, {"W": w, "S": s, "tail_q": tail(full_q), "tail_kv": tail(full_kv)}
 
     def forward(
         self, x: Tensor, st: dict[str, Any], lay: ChunkLayout, episode_start: Tensor
@@ -224,7 +261,12 @@ class TitansLayer(nn.Module):
         xv = nn.functional.pad(xv, (0, 0, 0, n_slots - self.chunk))
         xv = xv + torch.zeros_like(xv).scatter(1, idx, x)  # (B, S, D) virtual grid
 
-        ov, ms = self._memory_pass(self.norm1(xv), lay, st)
+        uv = self.norm1(xv)
+        ov, ms = (
+            self._mac_pass(uv, lay, st)
+            if self.variant == "mac"
+            else self._parallel_pass(uv, lay, st)
+        )
         o = ov.gather(1, idx)  # (B, T, D)
         new: dict[str, Any] = dict(ms)
         u = self.norm1(x)
