@@ -53,7 +53,8 @@ class TransformerXLCore(MemoryCore):
         ``mem``: (B, n_layers, mem_len, D) hidden states entering each layer, oldest first;
         ``valid``: (B, mem_len) bool, False for empty slots and slots of an earlier episode;
         ``kv`` (if ``cache_kv``): (B, n_layers, mem_len, 2D) their keys and values.
-    Invalid slots are kept at zero so that equal histories give equal states.
+    Invalid slots keep whatever they held (zeros, or an earlier episode): they are masked, and
+    not rewriting them keeps an acting step to one copy of the memory.
 
     Args:
         d_model: width of inputs, outputs and every layer.
@@ -131,7 +132,6 @@ class TransformerXLCore(MemoryCore):
     def forward(self, x: Tensor, state: State, episode_start: Tensor) -> CoreOutput:
         t, m = x.shape[1], self.mem_len
         mask, new_valid = self.masks(state["valid"], episode_start)
-        zero_old = new_valid[..., None]  # (B, M, 1)
         use_cache = self.cache_kv and not torch.is_grad_enabled()
         mems, kvs = [], []
         h = x
@@ -139,10 +139,10 @@ class TransformerXLCore(MemoryCore):
             ctx = state["mem"][:, i].to(x.dtype)  # (B, M, D)
             kv_ctx = state["kv"][:, i].to(x.dtype) if use_cache else block.kv_of(ctx)
             # Memory is under stop-gradient (Dai): store what enters the layer, detached.
-            mems.append(torch.cat([ctx, h.detach()], dim=1)[:, -m:] * zero_old)
+            mems.append(torch.cat([ctx, h.detach()], dim=1)[:, -m:])
             h, kv, _ = block(h, kv_ctx, self.pos, rel_shift_window(t), mask)
             if self.cache_kv:
-                kvs.append(kv.detach()[:, -m:] * zero_old)
+                kvs.append(kv.detach()[:, -m:])
         new = {"mem": torch.stack(mems, 1).to(self.memory_dtype), "valid": new_valid}
         if self.cache_kv:
             new["kv"] = torch.stack(kvs, 1).to(self.memory_dtype)
