@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
 """Errors that mean the user must change something: one line, exit code 2, no traceback."""
@@ -19,20 +20,47 @@ def _friendly(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             print(f"error: {msg}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:
-            print("interrupted: last checkpoint written", file=sys.stderr)
+        except KeyboardInterrupt as e:
+            print(f"interrupted: {e or 'the last checkpoint is kept'}", file=sys.stderr)
             return 130
+        except RuntimeError as e:
+            from agents.ppo import NonFiniteError
+
+            if not isinstance(e, NonFiniteError):
+                raise
+            print(f"error: {e}", file=sys.stderr)
+            return 1
 
     return run
 
 
 @_friendly
 def cmd_train(args: argparse.Namespace) -> int:
-    from agents.config import load_train_config
+    from agents.checkpoint import load_checkpoint
+    from agents.config import TrainConfig, check_names, describe, load_train_config
+    from agents.configuration import apply_overrides, from_dict
     from agents.train import train
 
-    cfg = load_train_config(args.config, args.overrides)
-    result = train(cfg)
+    overrides = list(args.overrides)
+    if args.config and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
+        overrides.insert(0, args.config)  # `mnemo train --resume DIR key=value`
+        args.config = None
+    resume = None
+    if args.resume:
+        resume = load_checkpoint(args.resume)
+        cfg = from_dict(TrainConfig, apply_overrides(resume["config"], overrides))
+        check_names(cfg)
+    elif args.config is None:
+        raise ValueError("give a config file (e.g. configs/recall_lstm.yaml) or --resume RUN_DIR")
+    else:
+        cfg = load_train_config(args.config, overrides)
+    if args.check:
+        print(describe(cfg), end="")
+        return 0
+    run_dir = Path(args.resume) if args.resume else None
+    if run_dir is not None and run_dir.suffix == ".pt":
+        run_dir = run_dir.parent.parent
+    result = train(cfg, resume=resume, run_dir=run_dir)
     print(
         f"run {result.run_dir}: {result.steps} steps in {result.wall_s:.1f} s "
         f"({result.sps:.0f} SPS), final success {result.final_success:.3f}"
@@ -54,7 +82,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"(95% CI {res.ci_low:.3f}-{res.ci_high:.3f}) over {res.episodes} held-out episodes, "
         f"mean return {res.mean_return:.3f}"
     )
+    if args.video:
+        from agents.evaluate import HELD_OUT_SEED_OFFSET
+        from agents.video import write_episode_gifs
+
+        base = (cfg.seed if args.seed is None else args.seed) + HELD_OUT_SEED_OFFSET
+        paths = write_episode_gifs(
+            model, cfg, args.video, args.video_episodes, base, greedy=not args.stochastic
+        )
+        print(
+            f"wrote {len(paths)} episode GIFs to {args.video} (tensorboard --logdir {args.video})"
+        )
     return 0
+
+
+@_friendly
+def cmd_compare(args: argparse.Namespace) -> int:
+    from agents.compare import compare
+
+    results, errors = compare(
+        args.cores,
+        args.envs,
+        args.seeds,
+        args.out,
+        steps=args.steps,
+        jobs=args.jobs,
+        config=args.config,
+        overrides=args.overrides,
+        eval_episodes=args.eval_episodes,
+    )
+    for line in errors:
+        print(f"run failed: {line}", file=sys.stderr)
+    if results:
+        print(f"{len(results)} runs: {args.out}/results.md, results.csv, curves.png")
+    return 1 if errors else 0
 
 
 @_friendly
@@ -88,8 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a PPO agent from a YAML config")
-    t.add_argument("config", help="YAML config, e.g. configs/recall_lstm.yaml")
+    t.add_argument("config", nargs="?", help="YAML config, e.g. configs/recall_lstm.yaml")
     t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. core.name=gru")
+    t.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue RUN_DIR/checkpoints/last.pt exactly"
+    )
+    t.add_argument("--check", action="store_true", help="validate and print the config, then exit")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on held-out env seeds")
@@ -98,7 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu")
     e.add_argument("--seed", type=int, default=None, help="base seed (default: the run's)")
     e.add_argument("--stochastic", action="store_true", help="sample actions (default: argmax)")
+    e.add_argument("--video", metavar="DIR", help="also write episodes as GIFs (and TB events)")
+    e.add_argument("--video-episodes", type=int, default=4, help="episodes to record (--video)")
     e.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser("compare", help="train and evaluate cores x envs x seeds; table + plots")
+    c.add_argument("--cores", required=True, help="comma-separated, e.g. lstm,gru,gtrxl")
+    c.add_argument("--envs", required=True, help="comma-separated env ids")
+    c.add_argument("--seeds", type=int, default=5, help="seeds per (core, env)")
+    c.add_argument("--steps", type=int, default=None, help="env steps per run (ppo.total_steps)")
+    c.add_argument("--out", required=True, help="output folder (rerun it to resume)")
+    c.add_argument("--jobs", type=int, default=1, help="runs at a time (processes)")
+    c.add_argument("--config", default=None, help="base YAML config (default: built-in)")
+    c.add_argument("--eval-episodes", type=int, default=100, help="held-out episodes per run")
+    c.add_argument("overrides", nargs="*", help="key.sub=value overrides for every run")
+    c.set_defaults(func=cmd_compare)
 
     sub.add_parser("envs", help="list mnemo's environments").set_defaults(func=cmd_envs)
     sub.add_parser("cores", help="list memory cores and their options").set_defaults(func=cmd_cores)

@@ -185,6 +185,11 @@ def check_names(cfg: TrainConfig) -> None:
                 f"unknown config key 'core.{key}' for core {cfg.core.name!r}; valid keys: "
                 f"name, d_model, {', '.join(sorted(valid))}"
             )
+    # Building the core checks option values (e.g. mem_len=0) before any work starts.
+    try:
+        memory.make_core(cfg.core.name, cfg.core.d_model, **cfg.core.options)
+    except memory.CoreConfigError as e:
+        raise ConfigError(str(e)) from e
 
 
 def describe(cfg: Any) -> str:

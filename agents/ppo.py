@@ -23,7 +23,7 @@ from agents.config import TrainConfig
 from agents.rollout import Rollout, compute_gae, sequence_minibatches
 from agents.vector_env import make_vector_env
 from envs.batched.base import TensorVectorEnv
-from memory.base import State
+from memory.base import State, tree_leaves, tree_map
 
 
 @dataclass
@@ -57,6 +57,10 @@ class EpisodeStats:
                 out[name] = np.zeros(0)
             buf.clear()
         return out
+
+
+class NonFiniteError(RuntimeError):
+    """A loss or core state became NaN or infinite; the message names the step and quantity."""
 
 
 class PPO:
@@ -95,6 +99,44 @@ class PPO:
         )
         self.global_step = 0
         self.update_idx = 0
+
+    def trainer_state(self) -> dict[str, Any]:
+        """Everything besides model and optimizer needed to continue bit-identically."""
+        return {
+            "obs": self.obs,
+            "core_state": self.state,
+            "prev_action": self.prev_action,
+            "prev_reward": self.prev_reward,
+            "episode_start": self.episode_start,
+            "episode_return": self.stats.ret,
+            "episode_length": self.stats.length,
+            "global_step": self.global_step,
+            "update_idx": self.update_idx,
+            "generator": self.generator.get_state(),
+            "env": self.env.get_state(),
+        }
+
+    def load_trainer_state(self, st: dict[str, Any]) -> None:
+        to = self.device
+        self.obs = st["obs"].to(to)
+        self.state = tree_map(lambda t: t.to(to), st["core_state"])
+        self.prev_action = st["prev_action"].to(to)
+        self.prev_reward = st["prev_reward"].to(to)
+        self.episode_start = st["episode_start"].to(to)
+        self.stats.ret = st["episode_return"].to(to)
+        self.stats.length = st["episode_length"].to(to)
+        self.global_step = st["global_step"]
+        self.update_idx = st["update_idx"]
+        self.generator.set_state(st["generator"])
+        self.env.set_state(st["env"])
+
+    def check_finite_state(self) -> None:
+        for leaf in tree_leaves(self.state):
+            if not bool(torch.isfinite(leaf).all()):
+                raise NonFiniteError(
+                    f"non-finite core state at step {self.global_step} (update "
+                    f"{self.update_idx + 1}); the last good checkpoint is kept"
+                )
 
     @property
     def steps_per_update(self) -> int:
@@ -185,6 +227,19 @@ class PPO:
                 entropy = dist.entropy().mean()
                 loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
                 loss = loss + cfg.aux_coef * out.aux_loss
+                if not bool(torch.isfinite(loss)):
+                    parts = {
+                        "policy": pg_loss,
+                        "value": v_loss,
+                        "entropy": entropy,
+                        "aux": out.aux_loss,
+                    }
+                    bad = [k for k, v in parts.items() if not bool(torch.isfinite(v))]
+                    raise NonFiniteError(
+                        f"non-finite loss ({', '.join(bad) or 'total'}) at step "
+                        f"{self.global_step} (update {self.update_idx + 1}); "
+                        "the last good checkpoint is kept"
+                    )
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 distributed.all_reduce_grads(self.model)
@@ -220,6 +275,7 @@ class PPO:
         if self.cfg.ppo.anneal_lr:
             self.set_lr(max(0.0, 1 - self.global_step / self.cfg.ppo.total_steps))
         ro, last_value = self.collect()
+        self.check_finite_state()
         scalars = self.update(ro, last_value)
         episodes = self.stats.flush()
         scalars["charts/SPS"] = self.steps_per_update / (time.perf_counter() - t0)

@@ -8,6 +8,7 @@ Either way ``step`` returns torch tensors on the agent's device and ``info["succ
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import gymnasium as gym
@@ -67,6 +68,13 @@ class GymVectorEnv:
             self._t(trunc).bool(),
             out_info,
         )
+
+    def get_state(self) -> bytes:
+        """The envs themselves, pickled (their RNGs included), for exact resume."""
+        return pickle.dumps(self.env.envs)
+
+    def set_state(self, state: bytes) -> None:
+        self.env.envs = pickle.loads(state)
 
     def render_env(self, index: int = 0) -> gym.Env:
         return self.env.envs[index]
