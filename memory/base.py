@@ -133,5 +133,20 @@ class MemoryCore(nn.Module):
         fresh = self.initial_state(batch, mask.device)
         return where_rows(mask, fresh, state)
 
+    def inspect(self, x: Tensor, state: State, episode_start: Tensor) -> dict[str, Tensor]:
+        """Optional: what the memory did over a segment, for people to look at (not for training).
+
+        Called on one recorded episode (B = 1) after it was played, with the same inputs
+        ``forward`` received, to draw memory at work in TensorBoard (agents/video.py). Keys a
+        core may return, all for batch row 0 and detached:
+
+        - ``"attention"``: (T, K) attention weights of the last layer averaged over heads; row t
+          is query step t, the K keys are the memory slots followed by the segment's steps.
+        - ``"retrieval_loss"``: (T,) a neural memory's loss ||M(k_t) - v_t||^2 at each step.
+
+        The default returns ``{}``: nothing to show (recurrent cores have no such trace).
+        """
+        return {}
+
     def zero_aux(self, x: Tensor) -> Tensor:
         return x.new_zeros(())

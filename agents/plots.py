@@ -1,0 +1,203 @@
+"""Pictures: learning curves and delay sweeps for ``mnemo compare``, memory heatmaps for TB.
+
+matplotlib runs on the Agg backend (no display needed) and is imported only when a picture is
+drawn, so that training without videos never pays for it.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure_to_array(fig: Any) -> np.ndarray:
+    """Render a matplotlib figure to an (H, W, 3) uint8 array and close it."""
+    plt = _plt()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi)
+    plt.close(fig)
+    buf.seek(0)
+    from PIL import Image
+
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def attention_figure(weights: Tensor, title: str) -> Any:
+    """Heatmap of attention weights (T queries x K keys); the last row is the decision step."""
+    plt = _plt()
+    w = weights.float().numpy()
+    t, k = w.shape
+    fig, (ax, ax_last) = plt.subplots(
+        2, 1, figsize=(6, 5.2), dpi=80, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    im = ax.imshow(w, aspect="auto", cmap="magma", interpolation="nearest")
+    ax.set(title=f"attention, last layer, mean over heads ({title})", ylabel="query step")
+    ax.set_xlabel(f"key (past step; {k - t} memory slots, then this episode's steps)")
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    ax_last.bar(np.arange(k), w[-1], color="tab:purple", width=1.0)
+    ax_last.set(xlim=(-0.5, k - 0.5), xlabel="key", ylabel="weight")
+    ax_last.set_title("at the decision step (last step)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def retrieval_figure(loss: Tensor, title: str) -> Any:
+    """Line plot of the neural memory's retrieval loss ||M(k_t) - v_t||^2 over the episode."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=80)
+    ax.plot(loss.float().numpy(), color="tab:green")
+    ax.set(
+        title=f"neural memory retrieval loss ({title})",
+        xlabel="episode step",
+        ylabel="||M(k) - v||²",
+    )
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def inspection_images(found: dict[str, Tensor], title: str = "") -> dict[str, np.ndarray]:
+    """Draw what ``MemoryCore.inspect`` returned: name -> (H, W, 3) uint8 image."""
+    out: dict[str, np.ndarray] = {}
+    if "attention" in found:
+        out["attention"] = figure_to_array(attention_figure(found["attention"], title))
+    if "retrieval_loss" in found:
+        out["retrieval_loss"] = figure_to_array(retrieval_figure(found["retrieval_loss"], title))
+    return out
+
+
+def _on_grid(history: Sequence[Sequence[float]], grid: np.ndarray) -> np.ndarray:
+    """Success at each grid step: the last known value (NaN updates skipped) before it."""
+    steps = np.array([h[0] for h in history if not math.isnan(h[1])], dtype=float)
+    vals = np.array([h[1] for h in history if not math.isnan(h[1])], dtype=float)
+    if steps.size == 0:
+        return np.full(grid.shape, np.nan)
+    idx = np.searchsorted(steps, grid, side="right") - 1
+    return np.where(idx >= 0, vals[np.clip(idx, 0, None)], np.nan)
+
+
+def plot_curves(results: list[dict[str, Any]], path: str | Path) -> Path:
+    """Training success against env steps: one panel per env, one line per core (mean over
+    seeds, shaded between the worst and the best seed)."""
+    plt = _plt()
+    env_ids = sorted({r["env"] for r in results})
+    cores = list(dict.fromkeys(r["core"] for r in results))
+    colours = {c: plt.cm.tab10(i % 10) for i, c in enumerate(cores)}
+    fig, axes = plt.subplots(
+        1, len(env_ids), figsize=(4.5 * len(env_ids), 3.6), dpi=100, squeeze=False
+    )
+    for ax, env_id in zip(axes[0], env_ids, strict=True):
+        for core in cores:
+            runs = [r for r in results if r["env"] == env_id and r["core"] == core]
+            if not runs:
+                continue
+            end = max(r["steps"] for r in runs)
+            grid = np.linspace(0, end, 200)
+            curves = np.stack([_on_grid(r["history"], grid) for r in runs])
+            with np.errstate(all="ignore"), _quiet():
+                mean = np.nanmean(curves, 0)
+                lo, hi = np.nanmin(curves, 0), np.nanmax(curves, 0)
+            ax.plot(grid, mean, color=colours[core], label=f"{core} ({len(runs)} seeds)")
+            ax.fill_between(grid, lo, hi, color=colours[core], alpha=0.15, linewidth=0)
+        ax.set(title=env_id, xlabel="env steps", ylabel="training success rate", ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def env_delay(env_id: str, kwargs: dict[str, Any] | None = None) -> int | None:
+    """The delay of a task: ``kwargs["delay"]``, else the registered kwargs, else ``-D<n>`` in
+    the id; None when the env has no delay."""
+    import re
+
+    import gymnasium as gym
+
+    if kwargs and "delay" in kwargs:
+        return int(kwargs["delay"])
+    if env_id in gym.registry and "delay" in (gym.spec(env_id).kwargs or {}):
+        return int(gym.spec(env_id).kwargs["delay"])
+    m = re.search(r"-D(\d+)(?:-|$)", env_id)
+    return int(m.group(1)) if m else None
+
+
+def task_name(env_id: str) -> str:
+    """The env id without its delay, e.g. ``mnemo/Recall-v0`` for ``mnemo/Recall-D16-v0``."""
+    import re
+
+    return re.sub(r"-D\d+(?=-|$)", "", env_id)
+
+
+def plot_delay(
+    rows: list[dict[str, Any]], path: str | Path, kwargs: dict[str, Any] | None = None
+) -> Path | None:
+    """Final eval success (IQM, 95% bootstrap CI) against delay, one line per core, one panel
+    per task that was run at two or more delays. ``rows`` are results.md's per (core, env) rows.
+    Returns None (and draws nothing) when no task has several delays."""
+    by_task: dict[str, set[int]] = defaultdict(set)
+    for r in rows:
+        d = env_delay(r["env"], kwargs)
+        if d is not None:
+            by_task[task_name(r["env"])].add(d)
+    tasks = sorted(t for t, ds in by_task.items() if len(ds) >= 2)
+    if not tasks:
+        return None
+    plt = _plt()
+    cores = list(dict.fromkeys(r["core"] for r in rows))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), dpi=100, squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for i, core in enumerate(cores):
+            pts = sorted(
+                (env_delay(r["env"], kwargs), r["iqm"], r["ci_low"], r["ci_high"])
+                for r in rows
+                if r["core"] == core and task_name(r["env"]) == task
+            )
+            if not pts:
+                continue
+            d, y, lo, hi = (np.array(v, dtype=float) for v in zip(*pts))
+            err = np.stack([y - lo, hi - y])
+            ax.errorbar(
+                d, y, yerr=err, marker="o", capsize=3, color=plt.cm.tab10(i % 10), label=core
+            )
+        ax.set_xscale("log", base=2)
+        ax.set(title=task, xlabel="delay (steps)", ylabel="eval success (IQM)", ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+class _quiet:
+    """Silence numpy's "mean of empty slice" warnings where all seeds are still NaN."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)

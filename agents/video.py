@@ -1,0 +1,234 @@
+"""Watch the agent: record whole episodes, encode them as animated GIFs, log them to TensorBoard.
+
+Why not ``SummaryWriter.add_video``: it needs moviepy, and with moviepy 2.x installed it prints a
+warning and writes nothing. TensorBoard's Images tab plays an animated GIF stored in an image
+summary, which is what add_video writes anyway, so we encode the GIF with Pillow and write the
+same ``Summary.Image`` ourselves. tests/test_video.py opens the event file and looks for the GIF
+bytes, so that the video cannot silently vanish again.
+
+Memory at work: while an episode is played, the core's inputs are captured; afterwards the core's
+optional ``inspect`` hook (memory/base.py) is run over the whole episode and what it returns
+(attention weights, the neural memory's retrieval loss) is drawn and logged under ``memory/``.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.distributions import Categorical
+
+from agents.actor_critic import ActorCritic
+from agents.config import TrainConfig
+from agents.vector_env import _unwrap_image
+
+MAX_FRAMES = 200
+"""Frames kept per episode: longer episodes are subsampled evenly so event files stay small."""
+MIN_SIDE = 128
+"""Small renders (recall is 64 x 96) are scaled up by a whole factor until this size."""
+
+
+@dataclass
+class Episode:
+    frames: list[np.ndarray]
+    """RGB frames (H, W, 3) uint8, at most ``2 * max_frames``, evenly spaced."""
+    frame_stride: int
+    """Env steps between kept frames."""
+    length: int
+    ret: float
+    success: bool | None
+    inspect: dict[str, Tensor] = field(default_factory=dict)
+    """What the core's ``inspect`` hook returned for the whole episode (may be empty)."""
+
+
+def subsample(frames: list[np.ndarray], max_frames: int = MAX_FRAMES) -> list[np.ndarray]:
+    """At most ``max_frames`` frames, evenly spaced, always keeping the first and the last."""
+    if len(frames) <= max_frames:
+        return list(frames)
+    idx = np.linspace(0, len(frames) - 1, max_frames).round().astype(int)
+    return [frames[i] for i in idx]
+
+
+def frames_to_gif(
+    frames: list[np.ndarray], fps: float = 8.0, max_frames: int = MAX_FRAMES
+) -> bytes:
+    """Encode RGB frames (H, W, 3) uint8 as a looping animated GIF."""
+    if not frames:
+        raise ValueError("frames_to_gif needs at least one frame")
+    frames = subsample(frames, max_frames)
+    h, w = frames[0].shape[:2]
+    scale = max(1, -(-MIN_SIDE // min(h, w)))
+    images = [Image.fromarray(np.ascontiguousarray(f[..., :3])) for f in frames]
+    if scale > 1:
+        images = [im.resize((w * scale, h * scale), Image.NEAREST) for im in images]
+    buf = io.BytesIO()
+    images[0].save(
+        buf,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=max(20, round(1000 / fps)),
+        loop=0,
+    )
+    return buf.getvalue()
+
+
+def gif_size(gif: bytes) -> tuple[int, int]:
+    """(height, width) of a GIF."""
+    with Image.open(io.BytesIO(gif)) as im:
+        return im.height, im.width
+
+
+def log_gif(writer: Any, tag: str, gif: bytes, step: int) -> None:
+    """Write ``gif`` as an image summary that TensorBoard's Images tab plays (see module doc)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    h, w = gif_size(gif)
+    image = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=gif)
+    writer._get_file_writer().add_summary(
+        Summary(value=[Summary.Value(tag=tag, image=image)]), step
+    )
+
+
+def make_render_env(cfg: TrainConfig) -> gym.Env:
+    """One gymnasium env of the run's id and kwargs, rendering rgb_array frames."""
+    import envs  # noqa: F401  (registers mnemo's envs)
+
+    try:
+        env = gym.make(cfg.env.id, render_mode="rgb_array", **cfg.env.kwargs)
+    except TypeError as e:
+        raise ValueError(f"{cfg.env.id} cannot render rgb_array frames ({e})") from e
+    return _unwrap_image(env)
+
+
+@torch.no_grad()
+def record_episode(
+    model: ActorCritic,
+    cfg: TrainConfig,
+    seed: int,
+    greedy: bool = True,
+    max_frames: int = MAX_FRAMES,
+    max_steps: int = 100_000,
+    inspect: bool = True,
+) -> Episode:
+    """Play one whole episode with ``model`` and keep its frames (and the core's inspection)."""
+    device = next(model.parameters()).device
+    env = make_render_env(cfg)
+    inputs: list[Tensor] = []
+    first_state: list[Any] = []
+
+    def capture(_module: Any, args: tuple) -> None:
+        x, state, _ = args
+        inputs.append(x.detach())
+        if not first_state:
+            first_state.append(state)
+
+    hook = model.core.register_forward_pre_hook(capture) if inspect else None
+    was_training = model.training
+    model.eval()
+    try:
+        obs, _ = env.reset(seed=seed)
+        frames, stride = [env.render()], 1
+        state = model.initial_state(1, device)
+        prev_a = torch.zeros(1, 1, dtype=torch.long, device=device)
+        prev_r = torch.zeros(1, 1, device=device)
+        start = torch.ones(1, 1, dtype=torch.bool, device=device)
+        ret, success, t = 0.0, None, 0
+        for t in range(1, max_steps + 1):  # t is the episode length afterwards
+            o = torch.as_tensor(np.asarray(obs), device=device)[None, None]
+            out = model(o, prev_a, prev_r, state, start)
+            logits = out.logits[0, 0]
+            action = int(logits.argmax() if greedy else Categorical(logits=logits).sample())
+            obs, reward, term, trunc, info = env.step(action)
+            ret += float(reward)
+            if t % stride == 0:
+                frames.append(env.render())
+            # Keep memory bounded on long episodes: halve the frames, double the stride.
+            if len(frames) >= 2 * max_frames:
+                frames, stride = frames[::2], stride * 2
+            if term or trunc:
+                success = bool(info.get("success", reward > 0))
+                if t % stride:
+                    frames.append(env.render())
+                break
+            state = out.state
+            prev_a = torch.tensor([[action]], device=device)
+            prev_r = torch.tensor([[float(reward)]], device=device)
+            start = torch.zeros(1, 1, dtype=torch.bool, device=device)
+    finally:
+        if hook is not None:
+            hook.remove()
+        model.train(was_training)
+        env.close()
+    found: dict[str, Tensor] = {}
+    if inspect and inputs and hasattr(model.core, "inspect"):
+        x = torch.cat(inputs, dim=1)  # (1, T, d_model)
+        starts = torch.zeros(x.shape[:2], dtype=torch.bool, device=device)
+        starts[:, 0] = True
+        found = {
+            k: v.detach().cpu() for k, v in model.core.inspect(x, first_state[0], starts).items()
+        }
+    return Episode(frames, stride, t, ret, success, found)
+
+
+def log_episode(
+    writer: Any, model: ActorCritic, cfg: TrainConfig, step: int, seed: int
+) -> Episode | None:
+    """Record one episode on held-out env seed ``seed`` and log it: ``episodes/video`` (GIF),
+    ``episodes/*`` scalars and the core's inspection as ``memory/*`` heatmaps."""
+    from agents.evaluate import HELD_OUT_SEED_OFFSET
+    from agents.plots import inspection_images
+
+    if not hasattr(writer, "_get_file_writer"):  # a non-writing rank of a data-parallel run
+        return None
+    ep = record_episode(model, cfg, seed + HELD_OUT_SEED_OFFSET)
+    log_gif(writer, "episodes/video", frames_to_gif(ep.frames), step)
+    writer.add_scalar("episodes/return", ep.ret, step)
+    writer.add_scalar("episodes/length", ep.length, step)
+    if ep.success is not None:
+        writer.add_scalar("episodes/success", float(ep.success), step)
+    for name, img in inspection_images(ep.inspect, title=f"{cfg.core.name}, step {step}").items():
+        writer.add_image(f"memory/{name}", img, step, dataformats="HWC")
+    writer.flush()
+    return ep
+
+
+def write_episode_gifs(
+    model: ActorCritic,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    episodes: int,
+    seed: int,
+    greedy: bool = True,
+) -> list[Path]:
+    """Write ``episodes`` episodes as ``out_dir/episode_NNN_{success,fail}.gif``, log them to a
+    TensorBoard event file in ``out_dir`` too, and save the memory heatmaps as PNGs."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from agents.plots import inspection_images
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    with SummaryWriter(str(out)) as writer:
+        for i in range(episodes):
+            ep = record_episode(model, cfg, seed + i, greedy=greedy)
+            gif = frames_to_gif(ep.frames)
+            tag = {True: "success", False: "fail", None: "end"}[ep.success]
+            path = out / f"episode_{i:03d}_{tag}.gif"
+            path.write_bytes(gif)
+            paths.append(path)
+            log_gif(writer, "episodes/video", gif, i)
+            title = f"{cfg.core.name}, episode {i}"
+            for name, img in inspection_images(ep.inspect, title=title).items():
+                png = out / f"episode_{i:03d}_{name}.png"
+                Image.fromarray(img).save(png)
+                writer.add_image(f"memory/{name}", img, i, dataformats="HWC")
+    return paths

@@ -1,0 +1,103 @@
+"""mnemo compare: a tiny 2 cores x 1 env x 2 seeds comparison, resumed without rerunning; bad
+input fails before any run; IQM and bootstrap CI."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from agents.cli import main
+from agents.stats import bootstrap_ci, first_step_reaching, iqm
+
+TINY = [
+    "env.num_envs=8",
+    "ppo.rollout_len=16",
+    "ppo.bptt_len=8",
+]
+
+
+def compare_args(out: Path) -> list[str]:
+    return [
+        "compare",
+        "--cores", "lstm,none",
+        "--envs", "mnemo/Recall-D8-v0",
+        "--seeds", "2",
+        "--steps", "256",
+        "--eval-episodes", "8",
+        "--out", str(out),
+        *TINY,
+    ]  # fmt: skip
+
+
+def test_compare_writes_table_and_plots_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    assert main(compare_args(out)) == 0
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert sorted((r["core"], r["seed"]) for r in rows) == [
+        ("lstm", "0"), ("lstm", "1"), ("none", "0"), ("none", "1")
+    ]  # fmt: skip
+    assert {r["env"] for r in rows} == {"mnemo/Recall-D8-v0"}
+    for r in rows:
+        assert int(r["steps"]) == 256
+        assert 0 <= float(r["eval_success"]) <= 1 and float(r["sps"]) > 0
+    table = (out / "results.md").read_text()
+    assert "| lstm | mnemo/Recall-D8-v0 | 2 |" in table and "| none |" in table
+    assert (out / "curves.png").read_bytes().startswith(b"\x89PNG")
+    assert not (out / "delay.png").exists()  # one delay only
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert len(runs) == 4 and all(any((out / "runs" / r).glob("events.out.*")) for r in runs)
+
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")}
+    assert main(compare_args(out)) == 0  # everything is done: nothing runs again
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")} == stamps
+    assert len(list(csv.DictReader((out / "results.csv").open()))) == 4
+
+
+def test_compare_delay_plot(tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    args = compare_args(out)
+    args[args.index("lstm,none")] = "none"
+    args[args.index("mnemo/Recall-D8-v0")] = "mnemo/Recall-D8-v0,mnemo/Recall-D16-v0"
+    args[args.index("--seeds") + 1] = "1"
+    assert main(args) == 0
+    assert (out / "delay.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("change", "expect"),
+    [
+        (("--cores", "lstm,nope"), "unknown core 'nope'"),
+        (("--envs", "mnemo/Nope-v0"), "unknown env 'mnemo/Nope-v0'"),
+        (("--seeds", "0"), "--seeds must be >= 1"),
+        (("--steps", "-5"), "--steps must be >= 1"),
+        (("--cores", "lstm,lstm"), "names something twice"),
+    ],
+)
+def test_bad_input_fails_before_any_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: tuple[str, str], expect: str
+) -> None:
+    out = tmp_path / "cmp"
+    args = compare_args(out)
+    args[args.index(change[0]) + 1] = change[1]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and expect in err
+    assert not (out / "runs").exists()
+
+
+def test_bad_core_option_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*compare_args(tmp_path / "c"), "core.mem_len=4"]) == 2
+    assert "accepted by none of: lstm, none" in capsys.readouterr().err
+
+
+def test_iqm_and_bootstrap() -> None:
+    assert iqm([0.0, 1.0, 1.0, 1.0, 100.0]) == 1.0  # outliers trimmed
+    assert iqm([0.2, 0.4]) == pytest.approx(0.3)
+    assert bootstrap_ci([0.5]) == (0.5, 0.5)
+    lo, hi = bootstrap_ci([0.1, 0.2, 0.3, 0.4, 0.9])
+    assert 0.1 <= lo <= iqm([0.1, 0.2, 0.3, 0.4, 0.9]) <= hi <= 0.9
+    hist = [(10, float("nan")), (20, 0.5), (30, 0.95), (40, 0.8)]
+    assert first_step_reaching(hist, 0.9) == 30
+    assert first_step_reaching(hist, 0.99) is None
