@@ -89,7 +89,7 @@ class TruncatingRecall(BatchedRecall):
 
     def step(self, actions: torch.Tensor):
         cut = (self.t == self.delay) & (torch.arange(self.num_envs, device=self.device) % 2 == 1)
-        obs, reward, term, trunc, info = super().step(actions)
+        obs, reward, term, _, info = super().step(actions)
         final = info["final_obs"].clone()
         self.t = torch.where(cut, torch.zeros_like(self.t), self.t)
         obs = torch.where(cut.unsqueeze(1), self._obs(), obs)
@@ -98,7 +98,7 @@ class TruncatingRecall(BatchedRecall):
 
 def collect_with(host_env: bool, delay: int = 2):
     torch.manual_seed(0)
-    cfg = tiny_config("env.kwargs={delay: %d}" % delay)
+    cfg = tiny_config(f"env.kwargs={{delay: {delay}}}")
     ppo = PPO(cfg)
     ppo.env = TruncatingRecall(cfg.env.num_envs, delay=delay)
     ppo.obs, _ = ppo.env.reset(seed=0)
