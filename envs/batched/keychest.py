@@ -4,11 +4,11 @@ The same rules, phases, rewards and 7x7x3 uint8 images as the minigrid env (see 
 docstring), so one trained agent runs on both. The twin returns the image only, as the agent
 sees the minigrid env through minigrid's ``ImgObsWrapper``.
 
-How it works: the 7x7 world of every env is a row of 49 cell codes (``type * 8 + colour``;
-index 49 stands for "outside", a wall), rebuilt each step from the state (phase, key colour,
-chest colours, apple timers) by writing the few cells that change into a constant room. The
-agent's view is one ``gather`` with a precomputed table of the 49 cells each (position,
-direction) sees, and a lookup from codes to (type, colour, state) triples.
+How it works: the 7x7 world of every env is a row of 49 int32 cells (index 49 stands for
+"outside", a wall), rebuilt each step from the state (phase, key colour, chest colours, apple
+timers) by writing the few cells that change into a constant room. A cell's int32 holds the
+bytes (type, colour, state, 0) of minigrid's encoding, so the agent's view is one ``gather``
+with a precomputed table of the 49 cells each (position, direction) sees, read back as bytes.
 
 Layouts come from the twin's own torch generator, so a twin and minigrid envs given the same
 seed draw different layouts; ``layout()`` reports them and ``reset(options=...)`` sets them,
@@ -17,6 +17,7 @@ which is how the equivalence test drives both from the same layouts.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,8 @@ VIEW = 7
 
 
 def _code(obj: str, color: int = 0) -> int:
-    return OBJECT_TO_IDX[obj] * 8 + color
+    """A cell as int32 whose little-endian bytes are minigrid's (type, colour, state=0)."""
+    return OBJECT_TO_IDX[obj] + (color << 8)
 
 
 def _cell(xy: tuple[int, int]) -> int:
@@ -113,11 +115,9 @@ class BatchedKeyChestMatch(TensorVectorEnv):
         view, front = _tables()
         self._view = torch.as_tensor(view, device=dev)
         self._front = torch.as_tensor(front, device=dev)
-        lut = np.zeros((11 * 8, 3), dtype=np.uint8)
-        for code in range(len(lut)):
-            lut[code] = (code // 8, code % 8, 0)
-        self._lut = torch.as_tensor(lut, device=dev)
-        room = np.full(W * W + 1, _code("wall", COLOR_TO_IDX["grey"]), dtype=np.uint8)
+        if sys.byteorder != "little":
+            raise RuntimeError("the twin reads int32 cells as bytes: needs a little-endian host")
+        room = np.full(W * W + 1, _code("wall", COLOR_TO_IDX["grey"]), dtype=np.int32)
         for x in range(1, W - 1):
             for y in range(1, W - 1):
                 room[_cell((x, y))] = _code("empty")
@@ -147,19 +147,20 @@ class BatchedKeyChestMatch(TensorVectorEnv):
         phase = self._phase(t)
         g = self._room.expand(len(t), -1).clone()  # (n, 50)
         k = _cell(KEY_CELL)
-        g[:, k] = torch.where(phase == CUE, (OBJECT_TO_IDX["key"] * 8 + key).to(g.dtype), g[:, k])
+        key_code = (OBJECT_TO_IDX["key"] + (key << 8)).to(g.dtype)
+        g[:, k] = torch.where(phase == CUE, key_code, g[:, k])
         for j, c in enumerate(self._apple_cells.tolist()):
             grown = (phase == DISTRACTOR) & (timer[:, j] == 0)
             g[:, c] = torch.where(grown, self._apple_code, g[:, c])
         for s in range(self.num_colors):
             c = _cell(CHEST_SLOTS[s])
-            box = (OBJECT_TO_IDX["box"] * 8 + chests[:, s]).to(g.dtype)
+            box = (OBJECT_TO_IDX["box"] + (chests[:, s] << 8)).to(g.dtype)
             g[:, c] = torch.where(phase == CHEST, box, g[:, c])
         return g
 
     def _render(self, grid: torch.Tensor, pos: torch.Tensor, direction: torch.Tensor):
-        seen = grid.gather(1, self._view[direction * W * W + pos])  # (n, 49) codes
-        return self._lut[seen.long()].view(-1, VIEW, VIEW, 3)  # (n, 7, 7, 3) uint8
+        seen = grid.gather(1, self._view.index_select(0, direction * W * W + pos))  # (n, 49)
+        return seen.view(torch.uint8).view(-1, VIEW, VIEW, 4)[..., :3].contiguous()
 
     # ------------------------------------------------------------------ episodes
     def _new_episodes(self, idx: torch.Tensor, options: dict[str, Any] | None = None) -> None:
@@ -203,13 +204,13 @@ class BatchedKeyChestMatch(TensorVectorEnv):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         a = torch.as_tensor(actions, device=self.device).long()
         phase = self._phase(self.t)
-        front = self._front[self.dir * W * W + self.pos]
+        front = self._front.index_select(0, self.dir * W * W + self.pos)
         code = self._grid.gather(1, front.unsqueeze(1)).squeeze(1).long()
         forward = a == FORWARD
         move = forward & (code == _code("empty"))
         eat = forward & (phase == DISTRACTOR) & (code == self._apple_code)
-        opened = forward & (phase == CHEST) & (code // 8 == OBJECT_TO_IDX["box"])
-        success = opened & (code % 8 == self.key_color)
+        opened = forward & (phase == CHEST) & (code & 255 == OBJECT_TO_IDX["box"])
+        success = opened & (code >> 8 == self.key_color)
         reward = eat.float() * self.apple_reward + success.float()
 
         self.dir = torch.where(a == LEFT, (self.dir - 1) % 4, self.dir)
