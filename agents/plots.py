@@ -39,20 +39,28 @@ def figure_to_array(fig: Any) -> np.ndarray:
 
 
 def attention_figure(weights: Tensor, title: str) -> Any:
-    """Heatmap of attention weights (T queries x K keys); the last row is the decision step."""
+    """Heatmap of attention weights (T queries x K keys, the last T keys being the queries' own
+    steps); the last row is the decision step. Keys no query attended (empty memory slots at an
+    episode start) are cropped, and keys are numbered by step: negative ones are memory."""
     plt = _plt()
     w = weights.float().numpy()
     t, k = w.shape
+    n_mem = k - t
+    used = np.nonzero(w.max(0) > 0)[0]
+    first = int(used[0]) if used.size else n_mem
+    w = w[:, first:]
+    x0 = first - n_mem  # step of the first key shown, relative to the first query
     fig, (ax, ax_last) = plt.subplots(
         2, 1, figsize=(6, 5.2), dpi=80, gridspec_kw={"height_ratios": [3, 1]}
     )
-    im = ax.imshow(w, aspect="auto", cmap="magma", interpolation="nearest")
+    extent = (x0 - 0.5, x0 + w.shape[1] - 0.5, t - 0.5, -0.5)
+    im = ax.imshow(w, aspect="auto", cmap="magma", interpolation="nearest", extent=extent)
     ax.set(title=f"attention, last layer, mean over heads ({title})", ylabel="query step")
-    ax.set_xlabel(f"key (past step; {k - t} memory slots, then this episode's steps)")
+    ax.set_xlabel("key step (< 0: memory from before the episode)" if x0 < 0 else "key step")
     fig.colorbar(im, ax=ax, fraction=0.04)
-    ax_last.bar(np.arange(k), w[-1], color="tab:purple", width=1.0)
-    ax_last.set(xlim=(-0.5, k - 0.5), xlabel="key", ylabel="weight")
-    ax_last.set_title("at the decision step (last step)", fontsize=9)
+    ax_last.bar(np.arange(x0, x0 + w.shape[1]), w[-1], color="tab:purple", width=1.0)
+    ax_last.set(xlim=extent[:2], xlabel="key step", ylabel="weight")
+    ax_last.set_title(f"at the decision step (step {t - 1})", fontsize=9)
     fig.tight_layout()
     return fig
 

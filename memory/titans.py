@@ -376,3 +376,35 @@ class TitansCore(MemoryCore):
             new_layers.append(st)
         new_state = {"count": lay.tail_count, "layers": tuple(new_layers)}
         return CoreOutput(x, new_state, self.zero_aux(x))
+
+    @torch.no_grad()
+    def inspect(self, x: Tensor, state: State, episode_start: Tensor) -> dict[str, Tensor]:
+        """The last layer's retrieval loss ||M(k_t) - v_t||^2 (T,) for row 0 (MemoryCore.inspect).
+
+        Taken at the weights each token's gradient is taken at (its chunk start), i.e. the loss
+        the memory learns from: how surprising step t is to it. NaN for the tokens of the
+        unfinished last chunk, which the memory has not learned from yet.
+        """
+        mem, c = self.layers[-1].mem, self.chunk_size
+        lay = chunk_layout(episode_start, state["count"], c)
+        losses: list[Tensor] = []
+
+        def write(weights: Any, momentum: Any, k: Tensor, v: Tensor, coefs: Any) -> Any:
+            h = k  # (B, H, c, Dh)
+            for i, w in enumerate(weights):
+                h = h @ w
+                h = nn.functional.silu(h) if i < len(weights) - 1 else h
+            losses.append(((h - v) ** 2).sum((-1, 1))[0])  # (c,), summed over heads
+            return type(mem).write(mem, weights, momentum, k, v, coefs)
+
+        mem.write = write  # listen in on the memory's chunk updates for this one call
+        try:
+            self(x, state, episode_start)
+        finally:
+            del mem.write
+        slots = torch.full((lay.real.shape[1],), float("nan"), device=x.device)
+        written = torch.nonzero(lay.complete.any(0)).flatten().tolist()
+        for i, loss in zip(written, losses, strict=True):
+            if lay.complete[0, i]:
+                slots[i * c : (i + 1) * c] = loss
+        return {"retrieval_loss": slots[lay.vpos[0]]}

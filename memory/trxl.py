@@ -148,6 +148,21 @@ class TransformerXLCore(MemoryCore):
             new["kv"] = torch.stack(kvs, 1).to(self.memory_dtype)
         return CoreOutput(self.ln_out(h), new, self.zero_aux(x))
 
+    @torch.no_grad()
+    def inspect(self, x: Tensor, state: State, episode_start: Tensor) -> dict[str, Tensor]:
+        """Last layer's attention (T, M + T) for row 0, averaged over heads (MemoryCore.inspect).
+
+        Keys are the M memory slots, then the T steps of ``x``; masked keys get weight 0.
+        """
+        t = x.shape[1]
+        mask, _ = self.masks(state["valid"], episode_start)
+        h, w = x, None
+        for i, block in enumerate(self.blocks):
+            kv_ctx = block.kv_of(state["mem"][:, i].to(x.dtype))
+            last = i == self.n_layers - 1
+            h, _, w = block(h, kv_ctx, self.pos, rel_shift_window(t), mask, need_weights=last)
+        return {"attention": w[0].mean(0)}
+
 
 def rel_shift_window(t: int):
     """Scores over distances (M..0) -> over the M + T keys: pad the distances beyond the window
