@@ -2,11 +2,13 @@
 
 Description:
     Each document is a short story of lowercase filler sentences. Near the start, a name is
-    given a code of random uppercase letters (``"remember: mila's code is QXW."``); after a gap
-    of filler, the story asks for it again (``"so mila's code was QXW."``). The code bytes in the
-    recall are unpredictable from anything but the earlier statement, so the bits per byte at
-    exactly those positions measure memory and nothing else: a memoryless model pays about
-    log2(26) = 4.7 bits per code byte, a model that remembers pays close to 0.
+    given a code of random uppercase letters (``"remember: mila's code is [QXW]."``); after a
+    gap of filler, the story recalls it (``"so mila's code was [QXW]."``). The code bytes in
+    the recall are unpredictable from anything but the earlier statement, so the bits per byte
+    at exactly those positions measure memory and nothing else. Uppercase letters appear only
+    in codes and ``[`` only before them, so even the memoryless ``none`` core (which sees one
+    byte) knows that a code letter comes and pays log2(26) = 4.7 bits for it, the best any
+    model without memory can do; a model that remembers pays close to 0.
 
 Two sets share this format, so a model trained on one is evaluated on the other:
     ``recall``: gaps of ``gap_min``..``gap_max`` bytes (default 20-60: a tiny LSTM learns it in
@@ -119,18 +121,18 @@ def story(
 
     emit(filler(rng, rng.randint(0, 20)))
     for name, code in zip(names, codes, strict=True):
-        emit(f"remember: {name}'s code is ")
+        emit(f"remember: {name}'s code is [")
         stated[name] = len(out)
         emit(code)
-        emit(". ")
+        emit("]. ")
     order = list(range(facts))
     rng.shuffle(order)
     for i in order:
         emit(filler(rng, rng.choice(gaps)))
-        emit(f"so {names[i]}'s code was ")
+        emit(f"so {names[i]}'s code was [")
         back = len(out) - stated[names[i]]
         emit(codes[i], [back] * code_len)
-        emit(". ")
+        emit("]. ")
     emit(filler(rng, rng.randint(0, 20)).rstrip() + "\n")
     return MarkedDocument(bytes(out), dist)
 

@@ -1,0 +1,157 @@
+"""``mnemo lm train | eval | sample`` end to end on tiny runs, configs, and user errors."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import torch
+
+import memory
+from agents.lm.cli import add_lm_parser
+from agents.lm.config import load_lm_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "core.d_model=16",
+    "train.steps=3",
+    "train.batch_size=2",
+    "train.segment_len=16",
+    "train.eval_every=2",
+    "train.eval_bytes=400",
+    "train.sample_bytes=8",
+    "train.sample_every=2",
+    "data.synthetic.docs=20",
+    "data.synthetic.val_docs=3",
+    "run.progress=false",
+    "threads=1",
+]
+
+
+def lm(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mnemo")
+    add_lm_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["lm", *argv])
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("lmrun")
+    assert lm(["train", str(ROOT / "configs/lm_lstm.yaml"), f"run.dir={d}", *TINY]) == 0
+    return d
+
+
+def test_train_writes_checkpoint_and_tensorboard(run_dir: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    assert {"model", "optimizer", "config", "step"} <= set(ckpt) and ckpt["step"] == 3
+    acc = EventAccumulator(str(run_dir), size_guidance={"tensors": 0}).Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/bits_per_byte", "val/bits_per_byte", "train/tokens_per_s"} <= tags
+    assert "val/recall_bits_per_byte" in tags
+    assert any("sample" in t for t in acc.Tags()["tensors"])
+
+
+def test_eval_prints_bits_per_byte_last(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    assert lm(["eval", str(run_dir), "--data", "synthetic:recall", "--max-bytes", "500"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    name, value = last.split()
+    assert name == "bits_per_byte" and 0 < float(value) < 9
+
+
+def test_eval_core_option_only_where_the_core_has_it(
+    run_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["eval", str(run_dir), "--max-bytes", "300", "--core-option", "mem_len=512"]
+    assert lm(argv) == 0
+    assert "has no option 'mem_len'; ignored" in capsys.readouterr().err
+
+
+def test_eval_needle_table(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    tiny_needle = str(run_dir / "needle.txt")
+    assert lm(["eval", str(run_dir), "--data", "synthetic:needle", "--max-bytes", "3000"]) == 0
+    out = capsys.readouterr().out
+    assert "1024-2047" in out and "accuracy" in out
+    del tiny_needle
+
+
+def test_sample_generates_bytes(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["sample", str(run_dir), "--prompt", "remember: ", "--bytes", "20", "--top-k", "5"]
+    assert lm([*argv, "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("remember: ") and len(out.encode()) >= len("remember: ") + 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "configs/lm_lstm.yaml", "data.path=/no/such/file.txt", *TINY],
+        ["train", "configs/lm_lstm.yaml", "core.name=nope"],
+        ["train", "configs/lm_lstm.yaml", "core.mem_len=5"],
+        ["train", "configs/lm_lstm.yaml", "train.stepz=5"],
+        ["train", "configs/missing.yaml"],
+        ["eval", "/no/such/run"],
+        ["sample", "/no/such/run", "--prompt", "x"],
+    ],
+    ids=[
+        "missing-data",
+        "unknown-core",
+        "unknown-option",
+        "unknown-key",
+        "missing-config",
+        "missing-ckpt",
+        "sample-missing-ckpt",
+    ],
+)
+def test_user_errors_are_one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    argv = [str(ROOT / a) if a.startswith("configs/") else a for a in argv]
+    assert lm(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_bad_data_files_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "bin.txt").write_bytes(b"\x00\x01\x02" * 100)
+    (tmp_path / "nodocs").mkdir()
+    (tmp_path / "short.txt").write_bytes(b"short")
+    cfg = str(ROOT / "configs/lm_lstm.yaml")
+    for name, msg in [
+        ("empty.txt", "empty"),
+        ("bin.txt", "binary"),
+        ("nodocs", "no .txt files"),
+        ("short.txt", "too few"),
+    ]:
+        assert lm(["train", cfg, f"data.path={tmp_path / name}", *TINY]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1
+
+
+def test_eval_rejects_a_ppo_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from agents.checkpoint import save_atomic
+
+    save_atomic({"model": {}, "config": {}, "step": 0}, tmp_path / "ppo.pt")
+    assert lm(["eval", str(tmp_path / "ppo.pt")]) == 2
+    assert "not a language-model checkpoint" in capsys.readouterr().err
+
+
+def lm_configs() -> list[Path]:
+    return sorted((ROOT / "configs").glob("lm_*.yaml"))
+
+
+@pytest.mark.parametrize("path", lm_configs(), ids=lambda p: p.stem)
+def test_every_lm_config_names_a_registered_core(path: Path) -> None:
+    name = path.stem.removeprefix("lm_")
+    if name not in memory.core_names():
+        pytest.skip(f"core {name!r} is not registered (yet)")
+    cfg = load_lm_config(str(path))  # also checks every core option
+    assert cfg.core.name == name
+
+
+def test_every_registered_core_has_an_lm_config() -> None:
+    have = {p.stem.removeprefix("lm_") for p in lm_configs()}
+    missing = sorted(set(memory.core_names()) - have)
+    assert not missing, f"no configs/lm_<core>.yaml for {missing}"
