@@ -2,7 +2,9 @@
 
 The same rules, phases, rewards and 7x7x3 uint8 images as the minigrid env (see its
 docstring), so one trained agent runs on both. The twin returns the image only, as the agent
-sees the minigrid env through minigrid's ``ImgObsWrapper``.
+sees the minigrid env through minigrid's ``ImgObsWrapper``. Besides ``success`` and
+``final_obs``, ``info["phase"]`` holds each env's phase of the step's action as an integer
+(0 cue, 1 distractor, 2 chest; names in ``envs.keychest.common.PHASES``).
 
 How it works: the 7x7 world of every env is a row of 49 int32 cells (index 49 stands for
 "outside", a wall), rebuilt each step from the state (phase, key colour, chest colours, apple
