@@ -27,7 +27,6 @@ from torch.distributions import Categorical
 
 from agents.actor_critic import ActorCritic
 from agents.config import TrainConfig
-from agents.vector_env import _unwrap_image
 
 MAX_FRAMES = 200
 """Frames kept per episode: longer episodes are subsampled evenly so event files stay small."""
@@ -105,7 +104,13 @@ def make_render_env(cfg: TrainConfig) -> gym.Env:
         env = gym.make(cfg.env.id, render_mode="rgb_array", **cfg.env.kwargs)
     except TypeError as e:
         raise ValueError(f"{cfg.env.id} cannot render rgb_array frames ({e})") from e
-    return _unwrap_image(env)
+    space = env.observation_space
+    # gymnasium's Dict space answers `"image" in space` with False: look in .spaces.
+    if isinstance(space, gym.spaces.Dict) and "image" in space.spaces:
+        from minigrid.wrappers import ImgObsWrapper
+
+        return ImgObsWrapper(env)
+    return env
 
 
 @torch.no_grad()
