@@ -61,6 +61,21 @@ def _core_class(name: str) -> type[MemoryCore]:
     return _CORES[name]
 
 
+def _check_type(core: str, key: str, value: Any, default: Any) -> None:
+    """Options whose default is a bool/int/float/str must get a value of that type."""
+    if default is None or not isinstance(default, (bool, int, float, str)):
+        return
+    ok = isinstance(value, type(default))
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, bool):
+        ok = False
+    if not ok:
+        raise CoreConfigError(
+            f"core {core!r}: option {key} expects {type(default).__name__}, got {value!r}"
+        )
+
+
 def make_core(name: str, d_model: int, **overrides: Any) -> MemoryCore:
     """Build the core registered as ``name`` with width ``d_model``.
 
@@ -75,6 +90,8 @@ def make_core(name: str, d_model: int, **overrides: Any) -> MemoryCore:
             f"core {name!r} has no option {unknown[0]!r}; valid options: "
             f"{', '.join(sorted(valid)) or '(none)'}"
         )
+    for key, value in overrides.items():
+        _check_type(name, key, value, valid[key])
     if not isinstance(d_model, int) or d_model <= 0:
         raise CoreConfigError(f"core.d_model must be a positive integer, got {d_model!r}")
     kwargs = {**_DEFAULTS[name], **overrides}
