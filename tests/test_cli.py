@@ -36,6 +36,8 @@ TINY = [
         ("core.mem_len=3", "unknown config key 'core.mem_len' for core 'lstm'"),
         ("env.kwargs={delay: -2}", "delay must be"),
         ("device=tpu", "device must be"),
+        ("env.id=Blackjack-v1", "observation space Tuple"),
+        ("env.id=Pendulum-v1", "needs Discrete"),
     ],
 )
 def test_bad_config_one_line_exit_2(
