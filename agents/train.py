@@ -111,11 +111,11 @@ def train(cfg: TrainConfig, resume: dict | None = None, run_dir: Path | None = N
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
+    ppo = PPO(cfg)  # before touching the disk: a bad env or space fails with no run folder
     run_dir = run_dir or (Path(cfg.run.dir) if cfg.run.dir else default_run_dir(cfg))
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
     last = run_dir / "checkpoints" / "last.pt"
-    ppo = PPO(cfg)
     history: list[tuple[int, float]] = restore(ppo, resume) if resume else []
     # purge_step drops events logged after the checkpoint by the run that died.
     writer = distributed.tb_writer(str(run_dir), purge_step=ppo.global_step if resume else None)
