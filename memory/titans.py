@@ -334,7 +334,7 @@ class TitansCore(MemoryCore):
         mem_depth: int = 2,
         mem_expand: int = 2,
         conv_kernel: int = 4,
-        max_lr: float = 0.5,
+        max_lr: float = 0.1,
         max_grad_norm: float = 1.0,
         ffn_mult: int = 2,
     ) -> None:

@@ -1,0 +1,186 @@
+"""Titans: the chunked memory update against a token-by-token reference, layouts, gradients
+of the outer parameters, numerical guards and the sliding-window attention.
+
+The shared contract (step == parallel, resets, detach, row independence) runs in
+tests/test_core_contract.py for every titans_* core.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import memory
+from memory.neural_memory import NeuralMemory
+from memory.titans import chunk_layout
+from memory.window_attention import SlidingWindowAttention
+
+VARIANTS = ["titans_lmm", "titans_mac", "titans_mag", "titans_mal"]
+SMALL = {"chunk_size": 4, "window": 6, "n_heads": 2}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Many small ops: a second thread only adds synchronisation (10-50x slower on a busy CPU).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def sequential_write(mem: NeuralMemory, w0, s0, k, v, gate_in):
+    """Token by token with autograd: S = eta S - theta clip(grad at W0); W = (1-alpha) W + S."""
+    logits = mem.gate_proj(gate_in).unflatten(-1, (3, mem.n_heads))  # (B, b, 3, H)
+    eta, theta, alpha = logits.sigmoid().unbind(-2)
+    theta = theta * mem.max_lr
+    w, s = list(w0), list(s0)
+    for j in range(k.shape[2]):
+        params = [t.detach().clone().requires_grad_(True) for t in w0]
+        h = k[:, :, j]  # (B, H, Dh)
+        for i, p in enumerate(params):
+            h = torch.einsum("bhi,bhio->bho", h, p)
+            if i < len(params) - 1:
+                h = torch.nn.functional.silu(h)
+        loss = (h - v[:, :, j]).square().sum(-1)  # (B, H): one loss per row and head
+        grads = torch.autograd.grad(loss.sum(), params)
+        norm = sum(g.square().sum((-1, -2)) for g in grads).sqrt()  # (B, H)
+        clip = (mem.max_grad_norm / norm).clamp(max=1.0)[..., None, None]
+        e, th, a = (t[:, j, :, None, None] for t in (eta, theta, alpha))
+        for i, g in enumerate(grads):
+            s[i] = e * s[i] - th * clip * g
+            w[i] = (1 - a) * w[i] + s[i]
+    return w, s
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("max_grad_norm", [100.0, 0.05])  # unclipped / always clipped
+def test_chunked_write_matches_sequential_reference(depth: int, max_grad_norm: float) -> None:
+    torch.manual_seed(depth)
+    b_rows, d, heads, chunk = 3, 16, 2, 7
+    mem = NeuralMemory(d, n_heads=heads, mem_depth=depth, max_grad_norm=max_grad_norm)
+    with torch.no_grad():
+        mem.gate_proj.weight.normal_(0, 1.0)  # spread eta, theta, alpha over (0, 1)
+    w0 = tuple(p.detach() + 0.1 * torch.randn(b_rows, *p.shape) for p in mem.init_weights)
+    s0 = tuple(0.1 * torch.randn_like(t) for t in w0)
+    k = torch.nn.functional.normalize(torch.randn(b_rows, heads, chunk, d // heads), dim=-1)
+    v = torch.randn(b_rows, heads, chunk, d // heads)
+    gate_in = torch.randn(b_rows, chunk, d)
+    with torch.no_grad():
+        w, s = mem.write(w0, s0, k, v, mem.coefficients(gate_in))
+    w_ref, s_ref = sequential_write(mem, w0, s0, k, v, gate_in)
+    for a, b in zip((*w, *s), (*w_ref, *s_ref), strict=True):
+        torch.testing.assert_close(a, b.detach(), atol=1e-5, rtol=1e-4)
+
+
+def test_layout_puts_episode_starts_on_chunk_boundaries() -> None:
+    # Row 0: 2 tokens waiting, no start. Row 1: 3 waiting, a start at t=2. Row 2: start at 0.
+    starts = torch.zeros(3, 5, dtype=torch.bool)
+    starts[1, 2] = starts[2, 0] = True
+    lay = chunk_layout(starts, torch.tensor([2, 3, 1]), chunk=4)
+    assert lay.vpos.tolist() == [[2, 3, 4, 5, 6], [3, 4, 8, 9, 10], [0, 1, 2, 3, 4]]
+    assert lay.fresh.tolist() == [[False, False, False], [False, False, True], [True, False, False]]
+    assert lay.complete.tolist() == [
+        [True, False, False],
+        [True, False, False],  # its first episode ends one token into chunk 1
+        [True, False, False],
+    ]
+    assert lay.tail_base.tolist() == [4, 8, 4]
+    assert lay.tail_count.tolist() == [3, 3, 1]
+    assert lay.n_buffered.tolist() == [2, 3, 0]
+
+
+def test_memory_survives_beyond_the_attention_window() -> None:
+    # A token written into M changes the output long after it has left the attention window.
+    torch.manual_seed(0)
+    core = memory.make_core("titans_mag", 16, chunk_size=4, window=4)
+    starts = torch.zeros(1, 40, dtype=torch.bool)
+    starts[0, 0] = True
+    x = torch.randn(1, 40, 16, requires_grad=True)
+    y = core(x, core.initial_state(1, "cpu"), starts).y
+    (grad,) = torch.autograd.grad(y[0, -1].sum(), x)
+    assert grad[0, 0].abs().sum() > 0, "the first token never reached the last output"
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_outer_parameters_learn_through_the_inner_updates(name: str) -> None:
+    torch.manual_seed(0)
+    core = memory.make_core(name, 16, **SMALL)
+    starts = torch.zeros(2, 19, dtype=torch.bool)
+    starts[:, 0] = True
+    x = torch.randn(2, 19, 16)
+    core(x, core.initial_state(2, "cpu"), starts).y.square().sum().backward()
+    mem = core.layers[0].mem
+    named = {
+        "W_q": mem.q_proj.weight,
+        "W_kv": mem.kv_proj.weight,
+        "eta/theta/alpha": mem.gate_proj.weight,
+        "conv": mem.kv_conv,
+        **{f"M_0[{i}]": p for i, p in enumerate(mem.init_weights)},
+    }
+    if name != "titans_lmm":
+        named["persistent"] = core.layers[0].persistent
+    for what, p in named.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"{what} got no gradient"
+    # The gates reach the loss only through the inner updates: each of the three must matter.
+    g = mem.gate_proj.weight.grad.view(3, mem.n_heads, -1)
+    for i, gate in enumerate(("eta", "theta", "alpha")):
+        assert g[i].abs().sum() > 0, f"{gate} got no gradient"
+
+
+@pytest.mark.parametrize("name", ["titans_lmm", "titans_mac"])
+def test_long_sequences_stay_finite(name: str) -> None:
+    torch.manual_seed(0)
+    core = memory.make_core(name, 16, chunk_size=16, window=8)
+    x = (20.0 * torch.randn(1, 4096, 16)).requires_grad_()
+    starts = torch.zeros(1, 4096, dtype=torch.bool)
+    out = core(x, core.initial_state(1, "cpu"), starts)
+    assert torch.isfinite(out.y).all()
+    out.y.square().mean().backward()
+    assert torch.isfinite(x.grad).all()
+    for w in out.state["layers"][0]["W"]:
+        assert torch.isfinite(w).all() and w.abs().max() < 1e3
+
+
+def brute_force_window(attn: SlidingWindowAttention, x, starts, prefix=None):
+    """Each token attends to itself and the window-1 tokens before it of its episode."""
+    b, t, _ = x.shape
+    k, v = attn.keys_values(x)
+    ep = torch.cumsum(starts.long(), 1)
+    ys = torch.zeros_like(x)
+    for r in range(b):
+        for i in range(t):
+            js = [j for j in range(max(0, i - attn.window + 1), i + 1) if ep[r, j] == ep[r, i]]
+            ks, vs = k[r : r + 1, js], v[r : r + 1, js]
+            if prefix is not None:
+                kp, vp = attn.keys_values(prefix)
+                ks, vs = torch.cat([kp, ks], 1), torch.cat([vp, vs], 1)
+            mask = torch.ones(1, 1, ks.shape[1], dtype=torch.bool)
+            ys[r, i] = attn.attend(x[r : r + 1, i : i + 1], ks, vs, mask)[0, 0]
+    return ys
+
+
+@pytest.mark.parametrize("window", [1, 3, 5])
+@pytest.mark.parametrize("use_prefix", [False, True])
+def test_window_attention_matches_brute_force_and_steps(window: int, use_prefix: bool) -> None:
+    torch.manual_seed(window)
+    attn = SlidingWindowAttention(8, 2, window, block=4)
+    x = torch.randn(3, 13, 8)
+    starts = torch.zeros(3, 13, dtype=torch.bool)
+    starts[0, 0] = starts[1, 4] = starts[2, 7] = starts[2, 9] = True
+    prefix = torch.randn(1, 2, 8) if use_prefix else None
+    with torch.no_grad():
+        y, state = attn(x, attn.initial_state(3, "cpu"), starts, prefix)
+        torch.testing.assert_close(
+            y, brute_force_window(attn, x, starts, prefix), atol=1e-5, rtol=0
+        )
+        s = attn.initial_state(3, "cpu")
+        steps = []
+        for i in range(13):
+            yi, s = attn(x[:, i : i + 1], s, starts[:, i : i + 1], prefix)
+            steps.append(yi)
+    torch.testing.assert_close(torch.cat(steps, 1), y, atol=1e-5, rtol=0)
+    for key in state:
+        torch.testing.assert_close(s[key], state[key], atol=1e-6, rtol=0)
+    # Row 2 began an episode at 9: only tokens from 9 on may be valid in its cache.
+    n_valid = state["valid"][2].sum().item()
+    assert n_valid == min(window - 1, 13 - 9)
