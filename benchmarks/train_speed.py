@@ -11,7 +11,8 @@ The env is KeyChest-Match (delay 16) when it has a tensor twin, else the recall 
 
     python benchmarks/train_speed.py                          # CPU: all cores + twin + peers
     python benchmarks/train_speed.py --cores lstm --updates 5
-    python benchmarks/train_speed.py --device cuda --num-envs 16384 --autocast bf16
+    python benchmarks/train_speed.py --device cuda --num-envs 16384 --autocast bf16 \
+        --twin-envs 16384 1048576                             # the GPU targets
     pip install -e .[bench]                                   # the peers (sb3-contrib)
 
 The machine's load average prints beside every figure: on a shared machine, compare only
@@ -212,6 +213,7 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the actor-critic")
     p.add_argument("--autocast", default="none", choices=("none", "bf16"))
     p.add_argument("--twin-seconds", type=float, default=3.0)
+    p.add_argument("--twin-envs", type=int, nargs="+", help="N for the twin alone (default: N)")
     p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--peer-envs", type=int, default=8)
     p.add_argument("--peer-steps", type=int, default=8192, help="timed env steps per peer")
@@ -239,8 +241,9 @@ def main() -> None:
         results[core] = sps
         mem = f"{peak:,.0f}" if peak is not None else "-"
         print(f"{core:12s} {sps:>12,.0f} {mem:>13s}  {load()}", flush=True)
-    twin = twin_sps(env_id, args.num_envs, args.twin_seconds, device)
-    print(f"{'twin alone':12s} {twin:>12,.0f} {'':>13s}  {load()}  (random actions, same N)")
+    for n in args.twin_envs or [args.num_envs]:
+        twin = twin_sps(env_id, n, args.twin_seconds, device)
+        print(f"{'twin alone':12s} {twin:>12,.0f} {'':>13s}  {load()}  (random actions, N={n})")
     if peers:
         run_peers(args, env_id, results.get("lstm"))
 
