@@ -36,7 +36,7 @@ Departures from the paper:
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -44,65 +44,10 @@ from torch import Tensor, nn
 from memory.base import CoreOutput, MemoryCore, State, where_rows
 from memory.neural_memory import NeuralMemory
 from memory.registry import register_core
+from memory.titans_layout import ChunkLayout, chunk_layout
 from memory.window_attention import SlidingWindowAttention
 
 VARIANTS = ("lmm", "mac", "mag", "mal")
-
-
-class ChunkLayout(NamedTuple):
-    """Where each token of a call sits on the padded per-row chunk grid."""
-
-    vpos: Tensor  # (B, T) slot of each call token
-    real: Tensor  # (B, S) bool, slot holds a token (S = n_chunks * chunk)
-    fresh: Tensor  # (B, N) bool, chunk begins an episode
-    complete: Tensor  # (B, N) bool, chunk holds chunk_size tokens (it updates the memory)
-    n_buffered: Tensor  # (B,) tokens from the previous call at slots 0..n_buffered-1
-    tail_base: Tensor  # (B,) first slot of the row's unfinished chunk
-    tail_count: Tensor  # (B,) tokens in it
-    ep_slot: Tensor  # (B, S) long, episode index of each slot (counts fresh chunks)
-
-
-def chunk_layout(episode_start: Tensor, count: Tensor, chunk: int) -> ChunkLayout:
-    """Lay out a call's tokens on per-row chunk grids (see the module docstring).
-
-    Args:
-        episode_start: (B, T) bool.
-        count: (B,) tokens of an unfinished chunk waiting from the previous call.
-        chunk: chunk size.
-    """
-    b, t = episode_start.shape
-    dev = episode_start.device
-    n_buf = torch.where(episode_start[:, 0], 0, count)  # a start at 0 drops the waiting tokens
-    ep = torch.cumsum(episode_start.long(), dim=1)  # (B, T) episode 0 runs in from before
-    call_len = torch.zeros(b, t + 1, dtype=torch.long, device=dev)
-    call_len.scatter_add_(1, ep, torch.ones_like(ep))
-    first = torch.cumsum(call_len, 1) - call_len  # first call index of each episode
-    ep_len = call_len.clone()
-    ep_len[:, 0] += n_buf
-    n_chunks = (ep_len + chunk - 1) // chunk
-    base = (torch.cumsum(n_chunks, 1) - n_chunks) * chunk  # first slot of each episode
-    steps = torch.arange(t, device=dev)
-    vpos = base.gather(1, ep) + steps - first.gather(1, ep)
-    vpos = vpos + torch.where(ep == 0, n_buf[:, None], 0)
-    last = ep[:, -1:]
-    last_len, last_base = ep_len.gather(1, last)[:, 0], base.gather(1, last)[:, 0]
-    tail_count = last_len % chunk
-    n_slots = int((base + n_chunks * chunk).max())
-    real = torch.zeros(b, n_slots, dtype=torch.bool, device=dev).scatter(1, vpos, True)
-    real |= torch.arange(n_slots, device=dev) < n_buf[:, None]
-    start_at = torch.zeros(b, n_slots, dtype=torch.bool, device=dev)
-    start_at = start_at.scatter(1, vpos, episode_start)
-    fresh = start_at.view(b, -1, chunk)[:, :, 0]
-    return ChunkLayout(
-        vpos=vpos,
-        real=real,
-        fresh=fresh,
-        complete=real.view(b, -1, chunk).all(-1),
-        n_buffered=n_buf,
-        tail_base=last_base + last_len - tail_count,
-        tail_count=tail_count,
-        ep_slot=torch.cumsum(fresh.long(), 1).repeat_interleave(chunk, dim=1),
-    )
 
 
 class TitansLayer(nn.Module):
@@ -111,6 +56,7 @@ class TitansLayer(nn.Module):
     def __init__(self, d_model: int, variant: str, opts: dict[str, Any]) -> None:
         super().__init__()
         self.variant, self.d_model, self.chunk = variant, d_model, opts["chunk_size"]
+        self.ablate_memory = opts["ablate_memory"]
         self.mem = NeuralMemory(
             d_model,
             n_heads=opts["n_heads"],
@@ -151,6 +97,11 @@ class TitansLayer(nn.Module):
             st["swa"] = self.attn.initial_state(batch_size, device)
         return st
 
+    def _read(self, weights: tuple[Tensor, ...], q: Tensor) -> Tensor:
+        out = self.mem.read(weights, q)
+        # The attention-only control: the memory still learns but nothing reads it.
+        return torch.zeros_like(out) if self.ablate_memory else out
+
     def _persistent_kv(self) -> tuple[Tensor, Tensor] | None:
         if self.persistent.shape[0] == 0:
             return None
@@ -177,7 +128,7 @@ class TitansLayer(nn.Module):
                     ms[k] = torch.where(fresh[:, None, None], 0.0, ms[k])
             uc, w = u[:, sl], ms["W"]
             q, full_q = mem.queries(uc, ms["tail_q"])
-            h = mem.read(w, q.transpose(1, 2))  # (B, c, D) long-term context of the segment
+            h = self._read(w, q.transpose(1, 2))  # (B, c, D) long-term context of the segment
             kh, vh = self.attn.keys_values(h)
             kx, vx = self.attn.keys_values(uc)
             seen = causal[None] & lay.real[:, None, sl]  # (B, c, c)
@@ -191,7 +142,7 @@ class TitansLayer(nn.Module):
                 mask = torch.cat([mask.new_ones(b, c, pkv[0].shape[1]), mask], 2)
             y = self.attn.attend(uc, ks, vs, mask)  # (B, c, D)
             qy, full_qy = mem.queries(y, ms["tail_qy"])
-            outs.append(self.gate_norm(y) * torch.sigmoid(mem.read(w, qy.transpose(1, 2))))
+            outs.append(self.gate_norm(y) * torch.sigmoid(self._read(w, qy.transpose(1, 2))))
             if complete.any():
                 k, v, full_kv = mem.keys_values(y, ms["tail_kv"])
                 coefs = mem.coefficients(y)
@@ -232,7 +183,7 @@ class TitansLayer(nn.Module):
                 w2, s2 = mem.write(w, s, k[:, i], v[:, i], ci)
                 w, s = where_rows(complete, w2, w), where_rows(complete, s2, s)
         stacked = tuple(torch.stack(ws, dim=1) for ws in zip(*chunk_start_w))  # (B, N, H, i, o)
-        out = mem.read(stacked, grid(q)).reshape(b, n_slots, d)
+        out = self._read(stacked, grid(q)).reshape(b, n_slots, d)
 
         # Convolution context as of the unfinished chunk's start, inside its episode.
         ep_full = torch.cat([ep_tail, lay.ep_slot], dim=1)  # (B, K-1+S)
@@ -315,6 +266,9 @@ class TitansCore(MemoryCore):
         max_lr: upper bound of the inner learning rate theta.
         max_grad_norm: per-token clip of the inner gradient norm.
         ffn_mult: feed-forward hidden width per ``d_model``.
+        ablate_memory: reads of the memory return zeros: the attention-only control of
+            learning experiments (MAG's gate becomes a constant 1/2, MAC sees no retrieved
+            tokens, MAL's memory layer adds nothing).
 
     State: ``{"count": (B,) long, "layers": tuple of per-layer dicts}``; per layer the fast
     weights "W" and momentum "S" (tuples of (B, H, d_in, d_out)), the unfinished chunk's
@@ -337,6 +291,7 @@ class TitansCore(MemoryCore):
         max_lr: float = 0.1,
         max_grad_norm: float = 1.0,
         ffn_mult: int = 2,
+        ablate_memory: bool = False,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -357,6 +312,7 @@ class TitansCore(MemoryCore):
             "max_lr": max_lr,
             "max_grad_norm": max_grad_norm,
             "ffn_mult": ffn_mult,
+            "ablate_memory": ablate_memory,
         }
         self.layers = nn.ModuleList(TitansLayer(d_model, variant, opts) for _ in range(n_layers))
 

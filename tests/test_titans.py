@@ -12,7 +12,7 @@ import torch
 
 import memory
 from memory.neural_memory import NeuralMemory
-from memory.titans import chunk_layout
+from memory.titans_layout import chunk_layout
 from memory.window_attention import SlidingWindowAttention
 
 VARIANTS = ["titans_lmm", "titans_mac", "titans_mag", "titans_mal"]
