@@ -22,11 +22,19 @@ def layout_of(twin: BatchedKeyChestMatch, i: int) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("delay", "num_colors", "apple_regrow"), [(0, 4, 10), (5, 4, 3), (9, 3, 2), (12, 2, 10)]
+    ("delay", "num_colors", "apple_regrow", "shuffle"),
+    [(0, 4, 10, True), (5, 4, 3, False), (9, 3, 2, True), (12, 2, 10, False)],
 )
-def test_twin_equals_minigrid(delay: int, num_colors: int, apple_regrow: int) -> None:
+def test_twin_equals_minigrid(
+    delay: int, num_colors: int, apple_regrow: int, shuffle: bool
+) -> None:
     n, steps = 12, 300
-    kwargs = {"delay": delay, "num_colors": num_colors, "apple_regrow": apple_regrow}
+    kwargs = {
+        "delay": delay,
+        "num_colors": num_colors,
+        "apple_regrow": apple_regrow,
+        "shuffle_chests": shuffle,
+    }
     twin = BatchedKeyChestMatch(n, **kwargs)
     grid_envs = [KeyChestMatchEnv(**kwargs) for _ in range(n)]
     obs, info = twin.reset(seed=3)
@@ -105,7 +113,7 @@ def test_registered_as_twin() -> None:
 def test_twin_oracle_and_chance() -> None:
     """Opening the key's chest always succeeds; a fixed chest choice succeeds ~1/K."""
     n = 4000
-    twin = BatchedKeyChestMatch(n, delay=0)
+    twin = BatchedKeyChestMatch(n, delay=0, shuffle_chests=True)
     twin.reset(seed=0)
     # delay 0: two cue steps (forward, blocked by the key), then the chest phase facing up.
     for _ in range(twin.cue_steps):

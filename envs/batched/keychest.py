@@ -90,6 +90,7 @@ class BatchedKeyChestMatch(TensorVectorEnv):
         chest_steps: int = 4,
         apple_reward: float = 0.05,
         apple_regrow: int = 10,
+        shuffle_chests: bool = False,
         device: torch.device | str = "cpu",
     ) -> None:
         super().__init__(num_envs, device)
@@ -106,6 +107,7 @@ class BatchedKeyChestMatch(TensorVectorEnv):
         self.delay, self.num_colors = delay, num_colors
         self.cue_steps, self.chest_steps = cue_steps, chest_steps
         self.apple_reward, self.apple_regrow = float(apple_reward), apple_regrow
+        self.shuffle_chests = bool(shuffle_chests)
         self.metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
         image = spaces.Box(0, 255, (VIEW, VIEW, 3), np.uint8)
         self.single_observation_space = image
@@ -175,9 +177,11 @@ class BatchedKeyChestMatch(TensorVectorEnv):
             key = self.randint(k, n)
         if "chest_colors" in options:
             chests = torch.as_tensor(options["chest_colors"], device=self.device).long()
-        else:
+        elif self.shuffle_chests:
             u = torch.rand(n, k, generator=self.generator, device=self.device)
             chests = u.argsort(dim=1)  # a uniformly random permutation per env
+        else:
+            chests = torch.arange(k, device=self.device).expand(n, k)
         if key.shape != (n,) or chests.shape != (n, k):
             raise ValueError(f"layout needs key_color ({n},) and chest_colors ({n}, {k})")
         self.t[idx] = 0

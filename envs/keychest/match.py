@@ -10,8 +10,11 @@ from one to the next at fixed step counts, so no exploration skill is needed.
    Walking into an apple eats it for ``apple_reward``; it grows back ``apple_regrow`` steps
    later, so the agent has to keep moving to collect reward rather than wait.
 3. **chest** (at most ``chest_steps`` steps): the agent stands in the middle with K chests
-   (minigrid boxes) of different colours around it, in front, left, right and (K = 4) behind,
-   in a random order. Walking into a chest opens it.
+   (minigrid boxes) of different colours around it, in front, left, right and (K = 4) behind.
+   Walking into a chest opens it. By default the order is fixed (colour i in slot i), so the
+   memory maps straight to a direction, as in the recall task; with ``shuffle_chests=True``
+   the order is random and the agent must also compare the remembered colour with the chests
+   it sees (much harder to learn: a PPO+LSTM was still at chance after 1M steps).
 
 Only a memory of the key's colour tells which chest to open: a policy without memory that
 plays everything else perfectly succeeds with probability 1/K.
@@ -38,7 +41,8 @@ truncation. ``info["phase"]`` names the phase the step's action was taken in ("c
 last step of an episode.
 
 ## Registered configurations
-``mnemo/KeyChest-Match-D{16,64,256,1024}-v0``: K = 4, ``delay`` 16, 64, 256, 1024.
+``mnemo/KeyChest-Match-D{16,64,256,1024}-v0``: K = 4, chests in fixed order, ``delay`` 16,
+64, 256, 1024. Other settings through kwargs, e.g. ``gym.make(id, shuffle_chests=True)``.
 """
 
 from __future__ import annotations
@@ -77,12 +81,14 @@ class KeyChestMatchEnv(KeyChestEnv):
         chest_steps: int = 4,
         apple_reward: float = 0.05,
         apple_regrow: int = 10,
+        shuffle_chests: bool = False,
         render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(num_colors, int) or not 2 <= num_colors <= len(CHEST_SLOTS):
             raise ValueError(f"num_colors must be an integer in [2, 4], got {num_colors!r}")
         self.num_colors = num_colors
+        self.shuffle_chests = bool(shuffle_chests)
         self.key_color = 0
         self.chest_colors: list[int] = list(range(num_colors))
         super().__init__(
@@ -101,7 +107,8 @@ class KeyChestMatchEnv(KeyChestEnv):
     def _sample_layout(self, options: dict[str, Any]) -> None:
         k = self.num_colors
         key = options.get("key_color", self.np_random.integers(k))
-        chests = options.get("chest_colors", self.np_random.permutation(k))
+        order = self.np_random.permutation(k) if self.shuffle_chests else range(k)
+        chests = options.get("chest_colors", order)
         self.key_color, self.chest_colors = int(key), [int(c) for c in chests]
         if not 0 <= self.key_color < k or sorted(self.chest_colors) != list(range(k)):
             raise ValueError(
