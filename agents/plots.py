@@ -104,7 +104,7 @@ def plot_curves(results: list[dict[str, Any]], path: str | Path) -> Path:
     """Training success against env steps: one panel per env, one line per core (mean over
     seeds, shaded between the worst and the best seed)."""
     plt = _plt()
-    env_ids = sorted({r["env"] for r in results})
+    env_ids = sorted({r["env"] for r in results}, key=lambda e: (task_name(e), env_delay(e) or 0))
     cores = list(dict.fromkeys(r["core"] for r in results))
     colours = {c: plt.cm.tab10(i % 10) for i, c in enumerate(cores)}
     fig, axes = plt.subplots(
@@ -124,6 +124,7 @@ def plot_curves(results: list[dict[str, Any]], path: str | Path) -> Path:
             ax.plot(grid, mean, color=colours[core], label=f"{core} ({len(runs)} seeds)")
             ax.fill_between(grid, lo, hi, color=colours[core], alpha=0.15, linewidth=0)
         ax.set(title=env_id, xlabel="env steps", ylabel="training success rate", ylim=(-0.02, 1.02))
+        ax.xaxis.set_major_formatter(_steps_formatter())
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -131,6 +132,18 @@ def plot_curves(results: list[dict[str, Any]], path: str | Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _steps_formatter() -> Any:
+    """Tick labels like 250k and 1.5M."""
+    from matplotlib.ticker import FuncFormatter
+
+    def fmt(x: float, _pos: int) -> str:
+        if abs(x) >= 1e6:
+            return f"{x / 1e6:g}M"
+        return f"{x / 1e3:g}k" if abs(x) >= 1e3 else f"{x:g}"
+
+    return FuncFormatter(fmt)
 
 
 def env_delay(env_id: str, kwargs: dict[str, Any] | None = None) -> int | None:
@@ -187,6 +200,9 @@ def plot_delay(
                 d, y, yerr=err, marker="o", capsize=3, color=plt.cm.tab10(i % 10), label=core
             )
         ax.set_xscale("log", base=2)
+        delays = sorted({env_delay(r["env"], kwargs) for r in rows if task_name(r["env"]) == task})
+        ax.set_xticks(delays, [str(d) for d in delays])
+        ax.minorticks_off()
         ax.set(title=task, xlabel="delay (steps)", ylabel="eval success (IQM)", ylim=(-0.02, 1.02))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
