@@ -7,7 +7,9 @@ block followed by a SiLU feed-forward block; ``n_layers`` of them are stacked.
 - ``titans_lmm``: y = M*(q) with the memory learning from the same tokens (section 4.3, "LMM").
 - ``titans_mac`` (memory as context, 4.1): the sequence is cut into segments of ``chunk_size``
   tokens; for segment S, h = M*_{t-1}(q_S); attention over [persistent | h | S] (causal inside
-  the segment); M is updated with the attention output y; o = y (x) M*(y).
+  the segment); M is updated with the attention output y; o = y (x) M*(y), here
+  norm(y) * sigmoid(M*(y)). h = M*_{t-1}(q_S) reads the memory as of the segment start, as
+  in the paper.
 - ``titans_mag`` (memory as gate, 4.2): sliding-window attention over [persistent | x] gated
   with the memory branch: o = norm(y) * sigmoid(norm(M*(x))).
 - ``titans_mal`` (memory as layer, 4.3): memory layer, then sliding-window attention over
@@ -26,7 +28,9 @@ Departures from the paper:
 - Causality inside a segment: reads use the weights as of the chunk start, both for retrieval
   and for MAC's final gate M*(y) (the paper's M*_t(y_t) after updating with the whole segment
   would let token j see tokens after j, which an acting agent cannot do).
-- MAC's segment length equals the memory's chunk size; MAG/MAL use no positional encoding.
+- MAC: the retrieved token h_i is visible to segment tokens j >= i only (the paper's prefix
+  [p | h | S] would show h_i, a function of x_i, to earlier tokens); the segment length equals
+  the memory's chunk size. MAG/MAL use no positional encoding.
 - Persistent tokens are attention context only; they are not written into the memory (a
   learned M_0 plays that role).
 - Pre-norm residual blocks with a feed-forward block, as usual for Transformers; the memory
