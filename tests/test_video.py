@@ -125,3 +125,16 @@ def test_inspect_images(core: str, tmp_path: Path) -> None:
         assert loss.shape == (ep.length,) and torch.isfinite(loss[:8]).all()  # first chunk
     (img,) = inspection_images(ep.inspect).values()
     assert img.ndim == 3 and img.shape[2] == 3
+
+
+def test_recording_videos_leaves_training_unchanged(tmp_path: Path) -> None:
+    """The video hook only watches: same seed, same weights with and without it."""
+    tiny = [o for o in TINY if not o.startswith("env.id")]
+    weights = []
+    for every in (0, 1):
+        run = tmp_path / f"run{every}"
+        args = ["train", "configs/recall_gtrxl.yaml", *tiny, "env.id=mnemo/Recall-D8-v0"]
+        assert main([*args, f"run.video_every={every}", f"run.dir={run}"]) == 0
+        weights.append(torch.load(run / "checkpoints" / "last.pt", weights_only=False)["model"])
+    for k, v in weights[0].items():
+        assert torch.equal(v, weights[1][k]), k
