@@ -72,6 +72,47 @@ def test_chunked_write_matches_sequential_reference(depth: int, max_grad_norm: f
         torch.testing.assert_close(a, b.detach(), atol=1e-5, rtol=1e-4)
 
 
+def test_memory_pass_matches_token_by_token_reference() -> None:
+    """The LMM's reads over a whole call against a plain loop: conv1d, per-token reads with
+    the weights of the chunk start, and the sequential write at each chunk end."""
+    torch.manual_seed(0)
+    core = memory.make_core("titans_lmm", 16, chunk_size=4, n_heads=2)
+    layer, b, t, d, chunk = core.layers[0], 2, 14, 16, 4
+    mem = layer.mem
+    with torch.no_grad():
+        mem.q_conv.normal_(0, 0.5)
+        mem.kv_conv.normal_(0, 0.5)
+    u = torch.randn(b, t, d)
+    starts = torch.zeros(b, t, dtype=torch.bool)
+    state = core.initial_state(b, "cpu")
+    with torch.no_grad():
+        lay = chunk_layout(starts, state["count"], chunk)
+        grid = torch.nn.functional.pad(u, (0, 0, 0, lay.real.shape[1] - t))  # no starts: slot = t
+        out, _ = layer._parallel_pass(grid, lay, state["layers"][0])
+
+        def conv(pre, weight):  # independent of memory.neural_memory.causal_conv
+            k = weight.shape[1]
+            padded = torch.nn.functional.pad(pre.transpose(1, 2), (k - 1, 0))
+            return torch.nn.functional.conv1d(padded, weight[:, None], groups=weight.shape[0])
+
+        q = conv(mem.q_proj(u), mem.q_conv).transpose(1, 2)
+        kv = torch.nn.functional.silu(conv(mem.kv_proj(u), mem.kv_conv).transpose(1, 2))
+        q = torch.nn.functional.normalize(torch.nn.functional.silu(q).view(b, t, 2, 8), dim=-1)
+        k = torch.nn.functional.normalize(kv[..., :d].view(b, t, 2, 8), dim=-1)
+        v = kv[..., d:].view(b, t, 2, 8)
+    w, s = mem.fresh_weights(b)
+    ref = []
+    for a in range(0, t, chunk):
+        e = min(a + chunk, t)
+        with torch.no_grad():
+            ref.append(mem.read(w, q[:, a:e].transpose(1, 2)))
+        if e - a == chunk:
+            kc, vc = k[:, a:e].transpose(1, 2), v[:, a:e].transpose(1, 2)
+            w, s = sequential_write(mem, w, s, kc, vc, u[:, a:e])
+            w, s = tuple(x.detach() for x in w), tuple(x.detach() for x in s)
+    torch.testing.assert_close(out[:, :t], torch.cat(ref, 1), atol=1e-5, rtol=1e-4)
+
+
 def test_layout_puts_episode_starts_on_chunk_boundaries() -> None:
     # Row 0: 2 tokens waiting, no start. Row 1: 3 waiting, a start at t=2. Row 2: start at 0.
     starts = torch.zeros(3, 5, dtype=torch.bool)
