@@ -169,7 +169,8 @@ class TitansLayer(nn.Module):
         ep_tail = torch.zeros(b, n_tail, dtype=torch.long, device=u.device)
         q, full_q = mem.queries(u, st["tail_q"], lay.ep_slot, ep_tail)  # (B, S, H, Dh)
         k, v, full_kv = mem.keys_values(u, st["tail_kv"], lay.ep_slot, ep_tail)
-        coefs = mem.coefficients(u.view(b, n, c, d))  # fields (B, N, H, c)
+        # Gates matter only for chunks that complete (often none when acting one step).
+        coefs = mem.coefficients(u.view(b, n, c, d)) if lay.complete.any() else None
 
         def grid(t: Tensor) -> Tensor:  # (B, S, H, Dh) -> (B, N, H, c, Dh)
             return t.view(b, n, c, *t.shape[2:]).transpose(2, 3)
@@ -183,7 +184,7 @@ class TitansLayer(nn.Module):
                 w, s = mem.reset(fresh, w, s)
             chunk_start_w.append(w)
             if complete.any():
-                ci = type(coefs)(*(t[:, i] for t in coefs))
+                ci = type(coefs)(*(t[:, i] for t in coefs))  # fields (B, H, c)
                 w2, s2 = mem.write(w, s, k[:, i], v[:, i], ci)
                 w, s = where_rows(complete, w2, w), where_rows(complete, s2, s)
         stacked = tuple(torch.stack(ws, dim=1) for ws in zip(*chunk_start_w))  # (B, N, H, i, o)
