@@ -23,7 +23,7 @@ from agents.config import TrainConfig
 from agents.rollout import Rollout, compute_gae, sequence_minibatches
 from agents.vector_env import make_vector_env
 from envs.batched.base import TensorVectorEnv
-from memory.base import State, tree_leaves, tree_map
+from memory.base import State, tree_leaves, tree_map, tree_map2
 
 
 @dataclass
@@ -151,13 +151,18 @@ class PPO:
 
     def _act(self, obs: Tensor, state: State) -> Any:
         with self.amp():
-            return self.forward(
+            out = self.forward(
                 obs.unsqueeze(1),
                 self.prev_action.unsqueeze(1),
                 self.prev_reward.unsqueeze(1),
                 state,
                 self.episode_start.unsqueeze(1),
             )
+        if self.autocast:
+            # Autocast can hand back a bf16 state (nn.LSTM does); the contract and the stored
+            # chunk states keep the dtype they came in with.
+            out = out._replace(state=tree_map2(lambda y, x: y.to(x.dtype), out.state, state))
+        return out
 
     @torch.no_grad()
     def collect(self) -> tuple[Rollout, Tensor]:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import memory
+import memory.base
 from agents.config import ConfigError, load_train_config
 from agents.ppo import PPO
 from envs.batched.recall import BatchedRecall
@@ -160,6 +161,29 @@ def test_bf16_autocast_is_off_on_cpu_and_checked() -> None:
     ppo.iterate()
     with pytest.raises(ConfigError, match="autocast"):
         tiny_config("autocast=fp8")
+
+
+AUTOCAST_BROKEN = {"titans_lmm", "titans_mac", "titans_mag", "titans_mal"}
+"""Cores that fail under bf16 autocast (memory/titans.py: scatter of a bf16 source into an fp32
+state); xfail until their owners fix it."""
+
+
+@pytest.mark.parametrize("core", memory.core_names())
+def test_bf16_autocast_path_keeps_fp32_states_and_storage(core: str) -> None:
+    # CPU autocast stands in for cuda's here: same code path in PPO, different op lists.
+    ppo = PPO(tiny_config(f"core.name={core}"))
+    ppo.autocast = True
+    ppo.amp = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    dtypes = [t.dtype for t in memory.base.tree_leaves(ppo.state)]
+    try:
+        ro, last = ppo.collect()
+        ppo.update(ro, last)
+    except RuntimeError as e:
+        if core in AUTOCAST_BROKEN:
+            pytest.xfail(f"{core} under bf16 autocast: {str(e).splitlines()[0]}")
+        raise
+    assert [t.dtype for t in memory.base.tree_leaves(ppo.state)] == dtypes
+    assert ro.value.dtype == ro.logprob.dtype == last.dtype == torch.float32
 
 
 @pytest.mark.gpu
