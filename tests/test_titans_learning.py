@@ -5,8 +5,12 @@ window of 4): the cue is out of the attention's reach at the query, so only the 
 carry it. The control is the same core with ``ablate_memory=True`` (memory reads return zeros).
 
 - Default suite: supervised recall (the core trained directly on the query's cross-entropy),
-  a few seconds per variant.
-- Slow: PPO on ``mnemo/Recall-D16-v0`` with configs/recall_titans_{mac,mag,mal}.yaml.
+  5-10 s per variant. Seed 0 is representative: at 40 steps seeds 0-3 gave 1.00 for LMM, MAC
+  and MAL; MAG (memory only through a gate) gave 1.00 on seeds 0, 2, 3, 4, 5 but was at 0.48
+  (40 steps) / 0.51 (80 steps) on seed 1. The ablated control stayed at 0.24-0.27.
+- Slow: PPO on ``mnemo/Recall-D16-v0`` with configs/recall_titans_{mac,mag,mal}.yaml. Measured
+  (seed 0, steps to >= 0.9 success): MAC 262k, MAG 508k, MAL 213k; MAC seed 1: 213k. The
+  attention-only control (MAG, ablate_memory) was at 0.22-0.27 for 672k steps.
 """
 
 from __future__ import annotations
