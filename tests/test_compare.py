@@ -54,6 +54,15 @@ def test_compare_writes_table_and_plots_and_resumes(tmp_path: Path) -> None:
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")} == stamps
     assert len(list(csv.DictReader((out / "results.csv").open()))) == 4
 
+    # A run without a result file (interrupted) runs again, from scratch; the others do not.
+    redo = out / "runs" / "none__mnemo_Recall-D8-v0__s1"
+    (redo / "result.json").unlink()
+    (redo / "stale.txt").write_text("from the interrupted attempt")
+    assert main(compare_args(out)) == 0
+    assert (redo / "result.json").is_file() and not (redo / "stale.txt").exists()
+    del stamps[redo / "result.json"]
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
 
 def test_compare_delay_plot(tmp_path: Path) -> None:
     out = tmp_path / "cmp"
