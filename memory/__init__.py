@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # Importing a core module registers it.
-from memory import lstm, mlp, titans, trxl  # noqa: F401
+from memory import compressive, lstm, mlp, titans, trxl  # noqa: F401
 from memory.base import CoreOutput, MemoryCore, State
 from memory.registry import CoreConfigError, core_names, core_options, make_core, register_core
 

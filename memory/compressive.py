@@ -1,0 +1,260 @@
+"""Compressive Transformer memory core.
+
+Rae et al. 2020, "Compressive Transformers for Long-Range Sequence Modelling".
+
+Each layer keeps a FIFO memory of the ``n_mem`` most recent hidden states entering it and a
+compressed memory of ``n_cmem`` slots. States evicted from the memory are compressed at rate
+``compression_rate`` (c) into one compressed slot per c states; the compressed memory drops its
+oldest slot. Compression functions (``compression``): ``conv`` (conv1d, kernel = stride = c,
+the paper's best), ``max`` and ``mean`` pooling, and ``most_used`` (keep the state that received
+the most attention). Attention spans [compressed | memory | segment] with Transformer-XL
+relative positions (``memory.attention``): memory at distances 1..n_mem, compressed slot k
+(newest first) at n_mem + 1 + k. The attention-reconstruction loss
+||attn(h, old_mem) - attn(h, f_c(old_mem))||^2, with the layer's attention weights and the
+inputs detached, is returned as ``aux_loss``: it trains the compressors and nothing else.
+
+Departures from the paper, and why:
+- Memory moves every step, not every segment: each query sees itself, the ``n_mem`` steps before
+  it and the last ``n_cmem`` compressed slots *as of its own step*, so a T-step call equals T
+  one-step calls (the core contract). Evicted states wait in a buffer (the oldest c - 1 slots of
+  the stored ``raw`` window) until c states of one episode are available: no zero padding, and
+  a block never mixes episodes. Buffered states are not attended (Rae et al. never have any:
+  their segment length is a multiple of c).
+- The task loss does not reach the compressors (compressed slots are used under stop-gradient),
+  as in the paper where they are only ever read from the memory of the next segment.
+- ``most_used`` scores usage by attention over the raw memory only (a first pass that ignores
+  the compressed slots); the paper does not pin down the normaliser.
+- Episodes: slots from an earlier episode are masked; blocks are formed per episode.
+- ``aux_loss`` is computed only when gradients are enabled (it has nothing to train otherwise).
+- The blocks are the trxl/gtrxl blocks (``gated``/``pre_ln`` options); no dropout.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from memory.attention import TransformerBlock, gather_rel
+from memory.base import CoreOutput, MemoryCore, State
+from memory.registry import register_core
+from memory.trxl import DTYPES, last_start
+
+COMPRESSIONS = ("conv", "max", "mean", "most_used")
+
+
+class Compressor(nn.Module):
+    """f_c: (B, N, c, D) windows of c consecutive states -> (B, N, D) compressed states."""
+
+    def __init__(self, d_model: int, rate: int, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "conv":
+            self.conv = nn.Conv1d(d_model, d_model, kernel_size=rate, stride=rate)
+
+    def forward(self, windows: Tensor, usage: Tensor | None = None) -> Tensor:
+        if self.kind == "conv":  # conv1d with kernel = stride = c, one output per window
+            w = self.conv.weight.flatten(1)  # (D, D * c), input-channel major
+            return F.linear(windows.transpose(-1, -2).flatten(-2), w, self.conv.bias)
+        if self.kind == "max":
+            return windows.amax(dim=-2)
+        if self.kind == "mean":
+            return windows.mean(dim=-2)
+        idx = usage.argmax(dim=-1)  # (B, N) most attended state of each window
+        return windows.gather(-2, idx[..., None, None].expand(*idx.shape, 1, windows.shape[-1]))[
+            ..., 0, :
+        ]
+
+
+@register_core("compressive")
+class CompressiveCore(MemoryCore):
+    """Compressive Transformer: per layer ``n_mem`` raw states + ``n_cmem`` compressed slots.
+
+    State (batch-first, fixed shapes; R = n_mem + c - 1 raw slots, the oldest c - 1 of which
+    are the eviction buffer):
+        ``raw``: (B, n_layers, R, D) hidden states entering each layer, oldest first;
+        ``cmem``: (B, n_layers, n_cmem, D) compressed slots, oldest first (invalid ones zero);
+        ``cvalid``: (B, n_cmem) bool, compressed slot belongs to the current episode;
+        ``ep_t``: (B,) long, episode time of the last step (-1: nothing seen yet);
+        ``usage`` (``most_used`` only): (B, n_layers, R) attention received by each raw state.
+
+    Args:
+        d_model: width of inputs, outputs and every layer.
+        n_layers, n_heads, d_ff, gated, pre_ln, gate_bias, memory_dtype: as in ``trxl``.
+        n_mem: FIFO memory length (raw states) per layer.
+        n_cmem: compressed memory length per layer.
+        compression_rate: c, states per compressed slot.
+        compression: ``conv`` | ``max`` | ``mean`` | ``most_used``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        n_mem: int = 32,
+        n_cmem: int = 32,
+        compression_rate: int = 4,
+        compression: str = "conv",
+        d_ff: int | None = None,
+        gated: bool = False,
+        pre_ln: bool = False,
+        gate_bias: float = 2.0,
+        memory_dtype: str = "float32",
+    ) -> None:
+        super().__init__()
+        for name, v in (
+            ("n_mem", n_mem),
+            ("n_cmem", n_cmem),
+            ("compression_rate", compression_rate),
+        ):
+            if v < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+        if memory_dtype not in DTYPES:
+            raise ValueError(f"memory_dtype must be one of {sorted(DTYPES)}, got {memory_dtype!r}")
+        self.d_model, self.n_layers = d_model, n_layers
+        self.n_mem, self.n_cmem, self.rate = n_mem, n_cmem, compression_rate
+        self.n_raw = n_mem + compression_rate - 1
+        self.compression, self.memory_dtype = compression, DTYPES[memory_dtype]
+        self.pre_ln = pre_ln or gated
+        d_ff = d_ff or 4 * d_model
+        self.blocks = nn.ModuleList(
+            TransformerBlock(d_model, n_heads, d_ff, pre_ln, gated, gate_bias)
+            for _ in range(n_layers)
+        )
+        self.compressors = nn.ModuleList(
+            Compressor(d_model, compression_rate, compression) for _ in range(n_layers)
+        )
+        self.ln_out = nn.LayerNorm(d_model) if self.pre_ln else nn.Identity()
+        self.register_buffer("pos", torch.arange(n_mem + n_cmem + 1.0), persistent=False)
+
+    def initial_state(self, batch_size: int, device: torch.device | str) -> State:
+        b, n, d, dt = batch_size, self.n_layers, self.d_model, self.memory_dtype
+        state = {
+            "raw": torch.zeros(b, n, self.n_raw, d, device=device, dtype=dt),
+            "cmem": torch.zeros(b, n, self.n_cmem, d, device=device, dtype=dt),
+            "cvalid": torch.zeros(b, self.n_cmem, dtype=torch.bool, device=device),
+            "ep_t": torch.full((b,), -1, dtype=torch.long, device=device),
+        }
+        if self.compression == "most_used":
+            state["usage"] = torch.zeros(b, n, self.n_raw, device=device)
+        return state
+
+    def plan(self, state: State, episode_start: Tensor) -> dict[str, Tensor]:
+        """Everything about who sees what, shared by all layers (all in call-relative time).
+
+        Stream: the R stored raw states (times -R..-1) then the T segment steps (0..T-1).
+        Potential blocks end at times e = -n_mem .. T-1-n_mem (evicted during this call); the
+        one ending at e is formed when its episode time is c-1 mod c and its episode is still
+        current when it is evicted (after step e + n_mem).
+        """
+        b, t = episode_start.shape
+        nm, ncm, c, r = self.n_mem, self.n_cmem, self.rate, self.n_raw
+        dev = episode_start.device
+        ep_t, steps = state["ep_t"], torch.arange(t, device=dev)
+        ls = last_start(episode_start)  # (B, T)
+        pre = -(ep_t + 1)[:, None]  # (B, 1) start time of the episode running into the call
+        q_start = torch.where(ls >= 0, ls, pre)  # (B, T) episode start of each step
+        seg_tau = torch.where(ls >= 0, steps - ls, ep_t[:, None] + 1 + steps)
+        raw_t = torch.arange(-r, t, device=dev)  # (R + T,) stream times
+        tau = torch.cat([ep_t[:, None] + 1 + raw_t[:r], seg_tau], dim=1)  # (B, R + T)
+        start = torch.cat([pre.expand(b, r), q_start], dim=1)
+        valid = tau >= 0
+        # Potential blocks: stream index p = c - 1 + k ends at time e = p - R; evicted after p + nm.
+        p = torch.arange(c - 1, c - 1 + t, device=dev)
+        tau_e = tau[:, p]
+        formed = valid[:, p] & (tau_e >= c - 1) & (tau_e % c == c - 1)
+        formed &= start[:, p] == start[:, p + nm]
+        # Old compressed slots: the newest ended at the last block-ending time before the call.
+        newest = torch.div(ep_t - nm + 1, c, rounding_mode="floor") * c - 1 - ep_t - 1  # (B,)
+        old_e = newest[:, None] - c * torch.arange(ncm - 1, -1, -1, device=dev)  # (B, ncm)
+        blk_e = torch.cat([old_e, (p - r).expand(b, t)], dim=1)  # (B, ncm + T)
+        blk_valid = torch.cat([state["cvalid"], formed], dim=1)
+        blk_start = torch.cat([pre.expand(b, ncm), start[:, p]], dim=1)
+        same = q_start[..., None]  # (B, T, 1)
+        dt = steps[:, None] - nm - 1 - blk_e[:, None, :]  # (B, T, ncm + T)
+        blk_vis = blk_valid[:, None] & (blk_start[:, None] == same) & (dt >= 0) & (dt < c * ncm)
+        lag = steps[:, None] - raw_t[None, :]  # (T, R + T)
+        raw_vis = valid[:, None] & (start[:, None] == same) & (lag >= 0) & (lag <= nm)
+        blk_d = nm + 1 + torch.div(dt, c, rounding_mode="floor")
+        dist = torch.cat([blk_d, lag.expand(b, t, r + t)], dim=2)  # (B, T, K)
+        # Next compressed memory: the last ncm formed among [old slots | new blocks].
+        cand = torch.cat([torch.ones_like(state["cvalid"]), formed], dim=1)
+        order = torch.where(cand, torch.arange(ncm + t, device=dev), -1)
+        keep = order.topk(ncm, dim=1).values.sort(dim=1).values  # (B, ncm)
+        still = blk_valid & (blk_start == q_start[:, -1:])
+        return {
+            "mask": torch.cat([blk_vis, raw_vis], dim=2),
+            "raw_only": torch.cat([torch.zeros_like(blk_vis), raw_vis], dim=2),
+            "dist": dist[:, None],
+            "formed": formed,
+            "keep": keep,
+            "cvalid": still.gather(1, keep),
+            "ep_t": seg_tau[:, -1],
+        }
+
+    def forward(self, x: Tensor, state: State, episode_start: Tensor) -> CoreOutput:
+        t, c, ncm = x.shape[1], self.rate, self.n_cmem
+        plan = self.plan(state, episode_start)
+
+        def rel(scores: Tensor) -> Tensor:
+            return gather_rel(scores, plan["dist"])
+
+        keep = plan["keep"][..., None].expand(-1, -1, self.d_model)
+        raws, cmems, usages, aux = [], [], [], x.new_zeros(())
+        h = x
+        for i, (block, comp) in enumerate(zip(self.blocks, self.compressors)):
+            raw = state["raw"][:, i].to(x.dtype)  # (B, R, D)
+            cm = state["cmem"][:, i].to(x.dtype)  # (B, ncm, D)
+            stream = torch.cat([raw, h.detach()], dim=1)  # (B, R + T, D), stop-gradient
+            windows = stream.unfold(1, c, 1)[:, :t].transpose(-1, -2)  # (B, T, c, D)
+            usage = None
+            if self.compression == "most_used":
+                # Usage first: attention from this call's steps to the raw memory only.
+                blank = torch.cat([cm, torch.zeros_like(h), raw], dim=1)
+                _, _, w = block(h, block.kv_of(blank), self.pos, rel, plan["raw_only"], True)
+                got = w[..., ncm + t :].mean(1).sum(1).detach()  # (B, R + T)
+                stream_usage = torch.cat([state["usage"][:, i], torch.zeros_like(h[..., 0])], 1)
+                stream_usage = stream_usage + got
+                usage = stream_usage.unfold(1, c, 1)[:, :t]  # (B, T, c)
+                usages.append(stream_usage[:, -self.n_raw :])
+            blocks = comp(windows, usage)  # (B, T, D); only the aux loss reaches comp
+            ctx = torch.cat([cm, blocks.detach(), raw], dim=1)
+            out, _, _ = block(h, block.kv_of(ctx), self.pos, rel, plan["mask"])
+            if torch.is_grad_enabled() and self.compression == "conv":
+                aux = aux + self.reconstruction_loss(block, h, windows, blocks, plan["formed"])
+            raws.append(stream[:, -self.n_raw :])
+            new_cm = torch.cat([cm, blocks.detach()], dim=1).gather(1, keep)
+            cmems.append(new_cm * plan["cvalid"][..., None])
+            h = out
+        new = {
+            "raw": torch.stack(raws, 1).to(self.memory_dtype),
+            "cmem": torch.stack(cmems, 1).to(self.memory_dtype),
+            "cvalid": plan["cvalid"],
+            "ep_t": plan["ep_t"],
+        }
+        if usages:
+            new["usage"] = torch.stack(usages, 1)
+        return CoreOutput(self.ln_out(h), new, aux / self.n_layers)
+
+    @staticmethod
+    def reconstruction_loss(
+        block: TransformerBlock, h: Tensor, windows: Tensor, blocks: Tensor, formed: Tensor
+    ) -> Tensor:
+        """||attn(h, old_mem) - attn(h, f_c(old_mem))||^2 over the blocks formed in this call.
+
+        The segment's states query the evicted states (as they were) and their compressions,
+        through this layer's attention with every weight detached (Rae et al. 2020, Alg. 2).
+        """
+        rows = formed.any(dim=1)  # (B,) rows that compressed something
+        if not bool(rows.any()):
+            return h.new_zeros(())
+        b, t, c, d = windows.shape
+        old = block.frozen_content_attention(
+            h.detach(), windows.reshape(b, t * c, d), formed.repeat_interleave(c, dim=1)
+        )
+        new = block.frozen_content_attention(h.detach(), blocks, formed)
+        err = (old - new).square().mean(dim=(1, 2))  # (B,)
+        return (err * rows).sum() / rows.sum()
