@@ -28,7 +28,7 @@ def test_lstm_solves_keychest_match_d16(tmp_path: Path) -> None:
         tmp_path,
         "configs/keychest_match_lstm.yaml",
         "seed=0",
-        "ppo.total_steps=2000000",
+        "ppo.total_steps=3000000",
         "ppo.target_success=0.9",
     )
     assert res.steps_to_target is not None, f"LSTM stuck at {res.final_success:.2f}"
