@@ -166,6 +166,7 @@ def test_return_key_is_out_of_view_at_the_chest() -> None:
         while env.phase != CHEST:
             obs, *_ = env.step(env.oracle_action())
         assert not (obs["image"][..., 0] == OBJECT_TO_IDX["key"]).any()
+        assert env.chest_budget <= env.chest_steps  # so max_steps bounds every episode
         assert tuple(obs["image"][3, 5]) == (OBJECT_TO_IDX["box"], env.key_color, 0)
 
 
