@@ -232,6 +232,10 @@ class PPO:
                 entropy = dist.entropy().mean()
                 loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
                 loss = loss + cfg.aux_coef * out.aux_loss
+                if self.cfg.agent.recon_coef > 0:
+                    recon = self.model.reconstruction_loss(out.features, mb.obs)
+                    loss = loss + self.cfg.agent.recon_coef * recon
+                    logs.setdefault("losses/reconstruction", []).append(float(recon.detach()))
                 if not bool(torch.isfinite(loss)):
                     parts = {
                         "policy": pg_loss,
