@@ -47,3 +47,49 @@ def test_reconstruction_head_adds_a_loss(tmp_path: Path) -> None:
     assert logs["losses/reconstruction"] > 0
     off = PPO(load_train_config("configs/recall_gtrxl.yaml", ["env.num_envs=4"]))
     assert off.model.recon is None  # off by default
+
+
+def near_chance(res) -> bool:
+    recent = [s for _, s in res.history[-5:]]
+    return max(recent) <= CHANCE + 0.1
+
+
+@pytest.mark.slow
+def test_gtrxl_recalls_beyond_its_training_segment(tmp_path: Path) -> None:
+    """Delay 16 > bptt_len 8, inside mem_len 32: the cue is only reachable through memory."""
+    res = run(
+        tmp_path, "configs/recall_gtrxl.yaml", "ppo.total_steps=2000000", "ppo.target_success=0.9"
+    )
+    assert res.steps_to_target is not None, f"GTrXL stuck at {res.final_success:.2f}"
+
+
+@pytest.mark.slow
+def test_gtrxl_with_short_memory_stays_at_chance(tmp_path: Path) -> None:
+    """Same model, mem_len 8: one layer reaches 8 steps back, the cue is 17 back."""
+    res = run(tmp_path, "configs/recall_gtrxl.yaml", "core.mem_len=8", "ppo.total_steps=700000")
+    assert near_chance(res), res.history[-5:]
+
+
+@pytest.mark.slow
+def test_compressive_recalls_from_compressed_memory(tmp_path: Path) -> None:
+    """Delay 16 > n_mem 8, < n_mem + c * n_cmem = 24: only the compressed memory holds the cue."""
+    res = run(
+        tmp_path,
+        "configs/recall_compressive.yaml",
+        "ppo.total_steps=2000000",
+        "ppo.target_success=0.9",
+    )
+    assert res.steps_to_target is not None, f"compressive stuck at {res.final_success:.2f}"
+
+
+@pytest.mark.slow
+def test_trxl_with_the_same_n_mem_stays_at_chance(tmp_path: Path) -> None:
+    """The compressive config's blocks without compressed memory: gtrxl, mem_len = n_mem = 8."""
+    res = run(
+        tmp_path,
+        "configs/recall_gtrxl.yaml",
+        "core.mem_len=8",
+        "ppo.bptt_len=32",  # trained like the compressive config
+        "ppo.total_steps=700000",
+    )
+    assert near_chance(res), res.history[-5:]
