@@ -175,7 +175,7 @@ def test_return_memoryless_policies_are_near_chance() -> None:
     from envs.keychest.return_key import alcove_cells
 
     env = make("Return", delay=0)
-    k, n = env.num_alcoves, 240
+    k, n = env.num_alcoves, 150
     rng = np.random.default_rng(1)
     nearest_first = sorted(range(k), key=lambda i: -alcove_cells(i)[0][0])
 
@@ -228,8 +228,8 @@ def test_sb3_ppo_trains_unchanged() -> None:
 
     torch.set_num_threads(1)
     env = ImgObsWrapper(gym.make("mnemo/KeyChest-Match-D16-v0"))
-    model = PPO("MlpPolicy", env, n_steps=128, batch_size=64, n_epochs=1, seed=0, device="cpu")
-    model.learn(total_timesteps=256)
+    model = PPO("MlpPolicy", env, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=128)
     obs, _ = env.reset(seed=0)
     action, _ = model.predict(obs)
     assert env.action_space.contains(int(action))

@@ -28,7 +28,7 @@ def layout_of(twin: BatchedKeyChestMatch, i: int) -> dict:
 def test_twin_equals_minigrid(
     delay: int, num_colors: int, apple_regrow: int, shuffle: bool
 ) -> None:
-    n, steps = 12, 300
+    n, steps = 10, 200
     kwargs = {
         "delay": delay,
         "num_colors": num_colors,
