@@ -123,19 +123,22 @@ class TitansLayer(nn.Module):
         causal = torch.ones(c, c, dtype=torch.bool, device=u.device).tril()
         eye = torch.eye(c, dtype=torch.bool, device=u.device)
         outs = []
-        for i in range(lay.fresh.shape[1]):
-            sl = slice(i * c, (i + 1) * c)
+        # split/unbind once: indexing inside the loop would make backward quadratic in T
+        # (each slice's backward writes into a zero tensor of the full size).
+        u_chunks, real_chunks = u.split(c, dim=1), lay.real.split(c, dim=1)
+        any_fresh, any_complete = lay.fresh.any(0).tolist(), lay.complete.any(0).tolist()
+        for i, (uc, real) in enumerate(zip(u_chunks, real_chunks)):
             fresh, complete = lay.fresh[:, i], lay.complete[:, i]
-            if fresh.any():
+            if any_fresh[i]:
                 ms["W"], ms["S"] = mem.reset(fresh, ms["W"], ms["S"])
                 for k in tails:
                     ms[k] = torch.where(fresh[:, None, None], 0.0, ms[k])
-            uc, w = u[:, sl], ms["W"]
+            w = ms["W"]
             q, full_q = mem.queries(uc, ms["tail_q"])
             h = self._read(w, q.transpose(1, 2))  # (B, c, D) long-term context of the segment
             kh, vh = self.attn.keys_values(h)
             kx, vx = self.attn.keys_values(uc)
-            seen = causal[None] & lay.real[:, None, sl]  # (B, c, c)
+            seen = causal[None] & real[:, None, :]  # (B, c, c)
             # The diagonal stays visible so that padding slots never get an empty softmax row.
             mask = torch.cat([seen, seen | eye], dim=2)
             ks, vs = torch.cat([kh, kx], 1), torch.cat([vh, vx], 1)
@@ -147,7 +150,7 @@ class TitansLayer(nn.Module):
             y = self.attn.attend(uc, ks, vs, mask)  # (B, c, D)
             qy, full_qy = mem.queries(y, ms["tail_qy"])
             outs.append(self.gate_norm(y) * torch.sigmoid(self._read(w, qy.transpose(1, 2))))
-            if complete.any():
+            if any_complete[i]:
                 k, v, full_kv = mem.keys_values(y, ms["tail_kv"])
                 coefs = mem.coefficients(y)
                 w2, s2 = mem.write(w, ms["S"], k.transpose(1, 2), v.transpose(1, 2), coefs)
@@ -175,17 +178,20 @@ class TitansLayer(nn.Module):
         def grid(t: Tensor) -> Tensor:  # (B, S, H, Dh) -> (B, N, H, c, Dh)
             return t.view(b, n, c, *t.shape[2:]).transpose(2, 3)
 
-        k, v = grid(k), grid(v)
+        # unbind once: indexing inside the loop would make backward quadratic in T.
+        ks, vs = grid(k).unbind(1), grid(v).unbind(1)
+        if coefs is not None:
+            coef_chunks = [type(coefs)(*f) for f in zip(*(t.unbind(1) for t in coefs))]
+        any_fresh, any_complete = lay.fresh.any(0).tolist(), lay.complete.any(0).tolist()
         w, s = st["W"], st["S"]
         chunk_start_w = []
         for i in range(n):
             fresh, complete = lay.fresh[:, i], lay.complete[:, i]
-            if fresh.any():
+            if any_fresh[i]:
                 w, s = mem.reset(fresh, w, s)
             chunk_start_w.append(w)
-            if complete.any():
-                ci = type(coefs)(*(t[:, i] for t in coefs))  # fields (B, H, c)
-                w2, s2 = mem.write(w, s, k[:, i], v[:, i], ci)
+            if any_complete[i]:
+                w2, s2 = mem.write(w, s, ks[i], vs[i], coef_chunks[i])
                 w, s = where_rows(complete, w2, w), where_rows(complete, s2, s)
         stacked = tuple(torch.stack(ws, dim=1) for ws in zip(*chunk_start_w))  # (B, N, H, i, o)
         out = self._read(stacked, grid(q)).reshape(b, n_slots, d)

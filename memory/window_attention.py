@@ -99,45 +99,43 @@ class SlidingWindowAttention(nn.Module):
         Returns:
             y (B, T, D) and the new state.
         """
-        b, t, _ = x.shape
-        w1 = self.cache_len
-        k_new, v_new = self.keys_values(x)
-        k_all = torch.cat([state["k"], k_new], dim=1)  # (B, W-1+T, H, Dh)
-        v_all = torch.cat([state["v"], v_new], dim=1)
+        b, w1 = x.shape[0], self.cache_len
+        if x.shape[1] == 0:
+            return self.out_proj(x), state
+        k_new, v_new = self.keys_values(x)  # (B, T, H, Dh)
         # Episode index of every key: cache slots belong to episode 0 (the one running into
         # this call) when valid, -1 otherwise; new tokens count starts seen so far.
         ep_new = torch.cumsum(episode_start.long(), dim=1)  # (B, T)
-        ep_cache = torch.where(state["valid"], 0, -1)
-        ep_all = torch.cat([ep_cache, ep_new], dim=1)  # (B, W-1+T)
-
+        k_prev, v_prev = state["k"], state["v"]  # (B, W-1, H, Dh): keys before the block
+        ep_prev = torch.where(state["valid"], 0, -1)  # (B, W-1)
         if prefix is not None:
             kp, vp = self.keys_values(prefix.expand(b, -1, -1))
-            n_p = kp.shape[1]
         ys = []
-        for a in range(0, t, self.block):
-            e = min(a + self.block, t)
-            # Keys for queries a..e-1 span absolute positions a-(W-1) .. e-1, i.e. indices
-            # a .. e-1+W-1 of the [cache | new] sequence.
-            ks, vs, eps = k_all[:, a : e + w1], v_all[:, a : e + w1], ep_all[:, a : e + w1]
-            qpos = torch.arange(a, e, device=x.device) + w1  # index in [cache | new]
-            kpos = torch.arange(a, e + w1, device=x.device)
-            dist = qpos[:, None] - kpos[None, :]  # (Q, K)
+        # Split once and roll the previous keys along: slicing the whole sequence in the loop
+        # would make backward quadratic in T.
+        pieces = zip(*(z.split(self.block, dim=1) for z in (x, k_new, v_new, ep_new)))
+        for xq, kq, vq, eq in pieces:
+            q_len = xq.shape[1]
+            ks, vs = torch.cat([k_prev, kq], 1), torch.cat([v_prev, vq], 1)  # (B, W-1+Q, H, Dh)
+            eps = torch.cat([ep_prev, eq], 1)  # (B, W-1+Q)
+            qpos = torch.arange(q_len, device=x.device) + w1
+            dist = qpos[:, None] - torch.arange(w1 + q_len, device=x.device)[None, :]  # (Q, K)
             in_window = (dist >= 0) & (dist < self.window)
-            same_ep = eps[:, None, :] == ep_new[:, a:e, None]  # (B, Q, K)
-            mask = in_window[None] & same_ep
+            mask = in_window[None] & (eps[:, None, :] == eq[:, :, None])  # (B, Q, K)
+            k_prev, v_prev = ks[:, ks.shape[1] - w1 :], vs[:, vs.shape[1] - w1 :]
+            ep_prev = eps[:, eps.shape[1] - w1 :]
             if prefix is not None:
                 ks, vs = torch.cat([kp, ks], dim=1), torch.cat([vp, vs], dim=1)
-                mask = torch.cat([mask.new_ones(b, e - a, n_p), mask], dim=2)
-            ys.append(self.attend(x[:, a:e], ks, vs, mask))
+                mask = torch.cat([mask.new_ones(b, q_len, kp.shape[1]), mask], dim=2)
+            ys.append(self.attend(xq, ks, vs, mask))
         y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)
 
         # The new cache keeps the last W-1 keys that belong to the episode still running.
-        last_ep = ep_all[:, -1:]
-        valid = (ep_all[:, -w1:] == last_ep) & (ep_all[:, -w1:] >= 0) if w1 else state["valid"]
+        valid = (ep_prev == ep_new[:, -1:]) & (ep_prev >= 0)
         keep = valid[..., None, None]
         new_state = {
-            "k": torch.where(keep, k_all[:, k_all.shape[1] - w1 :], 0.0),
-            "v": torch.where(keep, v_all[:, v_all.shape[1] - w1 :], 0.0),
+            "k": torch.where(keep, k_prev, 0.0),
+            "v": torch.where(keep, v_prev, 0.0),
             "valid": valid,
         }
         return y, new_state
