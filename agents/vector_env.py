@@ -21,7 +21,10 @@ from envs.batched import has_twin, make_batched
 
 
 def _unwrap_image(env: gym.Env) -> gym.Env:
-    if isinstance(env.observation_space, gym.spaces.Dict) and "image" in env.observation_space:
+    if (
+        isinstance(env.observation_space, gym.spaces.Dict)
+        and "image" in env.observation_space.spaces
+    ):
         from minigrid.wrappers import ImgObsWrapper
 
         return ImgObsWrapper(env)
