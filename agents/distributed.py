@@ -136,6 +136,17 @@ def rank_mean(x: float) -> float:
     return total / count if count else float("nan")
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on any rank, so all ranks stop together."""
+    if world_size() == 1:
+        return flag
+    t = torch.tensor([float(flag)])
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
 class NullWriter:
     """Stands in for a SummaryWriter on ranks other than 0: every method does nothing."""
 

@@ -131,12 +131,13 @@ class PPO:
         self.env.set_state(st["env"])
 
     def check_finite_state(self) -> None:
-        for leaf in tree_leaves(self.state):
-            if not bool(torch.isfinite(leaf).all()):
-                raise NonFiniteError(
-                    f"non-finite core state at step {self.global_step} (update "
-                    f"{self.update_idx + 1}); the last good checkpoint is kept"
-                )
+        finite = all(bool(torch.isfinite(leaf).all()) for leaf in tree_leaves(self.state))
+        # Under torchrun every rank must stop, or the others would wait in the all-reduce.
+        if distributed.any_rank(not finite):
+            raise NonFiniteError(
+                f"non-finite core state at step {self.global_step} (update "
+                f"{self.update_idx + 1}); the last good checkpoint is kept"
+            )
 
     @property
     def steps_per_update(self) -> int:
@@ -236,7 +237,7 @@ class PPO:
                     recon = self.model.reconstruction_loss(out.features, mb.obs)
                     loss = loss + self.cfg.agent.recon_coef * recon
                     logs.setdefault("losses/reconstruction", []).append(float(recon.detach()))
-                if not bool(torch.isfinite(loss)):
+                if distributed.any_rank(not bool(torch.isfinite(loss))):
                     parts = {
                         "policy": pg_loss,
                         "value": v_loss,
@@ -245,7 +246,7 @@ class PPO:
                     }
                     bad = [k for k, v in parts.items() if not bool(torch.isfinite(v))]
                     raise NonFiniteError(
-                        f"non-finite loss ({', '.join(bad) or 'total'}) at step "
+                        f"non-finite loss ({', '.join(bad) or 'on another rank'}) at step "
                         f"{self.global_step} (update {self.update_idx + 1}); "
                         "the last good checkpoint is kept"
                     )
