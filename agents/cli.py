@@ -61,6 +61,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if run_dir is not None and run_dir.suffix == ".pt":
         run_dir = run_dir.parent.parent
     result = train(cfg, resume=resume, run_dir=run_dir)
+    from agents import distributed
+
+    if not distributed.is_main():
+        return 0
     print(
         f"run {result.run_dir}: {result.steps} steps in {result.wall_s:.1f} s "
         f"({result.sps:.0f} SPS), final success {result.final_success:.3f}"
