@@ -27,6 +27,13 @@ class SyntheticConfig:
     """Uppercase letters per code (the recalled bytes)."""
     facts: int = 1
     """Facts per story; with more than one, each code must be bound to its name."""
+    rounds: int = 1
+    """Fact-and-recall rounds per story: more rounds make longer documents (fewer resets)."""
+    lead_max: int = 20
+    """Most filler bytes before the first fact of a story."""
+    compact: bool = False
+    """Terse facts: ``[QXW]`` ... ``<QXW>`` instead of sentences with names (names kept when
+    ``facts > 1``); a tiny LSTM finds the recall in far fewer steps."""
     distances: list[int] = field(default_factory=lambda: [1024, 2048, 4096, 8192, 16384])
     """Recall distances of ``synthetic:needle``."""
     docs_per_distance: int = 4

@@ -114,6 +114,9 @@ def synthetic_corpus(kind: str, split: str, options: dict) -> Corpus:
                 gap_max=int(options.get("gap_max", 60)),
                 code_len=code_len,
                 facts=int(options.get("facts", 1)),
+                rounds=int(options.get("rounds", 1)),
+                lead_max=int(options.get("lead_max", 20)),
+                compact=bool(options.get("compact", False)),
                 seed=seed,
             )
         else:

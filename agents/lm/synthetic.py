@@ -91,26 +91,33 @@ class MarkedDocument:
 
 
 def filler(rng: random.Random, n_bytes: int) -> str:
-    """Lowercase sentences of at least ``n_bytes`` bytes in total (ends with a space)."""
+    """Exactly ``n_bytes`` bytes of lowercase sentences (the last one cut, ending in a space)."""
     parts: list[str] = []
     size = 0
     while size < n_bytes:
         s = f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}{rng.choice(TAILS)}. "
         parts.append(s)
         size += len(s)
-    return "".join(parts)
+    text = "".join(parts)[:n_bytes]
+    return text[:-1] + " " if text else text
 
 
 def story(
-    rng: random.Random, gaps: Sequence[int], code_len: int = 3, facts: int = 1
+    rng: random.Random,
+    gaps: Sequence[int],
+    code_len: int = 3,
+    facts: int = 1,
+    rounds: int = 1,
+    lead_max: int = 20,
+    compact: bool = False,
 ) -> MarkedDocument:
-    """A document with ``facts`` name-code facts, each recalled after a gap drawn from ``gaps``.
+    """A document of ``rounds`` episodes, each stating ``facts`` name-code facts and recalling
+    every one after a gap of filler drawn from ``gaps``.
 
-    All facts are stated first, then recalled in a shuffled order with filler in between, so
-    with ``facts > 1`` the model must bind each code to its name.
+    Within a round all facts are stated first, then recalled in a shuffled order, so with
+    ``facts > 1`` the model must bind each code to its name. A name stated again in a later
+    round has a new code; the recall distance counts from its latest statement.
     """
-    names = rng.sample(NAMES, facts)
-    codes = ["".join(rng.choice(LETTERS) for _ in range(code_len)) for _ in names]
     out = bytearray()
     dist: list[int] = []
     stated: dict[str, int] = {}
@@ -119,20 +126,25 @@ def story(
         out.extend(s.encode())
         dist.extend(marks if marks is not None else [0] * len(s))
 
-    emit(filler(rng, rng.randint(0, 20)))
-    for name, code in zip(names, codes, strict=True):
-        emit(f"remember: {name}'s code is [")
-        stated[name] = len(out)
-        emit(code)
-        emit("]. ")
-    order = list(range(facts))
-    rng.shuffle(order)
-    for i in order:
-        emit(filler(rng, rng.choice(gaps)))
-        emit(f"so {names[i]}'s code was [")
-        back = len(out) - stated[names[i]]
-        emit(codes[i], [back] * code_len)
-        emit("]. ")
+    emit(filler(rng, rng.randint(0, lead_max)))
+    for _ in range(rounds):
+        names = rng.sample(NAMES, facts)
+        codes = ["".join(rng.choice(LETTERS) for _ in range(code_len)) for _ in names]
+        for name, code in zip(names, codes, strict=True):
+            emit((name if facts > 1 else "") + "[" if compact else f"remember: {name}'s code is [")
+            stated[name] = len(out)
+            emit(code)
+            emit("]" if compact else "]. ")
+        order = list(range(facts))
+        rng.shuffle(order)
+        for i in order:
+            emit(filler(rng, rng.choice(gaps)))
+            emit(
+                (names[i] if facts > 1 else "") + "<" if compact else f"so {names[i]}'s code was <"
+            )
+            back = len(out) - stated[names[i]]
+            emit(codes[i], [back] * code_len)
+            emit(">" if compact else ">. ")
     emit(filler(rng, rng.randint(0, 20)).rstrip() + "\n")
     return MarkedDocument(bytes(out), dist)
 
@@ -143,6 +155,9 @@ def recall_set(
     gap_max: int = 60,
     code_len: int = 3,
     facts: int = 1,
+    rounds: int = 1,
+    lead_max: int = 20,
+    compact: bool = False,
     seed: int = 0,
 ) -> list[MarkedDocument]:
     """``docs`` stories whose recalls come ``gap_min``..``gap_max`` bytes of filler later."""
@@ -150,11 +165,13 @@ def recall_set(
         raise ValueError(f"need 0 <= gap_min <= gap_max, got {gap_min}, {gap_max}")
     if not 1 <= facts <= len(NAMES):
         raise ValueError(f"facts must be in 1..{len(NAMES)}, got {facts}")
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
     if code_len < 1:
         raise ValueError(f"code_len must be >= 1, got {code_len}")
     rng = random.Random(seed)
     gaps = range(gap_min, gap_max + 1)
-    return [story(rng, gaps, code_len, facts) for _ in range(docs)]
+    return [story(rng, gaps, code_len, facts, rounds, lead_max, compact) for _ in range(docs)]
 
 
 def needle_set(
