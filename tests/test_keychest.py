@@ -233,3 +233,21 @@ def test_sb3_ppo_trains_unchanged() -> None:
     obs, _ = env.reset(seed=0)
     action, _ = model.predict(obs)
     assert env.action_space.contains(int(action))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_pickled_env_resumes_exactly(variant: str) -> None:
+    """The agent checkpoints gymnasium envs with pickle (RNG included)."""
+    import pickle
+
+    env = make(variant, delay=6)
+    env.reset(seed=0)
+    for _ in range(5):
+        env.step(env.oracle_action())
+    copy = pickle.loads(pickle.dumps(env))
+    for _ in range(60):
+        action = env.oracle_action()
+        a, b = env.step(action), copy.step(action)
+        assert np.array_equal(a[0]["image"], b[0]["image"]) and a[1:] == b[1:]
+        if a[2]:
+            assert np.array_equal(env.reset()[0]["image"], copy.reset()[0]["image"])

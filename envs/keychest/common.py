@@ -15,6 +15,7 @@ are needed and the agent never shares a cell with an object.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,7 @@ class KeyChestEnv(MiniGridEnv):
     def __init__(
         self,
         delay: int,
-        mission: str,
+        mission_func: Callable[[], str],
         width: int,
         height: int,
         cue_steps: int,
@@ -88,7 +89,8 @@ class KeyChestEnv(MiniGridEnv):
         self.apple_timer = np.zeros(len(APPLE_CELLS), dtype=np.int64)
         self._options: dict[str, Any] = {}
         super().__init__(
-            mission_space=MissionSpace(mission_func=lambda: mission),
+            # A module-level function, not a lambda, so that envs pickle (checkpoints).
+            mission_space=MissionSpace(mission_func=mission_func),
             width=width,
             height=height,
             max_steps=self.cue_steps + self.delay + self.chest_steps,

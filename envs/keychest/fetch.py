@@ -56,6 +56,10 @@ from envs.keychest.common import (
 from envs.keychest.match import CHEST_SLOTS, CHEST_START, CUE_START, KEY_CELL
 
 
+def fetch_mission() -> str:
+    return "pick up the key and open the chest"
+
+
 class KeyChestFetchEnv(KeyChestEnv):
     """See the module docstring. Layout option: ``{"key_color": k}`` (colour index)."""
 
@@ -74,7 +78,7 @@ class KeyChestFetchEnv(KeyChestEnv):
         self.key_color = 0
         super().__init__(
             delay,
-            mission="pick up the key and open the chest",
+            fetch_mission,
             width=7,
             height=7,
             cue_steps=cue_steps,

@@ -69,6 +69,10 @@ CHEST_START = ((3, 3), 3)
 CHEST_SLOTS = ((3, 2), (2, 3), (4, 3), (3, 4))  # front, left, right, behind
 
 
+def match_mission() -> str:
+    return "remember the key and open the chest of its colour"
+
+
 class KeyChestMatchEnv(KeyChestEnv):
     """See the module docstring. Layout options: ``reset(options={"layout": {"key_color": k,
     "chest_colors": [c_front, c_left, ...]}})`` with colour indices into ``COLORS``."""
@@ -93,7 +97,7 @@ class KeyChestMatchEnv(KeyChestEnv):
         self.chest_colors: list[int] = list(range(num_colors))
         super().__init__(
             delay,
-            mission="remember the key and open the chest of its colour",
+            match_mission,
             width=7,
             height=7,
             cue_steps=cue_steps,

@@ -72,6 +72,10 @@ def alcove_cells(i: int) -> tuple[tuple[int, int], tuple[int, int]]:
     return (x, CORRIDOR_Y + side), (x, CORRIDOR_Y + 2 * side)
 
 
+def return_mission() -> str:
+    return "remember where the key was and bring it to the chest"
+
+
 class KeyChestReturnEnv(KeyChestEnv):
     """See the module docstring. Layout options: ``{"alcove": i, "key_color": k}``."""
 
@@ -99,7 +103,7 @@ class KeyChestReturnEnv(KeyChestEnv):
         longest = 2 * (width - 3 - 2) + 12 + slack
         super().__init__(
             delay,
-            mission="remember where the key was and bring it to the chest",
+            return_mission,
             width=width,
             height=7,
             cue_steps=width - 4 if cue_steps is None else cue_steps,
