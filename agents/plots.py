@@ -56,7 +56,7 @@ def attention_figure(weights: Tensor, title: str) -> Any:
     extent = (x0 - 0.5, x0 + w.shape[1] - 0.5, t - 0.5, -0.5)
     im = ax.imshow(w, aspect="auto", cmap="magma", interpolation="nearest", extent=extent)
     ax.set(title=f"attention, last layer, mean over heads ({title})", ylabel="query step")
-    ax.set_xlabel("key step (< 0: memory from before the episode)" if x0 < 0 else "key step")
+    ax.set_xlabel("key step (< 0: memory slots, oldest first)" if x0 < 0 else "key step")
     fig.colorbar(im, ax=ax, fraction=0.04)
     ax_last.bar(np.arange(x0, x0 + w.shape[1]), w[-1], color="tab:purple", width=1.0)
     ax_last.set(xlim=extent[:2], xlabel="key step", ylabel="weight")

@@ -239,6 +239,28 @@ class CompressiveCore(MemoryCore):
             new["usage"] = torch.stack(usages, 1)
         return CoreOutput(self.ln_out(h), new, aux / self.n_layers)
 
+    @torch.no_grad()
+    def inspect(self, x: Tensor, state: State, episode_start: Tensor) -> dict[str, Tensor]:
+        """Last layer's attention (T, K) for row 0, averaged over heads (MemoryCore.inspect).
+
+        Keys: the ``n_cmem`` compressed slots, the T blocks compressed during this call, the
+        raw-memory slots, then the T steps of ``x``; masked keys get weight 0.
+        """
+        block, seen = self.blocks[-1], []
+        call = type(block).forward
+
+        def forward(*args: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+            out = call(block, *args[:5], True)
+            seen.append(out[2])
+            return out
+
+        block.forward = forward  # listen in on the last layer for this one call
+        try:
+            self(x, state, episode_start)
+        finally:
+            del block.forward
+        return {"attention": seen[-1][0].mean(0)}  # the main pass (after a most_used one)
+
     @staticmethod
     def reconstruction_loss(
         block: TransformerBlock, h: Tensor, windows: Tensor, blocks: Tensor, formed: Tensor
