@@ -124,6 +124,7 @@ def synthetic_corpus(kind: str, split: str, options: dict) -> Corpus:
                 int(options.get("docs_per_distance", 4)),
                 distances=list(options.get("distances", (1024, 2048, 4096, 8192, 16384))),
                 code_len=code_len,
+                compact=bool(options.get("compact", False)),
                 seed=seed,
             )
     except ValueError as e:

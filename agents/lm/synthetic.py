@@ -178,9 +178,13 @@ def needle_set(
     docs_per_distance: int,
     distances: Sequence[int] = (1024, 2048, 4096, 8192, 16384),
     code_len: int = 3,
+    compact: bool = False,
     seed: int = 0,
 ) -> list[MarkedDocument]:
-    """One fact per document, recalled after ``distance`` bytes of filler, for every distance."""
+    """One fact per document, recalled after ``distance`` bytes of filler, for every distance.
+
+    Use the same ``code_len`` and ``compact`` as in training: only the distance changes.
+    """
     if any(d < 1 for d in distances):
         raise ValueError(f"distances must be positive, got {list(distances)}")
     rng = random.Random(seed)

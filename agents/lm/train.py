@@ -45,6 +45,7 @@ class TrainResult:
     steps: int
     wall_s: float
     tokens_per_s: float
+    """Training bytes per second, counting only the training steps."""
     train_bits_per_byte: float
     """Mean over the last logging interval."""
     val: EvalResult | None
@@ -156,11 +157,13 @@ def train(cfg: LMConfig) -> TrainResult:
     state = model.initial_state(t.batch_size, device)
     bytes_per_step = t.batch_size * t.segment_len * t.detach_every
     bar = tqdm(total=t.steps, unit="step", disable=not cfg.run.progress, dynamic_ncols=True)
-    log_nats, log_n, log_t0 = 0.0, 0, time.perf_counter()
+    log_nats, log_n, log_busy = 0.0, 0, 0.0
+    busy = 0.0  # seconds spent in training steps only (no evaluation, sampling, checkpoints)
     train_bpb, val = float("nan"), None
     t0 = time.perf_counter()
     model.train()
     for step in range(1, t.steps + 1):
+        step_t0 = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step - 1, cfg)
         loss = torch.zeros((), device=device)
@@ -176,20 +179,24 @@ def train(cfg: LMConfig) -> TrainResult:
             nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         optimizer.step()
         state = model.detach(state)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        dt = time.perf_counter() - step_t0
+        busy += dt
+        log_busy += dt
         log_n += 1
         bar.update(1)
         if step % cfg.run.log_every == 0 or step == t.steps:
-            elapsed = time.perf_counter() - log_t0
             train_bpb = log_nats / log_n / LN2
             writer.add_scalar("train/bits_per_byte", train_bpb, step)
-            writer.add_scalar("train/tokens_per_s", log_n * bytes_per_step / elapsed, step)
+            writer.add_scalar("train/tokens_per_s", log_n * bytes_per_step / log_busy, step)
             writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
             bar.set_postfix(bpb=f"{train_bpb:.3f}")
-            log_nats, log_n, log_t0 = 0.0, 0, time.perf_counter()
+            log_nats, log_n, log_busy = 0.0, 0, 0.0
         if step % t.eval_every == 0 or step == t.steps:
             val = validate(step)
             bar.write(f"step {step}: val bits/byte {val.bits_per_byte:.4f}")
-        if t.sample_every and step % t.sample_every == 0:
+        if t.sample_every and t.sample_bytes and step % t.sample_every == 0:
             write_sample(step)
         if step % cfg.run.checkpoint_every == 0 or step == t.steps:
             save_atomic(
@@ -197,9 +204,10 @@ def train(cfg: LMConfig) -> TrainResult:
             )
     bar.close()
     wall = time.perf_counter() - t0
-    write_sample(t.steps)
+    if t.sample_bytes:
+        write_sample(t.steps)
     writer.close()
-    return TrainResult(run_dir, t.steps, wall, t.steps * bytes_per_step / wall, train_bpb, val)
+    return TrainResult(run_dir, t.steps, wall, t.steps * bytes_per_step / busy, train_bpb, val)
 
 
 __all__ = ["DataError", "TrainResult", "load_corpora", "train"]
