@@ -195,7 +195,8 @@ def train(cfg: LMConfig) -> TrainResult:
             log_nats, log_n, log_busy = 0.0, 0, 0.0
         if step % t.eval_every == 0 or step == t.steps:
             val = validate(step)
-            bar.write(f"step {step}: val bits/byte {val.bits_per_byte:.4f}")
+            if cfg.run.progress:
+                bar.write(f"step {step}: val bits/byte {val.bits_per_byte:.4f}")
         if t.sample_every and t.sample_bytes and step % t.sample_every == 0:
             write_sample(step)
         if step % cfg.run.checkpoint_every == 0 or step == t.steps:
