@@ -2,8 +2,8 @@
 
 Slow tests (``-m slow``) train PPO on the recall task: the cue can only be recalled through the
 core's memory, because the delay is longer than the training segment (``ppo.bptt_len``) and,
-for the controls, longer than what the memory reaches. Measured on this 2-core machine under
-load; wall times in the report of each test's docstring.
+for the controls, longer than what the memory reaches. Measured numbers are in each test's
+docstring (2-core machine shared with other jobs, so wall times are pessimistic).
 """
 
 from __future__ import annotations
@@ -56,7 +56,11 @@ def near_chance(res) -> bool:
 
 @pytest.mark.slow
 def test_gtrxl_recalls_beyond_its_training_segment(tmp_path: Path) -> None:
-    """Delay 16 > bptt_len 8, inside mem_len 32: the cue is only reachable through memory."""
+    """Delay 16 > bptt_len 8, inside mem_len 32: the cue is only reachable through memory.
+
+    Measured (seed 0): 0.93 success at 590k steps, 824 s on the loaded 2-core machine; with
+    bptt_len 32 instead, 0.96 at 508k steps. trxl (post-LN) was still at 0.25 after 800k.
+    """
     res = run(
         tmp_path, "configs/recall_gtrxl.yaml", "ppo.total_steps=2000000", "ppo.target_success=0.9"
     )
@@ -65,14 +69,20 @@ def test_gtrxl_recalls_beyond_its_training_segment(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_gtrxl_with_short_memory_stays_at_chance(tmp_path: Path) -> None:
-    """Same model, mem_len 8: one layer reaches 8 steps back, the cue is 17 back."""
+    """Same model, mem_len 8: one layer reaches 8 steps back, the cue is 17 back.
+
+    Measured (seed 0): 0.22-0.26 over the last updates up to 704k steps.
+    """
     res = run(tmp_path, "configs/recall_gtrxl.yaml", "core.mem_len=8", "ppo.total_steps=700000")
     assert near_chance(res), res.history[-5:]
 
 
 @pytest.mark.slow
 def test_compressive_recalls_from_compressed_memory(tmp_path: Path) -> None:
-    """Delay 16 > n_mem 8, < n_mem + c * n_cmem = 24: only the compressed memory holds the cue."""
+    """Delay 16 > n_mem 8, < n_mem + c * n_cmem = 24: only the compressed memory holds the cue.
+
+    Measured (seed 0): 0.91 success at 672k steps, 1057 s on the loaded 2-core machine.
+    """
     res = run(
         tmp_path,
         "configs/recall_compressive.yaml",
