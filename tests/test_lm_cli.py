@@ -155,3 +155,30 @@ def test_every_registered_core_has_an_lm_config() -> None:
     have = {p.stem.removeprefix("lm_") for p in lm_configs()}
     missing = sorted(set(memory.core_names()) - have)
     assert not missing, f"no configs/lm_<core>.yaml for {missing}"
+
+
+def test_train_and_eval_on_a_folder_of_books(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    books = tmp_path / "books"
+    books.mkdir()
+    for i in range(3):
+        (books / f"{i}.txt").write_text(f"book {i}: " + "the river ran on. " * (20 + 10 * i))
+    run = tmp_path / "run"
+    over = [f"data.path={books}", f"run.dir={run}", *TINY]
+    assert lm(["train", str(ROOT / "configs/lm_gru.yaml"), *over]) == 0
+    assert lm(["eval", str(run / "checkpoints" / "last.pt"), "--data", str(books)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "3 documents" in out[-2] and out[-1].startswith("bits_per_byte ")
+
+
+@pytest.mark.parametrize(
+    "core", [c for c in memory.core_names() if "mem_len" in memory.core_options(c)]
+)
+def test_longer_memory_at_evaluation(core: str, tmp_path: Path, capsys) -> None:
+    run = tmp_path / core
+    over = ["core.mem_len=8", "core.n_layers=1", "core.n_heads=2"]
+    assert lm(["train", str(ROOT / f"configs/lm_{core}.yaml"), f"run.dir={run}", *TINY, *over]) == 0
+    argv = ["eval", str(run), "--max-bytes", "400", "--core-option", "mem_len=32"]
+    assert lm(argv) == 0
+    captured = capsys.readouterr()
+    assert "ignored" not in captured.err
+    assert captured.out.strip().splitlines()[-1].startswith("bits_per_byte ")
