@@ -182,3 +182,15 @@ def test_longer_memory_at_evaluation(core: str, tmp_path: Path, capsys) -> None:
     captured = capsys.readouterr()
     assert "ignored" not in captured.err
     assert captured.out.strip().splitlines()[-1].startswith("bits_per_byte ")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when CUDA is absent")
+def test_cuda_without_cuda_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    assert lm(["train", str(ROOT / "configs/lm_lstm.yaml"), "device=cuda", *TINY]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_eval_of_one_byte_documents(run_dir: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "x.txt").write_bytes(b"x")
+    assert lm(["eval", str(run_dir), "--data", str(tmp_path / "x.txt")]) == 2
+    assert "nothing to predict" in capsys.readouterr().err

@@ -23,6 +23,9 @@ def _user_errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
             text = str(e).strip()
             print(f"error: {text.splitlines()[0] if text else type(e).__name__}", file=sys.stderr)
             return 2
+        except FloatingPointError as e:  # a diverged run: not the user's input, still one line
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             print("interrupted: the last checkpoint is kept", file=sys.stderr)
             return 130
@@ -105,9 +108,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.batch_size < 1 or args.segment_len < 0:
+        raise ValueError("--batch-size must be >= 1 and --segment-len >= 0")
     model, cfg = load_model(args.checkpoint, args.device, parse_core_options(args.core_option))
     syn = dataclasses.asdict(cfg.data.synthetic)
     corpus = load_corpus(args.data or cfg.data.path, args.split, syn)
+    if len(corpus) - corpus.n_docs < 1:
+        raise ValueError(f"{corpus.name}: every document is one byte long; nothing to predict")
     seg_len = args.segment_len or cfg.train.segment_len
     streams = document_streams(corpus, args.batch_size, args.max_bytes)
     res = evaluate(model, streams, seg_len, args.device, cfg.train.amp, progress=args.progress)
