@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from memory.base import CoreOutput, MemoryCore, State, where_rows
+from memory.base import CoreOutput, MemoryCore, State, tree_map2, where_rows
 from memory.neural_memory import NeuralMemory
 from memory.registry import register_core
 from memory.titans_layout import ChunkLayout, chunk_layout
@@ -219,7 +219,7 @@ class TitansLayer(nn.Module):
         n_slots = lay.real.shape[1]
         idx = lay.vpos[..., None].expand(-1, -1, d)  # (B, T, D)
         waiting = torch.arange(self.chunk, device=x.device) < lay.n_buffered[:, None]
-        xv = torch.where(waiting[..., None], st["buf"], 0.0)  # (B, chunk, D)
+        xv = torch.where(waiting[..., None], st["buf"].to(x.dtype), 0.0)  # (B, chunk, D)
         xv = nn.functional.pad(xv, (0, 0, 0, n_slots - self.chunk))
         xv = xv + torch.zeros_like(xv).scatter(1, idx, x)  # (B, S, D) virtual grid
 
@@ -342,6 +342,8 @@ class TitansCore(MemoryCore):
             x, st = layer(x, st, lay, episode_start)
             new_layers.append(st)
         new_state = {"count": lay.tail_count, "layers": tuple(new_layers)}
+        # Under autocast some leaves come back in bf16; the state keeps its own dtypes.
+        new_state = tree_map2(lambda new, old: new.to(old.dtype), new_state, state)
         return CoreOutput(x, new_state, self.zero_aux(x))
 
     @torch.no_grad()
