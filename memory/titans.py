@@ -54,6 +54,17 @@ from memory.window_attention import SlidingWindowAttention
 VARIANTS = ("lmm", "mac", "mag", "mal")
 
 
+def _chunk_flags(lay: ChunkLayout) -> tuple[list[bool], list[bool]]:
+    """Per chunk: does any row reset / complete it? Lets a call skip idle work.
+
+    A one-chunk call (acting) answers True, True without asking the device: the work is then
+    done for every row and selected with ``torch.where``, so acting never syncs with the host.
+    """
+    if lay.fresh.shape[1] == 1:
+        return [True], [True]
+    return lay.fresh.any(0).tolist(), lay.complete.any(0).tolist()
+
+
 class TitansLayer(nn.Module):
     """One Titans layer (variant block + feed-forward block); see the module docstring."""
 
@@ -126,7 +137,7 @@ class TitansLayer(nn.Module):
         # split/unbind once: indexing inside the loop would make backward quadratic in T
         # (each slice's backward writes into a zero tensor of the full size).
         u_chunks, real_chunks = u.split(c, dim=1), lay.real.split(c, dim=1)
-        any_fresh, any_complete = lay.fresh.any(0).tolist(), lay.complete.any(0).tolist()
+        any_fresh, any_complete = _chunk_flags(lay)
         for i, (uc, real) in enumerate(zip(u_chunks, real_chunks)):
             fresh, complete = lay.fresh[:, i], lay.complete[:, i]
             if any_fresh[i]:
@@ -172,8 +183,9 @@ class TitansLayer(nn.Module):
         ep_tail = torch.zeros(b, n_tail, dtype=torch.long, device=u.device)
         q, full_q = mem.queries(u, st["tail_q"], lay.ep_slot, ep_tail)  # (B, S, H, Dh)
         k, v, full_kv = mem.keys_values(u, st["tail_kv"], lay.ep_slot, ep_tail)
+        any_fresh, any_complete = _chunk_flags(lay)
         # Gates matter only for chunks that complete (often none when acting one step).
-        coefs = mem.coefficients(u.view(b, n, c, d)) if lay.complete.any() else None
+        coefs = mem.coefficients(u.view(b, n, c, d)) if any(any_complete) else None
 
         def grid(t: Tensor) -> Tensor:  # (B, S, H, Dh) -> (B, N, H, c, Dh)
             return t.view(b, n, c, *t.shape[2:]).transpose(2, 3)
@@ -182,7 +194,6 @@ class TitansLayer(nn.Module):
         ks, vs = grid(k).unbind(1), grid(v).unbind(1)
         if coefs is not None:
             coef_chunks = [type(coefs)(*f) for f in zip(*(t.unbind(1) for t in coefs))]
-        any_fresh, any_complete = lay.fresh.any(0).tolist(), lay.complete.any(0).tolist()
         w, s = st["W"], st["S"]
         chunk_start_w = []
         for i in range(n):

@@ -53,7 +53,8 @@ def chunk_layout(episode_start: Tensor, count: Tensor, chunk: int) -> ChunkLayou
     last = ep[:, -1:]
     last_len, last_base = ep_len.gather(1, last)[:, 0], base.gather(1, last)[:, 0]
     tail_count = last_len % chunk
-    n_slots = int((base + n_chunks * chunk).max())
+    # One token always fits one chunk; knowing it spares acting a device-to-host sync.
+    n_slots = chunk if t == 1 else int((base + n_chunks * chunk).max())
     real = torch.zeros(b, n_slots, dtype=torch.bool, device=dev).scatter(1, vpos, True)
     real |= torch.arange(n_slots, device=dev) < n_buf[:, None]
     start_at = torch.zeros(b, n_slots, dtype=torch.bool, device=dev)
