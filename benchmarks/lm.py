@@ -34,7 +34,7 @@ SYNTHETIC = [
     "data.synthetic.compact=true",
     "data.synthetic.code_len=1",
     "data.synthetic.gap_min=0",
-    "data.synthetic.gap_max=48",
+    "data.synthetic.gap_max=16",
     "data.synthetic.rounds=20",
     "data.synthetic.lead_max=0",
     "data.synthetic.docs=400",
@@ -77,7 +77,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cores", nargs="*", default=None, help="default: every registered core")
     p.add_argument("--data", default="synthetic:recall", help="file, folder, PG-19 root")
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=800)
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--segment-len", type=int, default=64)

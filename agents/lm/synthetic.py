@@ -1,19 +1,27 @@
 """Synthetic long-range text: facts stated early and recalled later, with the recall bytes marked.
 
 Description:
-    Each document is a short story of lowercase filler sentences. Near the start, a name is
-    given a code of random uppercase letters (``"remember: mila's code is [QXW]."``); after a
-    gap of filler, the story recalls it (``"so mila's code was [QXW]."``). The code bytes in
-    the recall are unpredictable from anything but the earlier statement, so the bits per byte
-    at exactly those positions measure memory and nothing else. Uppercase letters appear only
-    in codes and ``[`` only before them, so even the memoryless ``none`` core (which sees one
-    byte) knows that a code letter comes and pays log2(26) = 4.7 bits for it, the best any
-    model without memory can do; a model that remembers pays close to 0.
+    Each document is a story of lowercase filler sentences. A name is given a code of random
+    uppercase letters (``"remember: mila's code is [QXW]."``); after a gap of filler, the
+    story recalls it (``"so mila's code was <QXW>."``). The code bytes in the recall are
+    unpredictable from anything but the earlier statement, so the bits per byte at exactly
+    those positions measure memory and nothing else. Uppercase letters appear only in codes,
+    and ``<`` only before a recall, so even the memoryless ``none`` core (which sees one byte)
+    knows that a recalled letter comes and pays log2(26) = 4.7 bits for it, the best any model
+    without memory can do; a model that remembers pays close to 0.
+
+Options:
+    ``facts`` per round (more than one: codes must be bound to names), ``rounds`` per document
+    (long documents, few resets), ``compact`` phrasing (``[QXW]`` ... ``<QXW>``, no names
+    unless ``facts > 1``). Measured here: a 64-wide LSTM finds compact recalls 3-19 bytes back
+    in ~500 steps of 16x64 bytes, but not sentence-phrased ones 22-60 bytes back within 1,500
+    steps, nor compact ones 18-26 bytes back within 800: short distances in the mix bootstrap
+    the long ones.
 
 Two sets share this format, so a model trained on one is evaluated on the other:
-    ``recall``: gaps of ``gap_min``..``gap_max`` bytes (default 20-60: a tiny LSTM learns it in
-    seconds). ``needle``: one fact per document with the recall 1k to 16k bytes after it
-    (``distances``), to chart recall accuracy against distance.
+    ``recall``: gaps of ``gap_min``..``gap_max`` filler bytes. ``needle``: one fact per
+    document with the recall 1k to 16k bytes after it (``distances``), to chart recall
+    accuracy against distance.
 
 Marks:
     ``distance[i] > 0`` where byte ``i`` is a recalled code byte; the value is how many bytes
