@@ -25,6 +25,8 @@ Departures from the paper, and why:
 - ``most_used`` scores usage by attention over the raw memory only (a first pass that ignores
   the compressed slots); the paper does not pin down the normaliser.
 - Episodes: slots from an earlier episode are masked; blocks are formed per episode.
+- Keys/values of both memories are cached in the state (``cache_kv``) and used when no
+  gradient is needed, as in ``trxl``: an acting step projects only the new step and block.
 - ``aux_loss`` is computed only when gradients are enabled (it has nothing to train otherwise).
 - The blocks are the trxl/gtrxl blocks (``gated``/``pre_ln`` options); no dropout.
 """
@@ -76,11 +78,13 @@ class CompressiveCore(MemoryCore):
         ``cmem``: (B, n_layers, n_cmem, D) compressed slots, oldest first (invalid ones zero);
         ``cvalid``: (B, n_cmem) bool, compressed slot belongs to the current episode;
         ``ep_t``: (B,) long, episode time of the last step (-1: nothing seen yet);
+        ``raw_kv``, ``cmem_kv`` (if ``cache_kv``): their keys and values, (..., 2D);
         ``usage`` (``most_used`` only): (B, n_layers, R) attention received by each raw state.
 
     Args:
         d_model: width of inputs, outputs and every layer.
-        n_layers, n_heads, d_ff, gated, pre_ln, gate_bias, memory_dtype: as in ``trxl``.
+        n_layers, n_heads, d_ff, gated, pre_ln, gate_bias, cache_kv, memory_dtype: as in
+            ``trxl`` (with ``cache_kv`` an acting step projects only the new step and block).
         n_mem: FIFO memory length (raw states) per layer.
         n_cmem: compressed memory length per layer.
         compression_rate: c, states per compressed slot.
@@ -100,6 +104,7 @@ class CompressiveCore(MemoryCore):
         gated: bool = False,
         pre_ln: bool = False,
         gate_bias: float = 2.0,
+        cache_kv: bool = True,
         memory_dtype: str = "float32",
     ) -> None:
         super().__init__()
@@ -118,6 +123,7 @@ class CompressiveCore(MemoryCore):
         self.n_mem, self.n_cmem, self.rate = n_mem, n_cmem, compression_rate
         self.n_raw = n_mem + compression_rate - 1
         self.compression, self.memory_dtype = compression, DTYPES[memory_dtype]
+        self.cache_kv = cache_kv
         self.pre_ln = pre_ln or gated
         d_ff = d_ff or 4 * d_model
         self.blocks = nn.ModuleList(
@@ -138,6 +144,9 @@ class CompressiveCore(MemoryCore):
             "cvalid": torch.zeros(b, self.n_cmem, dtype=torch.bool, device=device),
             "ep_t": torch.full((b,), -1, dtype=torch.long, device=device),
         }
+        if self.cache_kv:
+            state["raw_kv"] = torch.zeros(b, n, self.n_raw, 2 * d, device=device, dtype=dt)
+            state["cmem_kv"] = torch.zeros(b, n, self.n_cmem, 2 * d, device=device, dtype=dt)
         if self.compression == "most_used":
             state["usage"] = torch.zeros(b, n, self.n_raw, device=device)
         return state
@@ -203,7 +212,11 @@ class CompressiveCore(MemoryCore):
             return gather_rel(scores, plan["dist"])
 
         keep = plan["keep"][..., None].expand(-1, -1, self.d_model)
-        raws, cmems, usages, aux = [], [], [], x.new_zeros(())
+        keep2 = plan["keep"][..., None].expand(-1, -1, 2 * self.d_model)
+        use_cache = self.cache_kv and not torch.is_grad_enabled()
+        raws, cmems, usages, raw_kvs, cmem_kvs = [], [], [], [], []
+        aux = x.new_zeros(())
+        cvalid = plan["cvalid"][..., None]  # (B, ncm, 1)
         h = x
         for i, (block, comp) in enumerate(zip(self.blocks, self.compressors)):
             raw = state["raw"][:, i].to(x.dtype)  # (B, R, D)
@@ -221,13 +234,21 @@ class CompressiveCore(MemoryCore):
                 usage = stream_usage.unfold(1, c, 1)[:, :t]  # (B, T, c)
                 usages.append(stream_usage[:, -self.n_raw :])
             blocks = comp(windows, usage)  # (B, T, D); only the aux loss reaches comp
-            ctx = torch.cat([cm, blocks.detach(), raw], dim=1)
-            out, _, _ = block(h, block.kv_of(ctx), self.pos, rel, plan["mask"])
+            if use_cache:  # acting: keys/values of the memory were computed when it was written
+                kv_mem = [state["cmem_kv"][:, i], block.kv_of(blocks), state["raw_kv"][:, i]]
+                kv_ctx = torch.cat([z.to(x.dtype) for z in kv_mem], dim=1)
+            else:
+                kv_ctx = block.kv_of(torch.cat([cm, blocks.detach(), raw], dim=1))
+            out, kv, _ = block(h, kv_ctx, self.pos, rel, plan["mask"])
             if torch.is_grad_enabled() and self.compression == "conv":
                 aux = aux + self.reconstruction_loss(block, h, windows, blocks, plan["formed"])
             raws.append(stream[:, -self.n_raw :])
             new_cm = torch.cat([cm, blocks.detach()], dim=1).gather(1, keep)
-            cmems.append(new_cm * plan["cvalid"][..., None])
+            cmems.append(new_cm * cvalid)
+            if self.cache_kv:
+                kv = kv.detach()  # (B, ncm + T + R + T, 2D)
+                raw_kvs.append(kv[:, ncm + t :][:, -self.n_raw :])
+                cmem_kvs.append(kv[:, : ncm + t].gather(1, keep2) * cvalid)
             h = out
         new = {
             "raw": torch.stack(raws, 1).to(self.memory_dtype),
@@ -235,6 +256,9 @@ class CompressiveCore(MemoryCore):
             "cvalid": plan["cvalid"],
             "ep_t": plan["ep_t"],
         }
+        if self.cache_kv:
+            new["raw_kv"] = torch.stack(raw_kvs, 1).to(self.memory_dtype)
+            new["cmem_kv"] = torch.stack(cmem_kvs, 1).to(self.memory_dtype)
         if usages:
             new["usage"] = torch.stack(usages, 1)
         return CoreOutput(self.ln_out(h), new, aux / self.n_layers)

@@ -45,6 +45,30 @@ def test_steps_equal_segment_for_every_compression(compression: str, gated: bool
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("compression", ["conv", "most_used"])
+def test_cached_kv_equals_recomputed(compression: str) -> None:
+    core = make(compression=compression, gated=True)
+    x = torch.randn(B, 26, D)
+    starts = starts_for(26)
+    with torch.no_grad():
+        a = core(x[:, :17], core.initial_state(B, "cpu"), starts[:, :17])
+        cached = core(x[:, 17:], a.state, starts[:, 17:])
+    recomputed = core(x[:, 17:], a.state, starts[:, 17:])  # grad mode: from hidden states
+    torch.testing.assert_close(cached.y, recomputed.y.detach(), atol=1e-5, rtol=1e-4)
+    for k in ("raw_kv", "cmem_kv"):
+        torch.testing.assert_close(cached.state[k], recomputed.state[k], atol=1e-5, rtol=1e-4)
+
+
+def test_acting_step_projects_only_the_new_step_and_block() -> None:
+    core = make(n_mem=32, n_cmem=16)
+    sizes: list[int] = []
+    for blk in core.blocks:
+        blk.attn.kv.register_forward_hook(lambda _m, inp, _o: sizes.append(inp[0].shape[1]))
+    with torch.no_grad():
+        core(torch.randn(B, 1, D), core.initial_state(B, "cpu"), torch.ones(B, 1, dtype=bool))
+    assert sizes == [1, 1] * core.n_layers, sizes
+
+
 def test_compressed_memory_holds_blocks_of_c_evicted_states() -> None:
     """Layer 0's inputs are x: with mean pooling its compressed memory is block means of x.
 
