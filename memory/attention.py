@@ -13,10 +13,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+RelFn = Callable[[Tensor], Tensor]
+"""Maps position scores by distance (B, H, T, P) to scores by key (B, H, T, K)."""
 
 
 def sinusoid(pos: Tensor, d_model: int) -> Tensor:
@@ -95,7 +99,13 @@ class RelMultiHeadAttention(nn.Module):
         return torch.einsum("bhtd,hde,pe->bhtp", qv, w, r)
 
     def forward(
-        self, hq: Tensor, kv: Tensor, pos: Tensor, rel, mask: Tensor, need_weights: bool = False
+        self,
+        hq: Tensor,
+        kv: Tensor,
+        pos: Tensor,
+        rel: RelFn,
+        mask: Tensor,
+        need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from queries ``hq`` (B, T, D) to keys/values ``kv`` (B, K, 2D).
 
@@ -196,7 +206,7 @@ class TransformerBlock(nn.Module):
         h: Tensor,
         kv_ctx: Tensor,
         pos: Tensor,
-        rel,
+        rel: RelFn,
         mask: Tensor,
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor, Tensor | None]:

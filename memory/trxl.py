@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from memory.attention import TransformerBlock, rel_shift
+from memory.attention import RelFn, TransformerBlock, rel_shift
 from memory.base import CoreOutput, MemoryCore, State
 from memory.registry import register_core
 
@@ -164,7 +164,7 @@ class TransformerXLCore(MemoryCore):
         return {"attention": w[0].mean(0)}
 
 
-def rel_shift_window(t: int):
+def rel_shift_window(t: int) -> RelFn:
     """Scores over distances (M..0) -> over the M + T keys: pad the distances beyond the window
     (masked anyway) with zeros, then Dai's rel-shift."""
 
