@@ -71,11 +71,16 @@ def test_eval_core_option_only_where_the_core_has_it(
 
 
 def test_eval_needle_table(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
-    tiny_needle = str(run_dir / "needle.txt")
-    assert lm(["eval", str(run_dir), "--data", "synthetic:needle", "--max-bytes", "3000"]) == 0
+    argv = ["eval", str(run_dir), "--data", "synthetic:needle", "--max-bytes", "3000"]
+    assert lm(argv) == 0
     out = capsys.readouterr().out
     assert "1024-2047" in out and "accuracy" in out
-    del tiny_needle
+    argv = [*argv[:4], "--synthetic", "distances=[64, 300]", "--synthetic", "docs_per_distance=2"]
+    assert lm(argv) == 0
+    out = capsys.readouterr().out
+    assert "64-127" in out and "256-511" in out and "4 documents" in out
+    assert lm([*argv, "--synthetic", "nope=1"]) == 2
+    assert "no option 'nope'" in capsys.readouterr().err
 
 
 def test_sample_generates_bytes(run_dir: Path, capsys: pytest.CaptureFixture) -> None:

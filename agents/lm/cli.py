@@ -33,13 +33,13 @@ def _user_errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
     return run
 
 
-def parse_core_options(items: list[str]) -> dict[str, Any]:
+def parse_options(items: list[str]) -> dict[str, Any]:
     """``['mem_len=512']`` -> ``{'mem_len': 512}`` (values read as YAML)."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--core-option {item!r} must look like name=value")
+            raise ValueError(f"option {item!r} must look like name=value")
         try:
             out[key] = yaml.safe_load(raw)
         except yaml.YAMLError:
@@ -110,8 +110,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.batch_size < 1 or args.segment_len < 0:
         raise ValueError("--batch-size must be >= 1 and --segment-len >= 0")
-    model, cfg = load_model(args.checkpoint, args.device, parse_core_options(args.core_option))
+    model, cfg = load_model(args.checkpoint, args.device, parse_options(args.core_option))
     syn = dataclasses.asdict(cfg.data.synthetic)
+    for key, value in parse_options(args.synthetic).items():
+        if key not in syn:
+            raise ValueError(f"--synthetic: no option {key!r}; valid: {', '.join(sorted(syn))}")
+        syn[key] = value
     corpus = load_corpus(args.data or cfg.data.path, args.split, syn)
     if len(corpus) - corpus.n_docs < 1:
         raise ValueError(f"{corpus.name}: every document is one byte long; nothing to predict")
@@ -177,6 +181,13 @@ def add_lm_parser(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="override a core option at evaluation, e.g. mem_len=512 (only if the core has it)",
+    )
+    e.add_argument(
+        "--synthetic",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a synthetic-set option, e.g. distances=[256,512] or docs_per_distance=8",
     )
     e.add_argument(
         "--segment-len", type=int, default=0, help="bytes per call (default: training's)"
