@@ -145,3 +145,10 @@ def test_synthetic_splits_differ() -> None:
     assert not torch.equal(a.data[:100], b.data[:100])
     with pytest.raises(DataError, match="unknown synthetic set"):
         load_corpus("synthetic:nope")
+
+
+def test_needle_follows_the_training_phrasing() -> None:
+    opts = {"distances": [16], "docs_per_distance": 3, "compact": True, "code_len": 1}
+    c = load_corpus("synthetic:needle", "validation", {**opts, "lead_max": 0})
+    assert b"remember" not in bytes(c.data.tolist())
+    assert c.distance[c.distance > 0].tolist() == [19, 19, 19]  # ] + 16 filler + < + code

@@ -125,6 +125,7 @@ def synthetic_corpus(kind: str, split: str, options: dict) -> Corpus:
                 distances=list(options.get("distances", (1024, 2048, 4096, 8192, 16384))),
                 code_len=code_len,
                 compact=bool(options.get("compact", False)),
+                lead_max=int(options.get("lead_max", 20)),
                 seed=seed,
             )
     except ValueError as e:

@@ -187,13 +187,19 @@ def needle_set(
     distances: Sequence[int] = (1024, 2048, 4096, 8192, 16384),
     code_len: int = 3,
     compact: bool = False,
+    lead_max: int = 20,
     seed: int = 0,
 ) -> list[MarkedDocument]:
     """One fact per document, recalled after ``distance`` bytes of filler, for every distance.
 
-    Use the same ``code_len`` and ``compact`` as in training: only the distance changes.
+    Use the same ``code_len``, ``compact`` and ``lead_max`` as in training: only the distance
+    changes.
     """
     if any(d < 1 for d in distances):
         raise ValueError(f"distances must be positive, got {list(distances)}")
     rng = random.Random(seed)
-    return [story(rng, [d], code_len, facts=1) for d in distances for _ in range(docs_per_distance)]
+    return [
+        story(rng, [d], code_len, facts=1, lead_max=lead_max, compact=compact)
+        for d in distances
+        for _ in range(docs_per_distance)
+    ]
