@@ -3,7 +3,9 @@
 The metric is bits per byte at the recall bytes of ``synthetic:recall`` (a code recalled 3-19
 bytes after it was given; ``compact`` phrasing). Without memory the best possible is
 log2(26) = 4.7 bits there, and ``none`` sits at it; a core that remembers goes far below.
-LSTM runs in the default suite; the other cores are ``slow``.
+LSTM runs in the default suite; the other cores are ``slow``. Measured: the LSTM solves it
+(recall accuracy >= 0.9) by 600 steps on seeds 0 and 1 but not on seed 2, which needs ~900;
+900 steps solved seeds 0, 2 and 3, hence 900 (about 25 s of training on one free core).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def check_beats_none(core: str, steps: int, tmp: str) -> None:
 
 
 def test_lstm_beats_none_at_recall(tmp: str) -> None:
-    check_beats_none("lstm", 600, tmp)
+    check_beats_none("lstm", 900, tmp)
 
 
 @pytest.mark.slow
