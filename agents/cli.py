@@ -185,12 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("envs", help="list mnemo's environments").set_defaults(func=cmd_envs)
     sub.add_parser("cores", help="list memory cores and their options").set_defaults(func=cmd_cores)
-    try:
-        from agents.lm.cli import add_lm_parser
-    except ImportError:
-        pass
-    else:
-        add_lm_parser(sub)
+    from agents.lm.cli import add_lm_parser
+
+    add_lm_parser(sub)
     return p
 
 

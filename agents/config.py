@@ -190,6 +190,11 @@ def check_names(cfg: TrainConfig) -> None:
         memory.make_core(cfg.core.name, cfg.core.d_model, **cfg.core.options)
     except memory.CoreConfigError as e:
         raise ConfigError(str(e)) from e
+    except (RuntimeError, MemoryError) as e:  # e.g. a size too large to allocate
+        first = str(e).splitlines()[0][:160]
+        raise ConfigError(
+            f"core {cfg.core.name!r} cannot be built with these sizes: {first}"
+        ) from e
 
 
 def describe(cfg: Any) -> str:

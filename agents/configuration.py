@@ -9,6 +9,7 @@ not fields go there (used for core-specific options, which the core registry val
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -142,6 +143,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str) and any(c in value.lower() for c in ".e"):
+        # YAML 1.1 reads 5e-3 and 1e6 as strings; a user means numbers.
+        with contextlib.suppress(ValueError):
+            value = float(value)
     return key.split("."), value
 
 

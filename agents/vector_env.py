@@ -57,8 +57,10 @@ class GymVectorEnv:
         obs, reward, term, trunc, info = self.env.step(actions.cpu().numpy())
         done = term | trunc
         success = np.zeros(self.num_envs, dtype=bool)
-        if "success" in info:
-            success = np.asarray(info["success"], dtype=bool) & info.get("_success", True)
+        # Same-step autoreset moves a finished episode's info under "final_info".
+        final = info.get("final_info", {})
+        if "success" in final:
+            success = np.asarray(final["success"], dtype=bool) & final.get("_success", True)
         final_obs = obs.copy()
         if "final_obs" in info:
             for i in np.nonzero(done)[0]:

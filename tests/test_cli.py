@@ -32,7 +32,7 @@ TINY = [
         ("ppo.total_steps=0", "ppo.total_steps must be >= 1"),
         ("ppo.bptt_len=7", "must divide"),
         ("env.id=mnemo/Nope-v0", "unknown env 'mnemo/Nope-v0'; mnemo envs:"),
-        ("core.name=lstmm", "unknown core 'lstmm'; valid cores: gru"),
+        ("core.name=lstmm", "unknown core 'lstmm'; valid cores: "),
         ("core.mem_len=3", "unknown config key 'core.mem_len' for core 'lstm'"),
         ("env.kwargs={delay: -2}", "delay must be"),
         ("device=tpu", "device must be"),
@@ -97,3 +97,17 @@ def test_tiny_train_writes_scalars_and_checkpoint(tmp_path: Path, batched: str) 
         assert tag in tags, tag
     assert "config" in "".join(acc.Tags()["tensors"])
     assert main(["eval", str(run), "--episodes", "20"]) == 0
+
+
+def test_gym_path_reports_success(tmp_path: Path) -> None:
+    """Non-twin envs: success is read from same-step autoreset's final_info."""
+    from agents.vector_env import GymVectorEnv
+
+    env = GymVectorEnv("mnemo/Recall-D8-v0", 2, "cpu")
+    env.reset(seed=0)
+    seen = []
+    for _ in range(3 * 10):
+        oracle = torch.tensor([e.unwrapped.oracle_action() for e in env.env.envs])
+        _, _, term, _, info = env.step(oracle)
+        seen += info["success"][term].tolist()
+    assert seen and all(seen)
