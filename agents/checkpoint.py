@@ -1,13 +1,18 @@
-"""Checkpoints written atomically: a crash mid-write never leaves a half-written file."""
+"""Checkpoints written atomically (a crash mid-write never leaves a half-written file), and
+the per-rank pieces a data-parallel run needs to resume exactly: RNG states and a world size."""
 
 from __future__ import annotations
 
 import os
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+
+from agents import distributed
 
 
 def save_atomic(obj: Any, path: str | Path) -> Path:
@@ -41,3 +46,58 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # a truncated or foreign file
         raise ValueError(f"{path} is not a readable mnemo checkpoint ({type(e).__name__})") from e
+
+
+def run_dir_of(path: str | Path) -> Path:
+    """The run folder of ``--resume PATH``: PATH itself, or RUN/checkpoints/last.pt's RUN."""
+    path = Path(path)
+    return path.parent.parent if path.suffix == ".pt" else path
+
+
+def to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor in nested dicts, lists and tuples moved to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
+def rng_state(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """This process's torch, numpy and Python RNG states (and the CUDA one on a GPU)."""
+    st: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.device(device).type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state(device)
+    return st
+
+
+def set_rng_state(st: dict[str, Any], device: torch.device | str = "cpu") -> None:
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(st["cuda"], device)
+
+
+def gather_rank_states(state: Any) -> list[Any] | None:
+    """Every rank's ``state`` (moved to the CPU) on rank 0, None elsewhere: a collective."""
+    return distributed.gather_to_main(to_cpu(state))
+
+
+def this_rank_state(ckpt: dict[str, Any]) -> Any:
+    """This rank's entry of ``ckpt["ranks"]``; a different world size fails in one line."""
+    ranks = ckpt["ranks"]
+    world = distributed.world_size()
+    if len(ranks) != world:
+        how = f"torchrun --nproc_per_node {len(ranks)}" if len(ranks) > 1 else "one process"
+        raise ValueError(
+            f"the checkpoint was written by {len(ranks)} data-parallel rank(s) and this run has "
+            f"{world}; resume it with {how}"
+        )
+    return ranks[distributed.rank()]

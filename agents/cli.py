@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
 """Errors that mean the user must change something: one line, exit code 2, no traceback."""
@@ -36,7 +35,7 @@ def _friendly(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
 
 @_friendly
 def cmd_train(args: argparse.Namespace) -> int:
-    from agents.checkpoint import load_checkpoint
+    from agents.checkpoint import load_checkpoint, run_dir_of
     from agents.config import TrainConfig, check_names, describe, load_train_config
     from agents.configuration import apply_overrides, from_dict
     from agents.train import train
@@ -48,6 +47,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     resume = None
     if args.resume:
         resume = load_checkpoint(args.resume)
+        if resume.get("kind") == "mnemo-lm":
+            raise ValueError(
+                f"{args.resume} is a language-model run; resume it with `mnemo lm train --resume`"
+            )
         cfg = from_dict(TrainConfig, apply_overrides(resume["config"], overrides))
         check_names(cfg)
     elif args.config is None:
@@ -57,9 +60,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.check:
         print(describe(cfg), end="")
         return 0
-    run_dir = Path(args.resume) if args.resume else None
-    if run_dir is not None and run_dir.suffix == ".pt":
-        run_dir = run_dir.parent.parent
+    run_dir = run_dir_of(args.resume) if args.resume else None
     result = train(cfg, resume=resume, run_dir=run_dir)
     from agents import distributed
 

@@ -25,6 +25,7 @@ __all__ = [
     "NullWriter",
     "all_reduce_grads",
     "broadcast_params",
+    "gather_to_main",
     "is_main",
     "rank",
     "rank_mean",
@@ -145,6 +146,19 @@ def any_rank(flag: bool) -> bool:
         t = t.cuda()
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def gather_to_main(obj: Any) -> list[Any] | None:
+    """Every rank's ``obj``, in rank order, on rank 0 (None on the others); ``[obj]`` alone.
+
+    A collective: every rank must call it at the same point. ``obj`` is pickled, so move its
+    tensors to the CPU first (agents.checkpoint.to_cpu) rather than ship GPU handles.
+    """
+    if world_size() == 1:
+        return [obj]
+    out: list[Any] | None = [None] * world_size() if is_main() else None
+    dist.gather_object(obj, out, dst=0)
+    return out
 
 
 class NullWriter:

@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import random
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from agents import distributed
-from agents.checkpoint import save_atomic as _save_atomic
+from agents.checkpoint import (
+    gather_rank_states,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+    this_rank_state,
+)
 from agents.config import TrainConfig, describe
 from agents.configuration import to_dict
+from agents.interrupt import GracefulStop, Interrupted
 from agents.ppo import PPO
+
+__all__ = ["GracefulStop", "Interrupted", "TrainResult", "train"]
 
 
 @dataclass
@@ -32,12 +40,6 @@ class TrainResult:
     """Env steps at which ``ppo.target_success`` was first reached (None if never)."""
     history: list[tuple[int, float]] = field(default_factory=list)
     """(env step, success rate) after every update."""
-
-
-def save_atomic(obj: dict, path: Path) -> None:
-    """Write a checkpoint on rank 0 only: data-parallel ranks hold the same weights."""
-    if distributed.is_main():
-        _save_atomic(obj, path)
 
 
 def seed_everything(seed: int) -> None:
@@ -58,51 +60,37 @@ def checkpoint(ppo: PPO, cfg: TrainConfig, history: list[tuple[int, float]]) -> 
         "config": to_dict(cfg),
         "step": ppo.global_step,
         "update": ppo.update_idx,
-        "trainer": ppo.trainer_state(),
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(),
-            "python": random.getstate(),
-        },
         "history": list(history),
     }
 
 
-def restore(ppo: PPO, ckpt: dict) -> list[tuple[int, float]]:
-    """Put a fresh PPO back exactly where ``ckpt`` was taken; returns the success history."""
+def rank_state(ppo: PPO) -> dict[str, Any]:
+    """What differs between data-parallel ranks: envs, carried state, RNG streams."""
+    return {"trainer": ppo.trainer_state(), "rng": rng_state(ppo.device)}
+
+
+def save_checkpoint(ppo: PPO, cfg: TrainConfig, history: list, path: Path) -> None:
+    """Gather every rank's state to rank 0, which alone writes ``path`` (a collective)."""
+    ranks = gather_rank_states(rank_state(ppo))
+    if distributed.is_main():
+        save_atomic({**checkpoint(ppo, cfg, history), "ranks": ranks}, path)
+
+
+def rank_states(ckpt: dict) -> dict:
+    """``ckpt`` with its per-rank list (checkpoints from before it held rank 0's state alone)."""
+    if "ranks" in ckpt:
+        return ckpt
+    return {**ckpt, "ranks": [{"trainer": ckpt["trainer"], "rng": ckpt["rng"]}]}
+
+
+def restore(ppo: PPO, ckpt: dict, mine: dict) -> list[tuple[int, float]]:
+    """Put a fresh PPO back exactly where ``ckpt`` was taken, with this rank's state ``mine``;
+    returns the success history."""
     ppo.model.load_state_dict(ckpt["model"])
     ppo.optimizer.load_state_dict(ckpt["optimizer"])
-    ppo.load_trainer_state(ckpt["trainer"])
-    torch.set_rng_state(ckpt["rng"]["torch"])
-    np.random.set_state(ckpt["rng"]["numpy"])
-    random.setstate(ckpt["rng"]["python"])
+    ppo.load_trainer_state(mine["trainer"])
+    set_rng_state(mine["rng"], ppo.device)
     return [tuple(h) for h in ckpt.get("history", [])]  # type: ignore[misc]
-
-
-class GracefulStop:
-    """First Ctrl-C: finish the update in flight, checkpoint, stop. Second: stop at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self) -> GracefulStop:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
-class Interrupted(KeyboardInterrupt):
-    """Training stopped by Ctrl-C after writing a checkpoint."""
 
 
 def train(cfg: TrainConfig, resume: dict | None = None, run_dir: Path | None = None) -> TrainResult:
@@ -110,13 +98,15 @@ def train(cfg: TrainConfig, resume: dict | None = None, run_dir: Path | None = N
     cfg = distributed.setup(cfg)  # under torchrun: this rank's device and seed + rank
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    # A checkpoint of another world size fails here, before any env is built.
+    mine = this_rank_state(rank_states(resume)) if resume else None
     seed_everything(cfg.seed)
     ppo = PPO(cfg)  # before touching the disk: a bad env or space fails with no run folder
     run_dir = run_dir or (Path(cfg.run.dir) if cfg.run.dir else default_run_dir(cfg))
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
     last = run_dir / "checkpoints" / "last.pt"
-    history: list[tuple[int, float]] = restore(ppo, resume) if resume else []
+    history: list[tuple[int, float]] = restore(ppo, resume, mine) if resume else []
     # purge_step drops events logged after the checkpoint by the run that died.
     writer = distributed.tb_writer(str(run_dir), purge_step=ppo.global_step if resume else None)
     if not resume:
@@ -144,17 +134,19 @@ def train(cfg: TrainConfig, resume: dict | None = None, run_dir: Path | None = N
                     from agents.video import log_episode  # lazy: pulls in matplotlib and Pillow
 
                     log_episode(writer, ppo.model, cfg, ppo.global_step, cfg.seed + ppo.update_idx)
-                if ppo.update_idx % cfg.run.checkpoint_every == 0 or stop.requested:
-                    save_atomic(checkpoint(ppo, cfg, history), last)
+                # Ranks may see Ctrl-C at different updates; they must stop at the same one.
+                stopping = distributed.any_rank(stop.requested)
+                if ppo.update_idx % cfg.run.checkpoint_every == 0 or stopping:
+                    save_checkpoint(ppo, cfg, history, last)
                 bar.update(ppo.steps_per_update)
                 bar.set_postfix(sps=f"{scalars['charts/SPS']:.0f}", success=f"{success:.2f}")
-                if stop.requested:
+                if stopping:
                     raise Interrupted(f"stopped at step {ppo.global_step}; checkpoint: {last}")
                 target = cfg.ppo.target_success
                 if target and success >= target:
                     steps_to_target = ppo.global_step
                     break
-            save_atomic(checkpoint(ppo, cfg, history), last)
+            save_checkpoint(ppo, cfg, history, last)
         finally:
             bar.close()
             writer.close()
