@@ -60,6 +60,8 @@ def to_cpu(obj: Any) -> Any:
         return obj.cpu()
     if isinstance(obj, dict):
         return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a NamedTuple core state
+        return type(obj)(*(to_cpu(v) for v in obj))
     if isinstance(obj, (list, tuple)):
         return type(obj)(to_cpu(v) for v in obj)
     return obj

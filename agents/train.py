@@ -107,8 +107,9 @@ def train(cfg: TrainConfig, resume: dict | None = None, run_dir: Path | None = N
         run_dir.mkdir(parents=True, exist_ok=True)
     last = run_dir / "checkpoints" / "last.pt"
     history: list[tuple[int, float]] = restore(ppo, resume, mine) if resume else []
-    # purge_step drops events logged after the checkpoint by the run that died.
-    writer = distributed.tb_writer(str(run_dir), purge_step=ppo.global_step if resume else None)
+    # purge_step drops events logged after the checkpoint by the run that died (TensorBoard
+    # hides steps >= purge_step, so + 1 keeps the checkpoint's own step).
+    writer = distributed.tb_writer(str(run_dir), purge_step=ppo.global_step + 1 if resume else None)
     if not resume:
         writer.add_text("config", "```\n" + describe(cfg) + "\n```")
     n_updates = -(-cfg.ppo.total_steps // ppo.steps_per_update)

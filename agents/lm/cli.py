@@ -26,8 +26,8 @@ def _user_errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
         except FloatingPointError as e:  # a diverged run: not the user's input, still one line
             print(f"error: {e}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:
-            print("interrupted: the last checkpoint is kept", file=sys.stderr)
+        except KeyboardInterrupt as e:
+            print(f"interrupted: {e or 'the last checkpoint is kept'}", file=sys.stderr)
             return 130
 
     return run
@@ -54,15 +54,13 @@ def load_model(path: str, device: str, core_overrides: dict[str, Any] | None = N
     option; the others are reported on stderr and ignored.
     """
     import memory
-    from agents.checkpoint import load_checkpoint
     from agents.configuration import from_dict
     from agents.lm.config import LMConfig
     from agents.lm.model import build_model
+    from agents.lm.resume import load_lm_checkpoint
     from agents.lm.train import resolve_device
 
-    ckpt = load_checkpoint(path)
-    if ckpt.get("kind") != "mnemo-lm":
-        raise ValueError(f"{path} is not a language-model checkpoint (made by `mnemo lm train`)")
+    ckpt = load_lm_checkpoint(path)
     cfg = from_dict(LMConfig, ckpt["config"])
     valid = memory.core_options(cfg.core.name)
     for key, value in (core_overrides or {}).items():
@@ -82,11 +80,28 @@ def load_model(path: str, device: str, core_overrides: dict[str, Any] | None = N
 
 @_user_errors
 def cmd_train(args: argparse.Namespace) -> int:
+    from agents import distributed
+    from agents.checkpoint import run_dir_of
     from agents.lm.config import load_lm_config
+    from agents.lm.resume import load_lm_checkpoint, resume_config
     from agents.lm.train import train
 
-    cfg = load_lm_config(args.config, args.overrides)
-    result = train(cfg)
+    overrides = list(args.overrides)
+    if args.config and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
+        overrides.insert(0, args.config)  # `mnemo lm train --resume DIR key=value`
+        args.config = None
+    resume, run_dir = None, None
+    if args.resume:
+        resume = load_lm_checkpoint(args.resume)
+        cfg = resume_config(resume, args.config, overrides)
+        run_dir = run_dir_of(args.resume)
+    elif args.config is None:
+        raise ValueError("give a config file (e.g. configs/lm_lstm.yaml) or --resume RUN_DIR")
+    else:
+        cfg = load_lm_config(args.config, overrides)
+    result = train(cfg, resume=resume, run_dir=run_dir)
+    if not distributed.is_main():
+        return 0
     line = (
         f"run {result.run_dir}: {result.steps} steps in {result.wall_s:.1f} s "
         f"({result.tokens_per_s:.0f} bytes/s), train bits/byte {result.train_bits_per_byte:.4f}"
@@ -163,9 +178,14 @@ def add_lm_parser(subparsers: argparse._SubParsersAction) -> None:
     sub = lm.add_subparsers(dest="lm_command", required=True)
 
     t = sub.add_parser("train", help="train a byte-level LM from a YAML config")
-    t.add_argument("config", help="YAML config, e.g. configs/lm_lstm.yaml")
+    t.add_argument("config", nargs="?", help="YAML config, e.g. configs/lm_lstm.yaml")
     t.add_argument(
         "overrides", nargs="*", help="key.sub=value, e.g. data.path=book.txt train.steps=100"
+    )
+    t.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue RUN_DIR/checkpoints/last.pt exactly (its config unless one is given)",
     )
     t.set_defaults(func=cmd_train)
 

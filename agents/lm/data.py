@@ -214,18 +214,28 @@ class Streams:
     def n_segments(self, seg_len: int) -> int:
         return -(-(self.data.shape[1] - 1) // seg_len)
 
+    def segment(self, i: int, seg_len: int) -> Segment:
+        """Segment ``i`` of a pass (``0 <= i < n_segments``); the last may be shorter."""
+        a = i * seg_len
+        b = min(a + seg_len, self.data.shape[1] - 1)
+        return Segment(
+            x=self.data[:, a:b].long(),
+            y=self.data[:, a + 1 : b + 1].long(),
+            episode_start=self.starts[:, a:b],
+            mask=self.valid[:, a + 1 : b + 1] & ~self.starts[:, a + 1 : b + 1],
+            distance=self.distance[:, a + 1 : b + 1],
+        )
+
     def segments(self, seg_len: int) -> Iterator[Segment]:
-        """One pass over the streams; the last segment may be shorter than ``seg_len``."""
-        length = self.data.shape[1]
-        for a in range(0, length - 1, seg_len):
-            b = min(a + seg_len, length - 1)
-            yield Segment(
-                x=self.data[:, a:b].long(),
-                y=self.data[:, a + 1 : b + 1].long(),
-                episode_start=self.starts[:, a:b],
-                mask=self.valid[:, a + 1 : b + 1] & ~self.starts[:, a + 1 : b + 1],
-                distance=self.distance[:, a + 1 : b + 1],
-            )
+        """One pass over the streams."""
+        for i in range(self.n_segments(seg_len)):
+            yield self.segment(i, seg_len)
+
+    def rows(self, lo: int, hi: int) -> Streams:
+        """Streams ``lo..hi-1`` (a data-parallel rank's share)."""
+        return Streams(
+            self.data[lo:hi], self.starts[lo:hi], self.distance[lo:hi], self.valid[lo:hi]
+        )
 
 
 def training_streams(corpus: Corpus, batch_size: int, seg_len: int) -> Streams:

@@ -4,6 +4,10 @@ B streams run in parallel through the concatenated training documents; each opti
 reads ``detach_every`` consecutive segments, carrying the core state from one to the next, and
 backpropagates through all of them; then the state is detached (not reset) and carried on.
 AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast on CUDA.
+
+Reliability, as in ``mnemo train``: ``--resume`` continues bit-identically (agents/lm/resume.py);
+the first Ctrl-C finishes the step, checkpoints and exits 130; a non-finite loss, aux loss,
+state or gradient stops before the optimizer step, keeping the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -12,22 +16,22 @@ import dataclasses
 import math
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
-from agents.checkpoint import save_atomic
+from agents import distributed
+from agents.checkpoint import gather_rank_states, save_atomic, this_rank_state
 from agents.configuration import ConfigError, to_dict
+from agents.interrupt import GracefulStop, Interrupted
 from agents.lm.config import DataConfig, LMConfig
 from agents.lm.data import (
     Corpus,
     DataError,
     Segment,
-    Streams,
     document_streams,
     is_pg19_root,
     load_corpus,
@@ -36,7 +40,9 @@ from agents.lm.data import (
 )
 from agents.lm.evaluate import LN2, EvalResult, autocast, evaluate
 from agents.lm.model import ByteLM, build_model, n_params
+from agents.lm.resume import Position, checkpoint, rank_state, restore
 from agents.lm.sample import generate, printable
+from memory.base import State, tree_leaves
 
 
 @dataclass
@@ -71,12 +77,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def cycle_segments(streams: Streams, seg_len: int) -> Iterator[Segment]:
-    """Pass after pass over the streams; each pass begins with episode_start set (fresh state)."""
-    while True:
-        yield from streams.segments(seg_len)
-
-
 def lr_at(step: int, cfg: LMConfig) -> float:
     """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at the last step."""
     t = cfg.train
@@ -98,16 +98,6 @@ def make_optimizer(model: nn.Module, cfg: LMConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(0.9, 0.95))
 
 
-def checkpoint(model: ByteLM, optimizer: torch.optim.Optimizer, cfg: LMConfig, step: int) -> dict:
-    return {
-        "kind": "mnemo-lm",
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "config": to_dict(cfg),
-        "step": step,
-    }
-
-
 def segment_loss(model: ByteLM, seg: Segment, state, device, cfg: LMConfig):
     """Mean next-byte cross-entropy (nats) over the segment's counted targets, and the new state."""
     with autocast(device, cfg.train.amp):
@@ -120,27 +110,69 @@ def segment_loss(model: ByteLM, seg: Segment, state, device, cfg: LMConfig):
     return nats, out.aux_loss.float(), out.state
 
 
-def train(cfg: LMConfig) -> TrainResult:
-    """Train a byte-level LM as ``cfg`` says; write checkpoints and TensorBoard logs."""
-    from torch.utils.tensorboard import SummaryWriter
+class NonFiniteError(FloatingPointError):
+    """The loss, the core's aux loss, the carried state or the gradient became NaN or inf."""
+
+
+def check_finite(step: int, nats: Tensor, aux: Tensor, state: State) -> None:
+    """Stop before a non-finite step touches the weights (one host sync for all three)."""
+    leaves = [torch.isfinite(leaf).all() for leaf in tree_leaves(state)]
+    state_ok = torch.stack(leaves).all() if leaves else torch.ones((), dtype=torch.bool)
+    flags = torch.stack([torch.isfinite(nats), torch.isfinite(aux), state_ok.to(nats.device)])
+    ok = flags.tolist()
+    # Under torchrun every rank must stop, or the others would wait in the all-reduce.
+    if distributed.any_rank(not all(ok)):
+        bad = [name for name, good in zip(("loss", "aux", "state"), ok) if not good]
+        raise NonFiniteError(
+            f"non-finite {', '.join(bad) or 'loss on another rank'} at step {step}"
+        )
+
+
+def train(cfg: LMConfig, resume: dict | None = None, run_dir: Path | None = None) -> TrainResult:
+    """Train a byte-level LM as ``cfg`` says; write checkpoints and TensorBoard logs.
+
+    ``resume`` is a checkpoint to continue from exactly (agents/lm/resume.py). Under torchrun,
+    rank r reads streams r*B..(r+1)*B-1 of B*world, gradients are averaged over ranks, and
+    rank 0 alone evaluates and writes the run folder.
+    """
     from tqdm import tqdm
 
+    cfg = distributed.setup(cfg)  # under torchrun: this rank's device and seed + rank
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    mine = this_rank_state(resume) if resume else None  # another world size fails here
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     t = cfg.train
+    world, main = distributed.world_size(), distributed.is_main()
     train_corpus, val_corpus = load_corpora(cfg.data)
-    streams = training_streams(train_corpus, t.batch_size, t.segment_len)
+    rank = distributed.rank()
+    streams = training_streams(train_corpus, t.batch_size * world, t.segment_len).rows(
+        rank * t.batch_size, (rank + 1) * t.batch_size
+    )
+    n_segments = streams.n_segments(t.segment_len)
     val_streams = document_streams(val_corpus, t.batch_size, t.eval_bytes)
     model = build_model(cfg.core.name, cfg.core.d_model, cfg.core.options).to(device)
+    distributed.broadcast_params(model)  # ranks seed differently; all start from rank 0's
     optimizer = make_optimizer(model, cfg)
-    run_dir = Path(cfg.run.dir or f"runs/lm-{cfg.core.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    writer = SummaryWriter(str(run_dir))
-    writer.add_text("config", "```\n" + str(to_dict(cfg)) + "\n```")
-    writer.add_text("model", f"{cfg.core.name}: {n_params(model):,} parameters")
+    run_dir = run_dir or Path(
+        cfg.run.dir or f"runs/lm-{cfg.core.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    last = run_dir / "checkpoints" / "last.pt"
+    pos = Position(0, 0, model.initial_state(t.batch_size, device), 0.0, 0)
+    if resume:
+        pos = restore(model, optimizer, resume, mine, device)
+    step, consumed, state = pos.step, pos.segments, pos.state
+    log_nats, log_n = pos.log_nats, pos.log_n
+    # purge_step drops events the stopped run logged after its checkpoint (TensorBoard hides
+    # steps >= purge_step, so + 1 keeps the checkpoint's own step).
+    writer = distributed.tb_writer(str(run_dir), purge_step=step + 1 if resume else None)
+    if not resume:
+        writer.add_text("config", "```\n" + str(to_dict(cfg)) + "\n```")
+        writer.add_text("model", f"{cfg.core.name}: {n_params(model):,} parameters")
     prompt = bytes(val_corpus.data[:64].tolist())
 
     def write_sample(step: int) -> None:
@@ -153,62 +185,88 @@ def train(cfg: LMConfig) -> TrainResult:
             writer.add_scalar(k, v, step)
         return res
 
-    segments = cycle_segments(streams, t.segment_len)
-    state = model.initial_state(t.batch_size, device)
-    bytes_per_step = t.batch_size * t.segment_len * t.detach_every
-    bar = tqdm(total=t.steps, unit="step", disable=not cfg.run.progress, dynamic_ncols=True)
-    log_nats, log_n, log_busy = 0.0, 0, 0.0
+    def save() -> None:
+        here = Position(step, consumed, state, log_nats, log_n)
+        ranks = gather_rank_states(rank_state(here, device))  # a collective: every rank
+        if main:
+            save_atomic({**checkpoint(model, optimizer, cfg, here), "ranks": ranks}, last)
+
+    bytes_per_step = t.batch_size * t.segment_len * t.detach_every * world
+    bar = tqdm(
+        total=t.steps, initial=step, unit="step", disable=not cfg.run.progress, dynamic_ncols=True
+    )
+    log_busy = 0.0
     busy = 0.0  # seconds spent in training steps only (no evaluation, sampling, checkpoints)
     train_bpb, val = float("nan"), None
-    t0 = time.perf_counter()
+    t0, step0 = time.perf_counter(), step
+    clip = t.grad_clip if t.grad_clip > 0 else math.inf  # inf: only measure the norm
     model.train()
-    for step in range(1, t.steps + 1):
-        step_t0 = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step - 1, cfg)
-        loss = torch.zeros((), device=device)
-        for _ in range(t.detach_every):
-            nats, aux, state = segment_loss(model, next(segments), state, device, cfg)
-            loss = loss + (nats + t.aux_coef * aux) / t.detach_every
-            log_nats += float(nats.detach()) / t.detach_every
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {float(loss)} at step {step}; lower train.lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if t.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        optimizer.step()
-        state = model.detach(state)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        dt = time.perf_counter() - step_t0
-        busy += dt
-        log_busy += dt
-        log_n += 1
-        bar.update(1)
-        if step % cfg.run.log_every == 0 or step == t.steps:
-            train_bpb = log_nats / log_n / LN2
-            writer.add_scalar("train/bits_per_byte", train_bpb, step)
-            writer.add_scalar("train/tokens_per_s", log_n * bytes_per_step / log_busy, step)
-            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
-            bar.set_postfix(bpb=f"{train_bpb:.3f}")
-            log_nats, log_n, log_busy = 0.0, 0, 0.0
-        if step % t.eval_every == 0 or step == t.steps:
-            val = validate(step)
-            if cfg.run.progress:
-                bar.write(f"step {step}: val bits/byte {val.bits_per_byte:.4f}")
-        if t.sample_every and t.sample_bytes and step % t.sample_every == 0:
-            write_sample(step)
-        if step % cfg.run.checkpoint_every == 0 or step == t.steps:
-            save_atomic(
-                checkpoint(model, optimizer, cfg, step), run_dir / "checkpoints" / "last.pt"
-            )
-    bar.close()
+    with GracefulStop() as stop:
+        try:
+            while step < t.steps:
+                step += 1
+                step_t0 = time.perf_counter()
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step - 1, cfg)
+                loss = torch.zeros((), device=device)
+                nats_sum = torch.zeros((), device=device)
+                aux_sum = torch.zeros((), device=device)
+                for _ in range(t.detach_every):
+                    seg = streams.segment(consumed % n_segments, t.segment_len)
+                    consumed += 1
+                    nats, aux, state = segment_loss(model, seg, state, device, cfg)
+                    loss = loss + (nats + t.aux_coef * aux) / t.detach_every
+                    nats_sum = nats_sum + nats.detach() / t.detach_every
+                    aux_sum = aux_sum + aux.detach()
+                check_finite(step, nats_sum, aux_sum, state)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                distributed.all_reduce_grads(model)
+                # Same on every rank (averaged gradients), so all ranks stop together.
+                if not math.isfinite(float(nn.utils.clip_grad_norm_(model.parameters(), clip))):
+                    raise NonFiniteError(f"non-finite gradient at step {step}")
+                optimizer.step()
+                state = model.detach(state)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                dt = time.perf_counter() - step_t0
+                busy += dt
+                log_busy += dt
+                log_nats += float(nats_sum)
+                log_n += 1
+                bar.update(1)
+                if step % cfg.run.log_every == 0 or step == t.steps:
+                    train_bpb = distributed.rank_mean(log_nats / log_n / LN2)
+                    writer.add_scalar("train/bits_per_byte", train_bpb, step)
+                    writer.add_scalar(
+                        "train/tokens_per_s", log_n * bytes_per_step / max(log_busy, 1e-9), step
+                    )
+                    writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+                    bar.set_postfix(bpb=f"{train_bpb:.3f}")
+                    log_nats, log_n, log_busy = 0.0, 0, 0.0
+                if main and (step % t.eval_every == 0 or step == t.steps):
+                    val = validate(step)
+                    if cfg.run.progress:
+                        bar.write(f"step {step}: val bits/byte {val.bits_per_byte:.4f}")
+                if main and t.sample_every and t.sample_bytes and step % t.sample_every == 0:
+                    write_sample(step)
+                # Ranks may see Ctrl-C at different steps; they must stop at the same one.
+                stopping = distributed.any_rank(stop.requested)
+                if step % cfg.run.checkpoint_every == 0 or step == t.steps or stopping:
+                    save()
+                if stopping:
+                    raise Interrupted(f"stopped at step {step}; checkpoint: {last}")
+            if main and t.sample_bytes and step > step0:
+                write_sample(t.steps)
+        except NonFiniteError as e:
+            kept = "the last good checkpoint is kept" if last.exists() else "no checkpoint kept"
+            raise NonFiniteError(f"{e}; {kept}") from None
+        finally:
+            bar.close()
+            writer.close()
     wall = time.perf_counter() - t0
-    if t.sample_bytes:
-        write_sample(t.steps)
-    writer.close()
-    return TrainResult(run_dir, t.steps, wall, t.steps * bytes_per_step / busy, train_bpb, val)
+    tokens_per_s = (step - step0) * bytes_per_step / busy if busy else 0.0
+    return TrainResult(run_dir, step, wall, tokens_per_s, train_bpb, val)
 
 
-__all__ = ["DataError", "TrainResult", "load_corpora", "train"]
+__all__ = ["DataError", "NonFiniteError", "TrainResult", "load_corpora", "train"]

@@ -1,0 +1,124 @@
+"""Resuming ``mnemo lm train`` exactly: what a checkpoint holds and which config changes a
+resume may make.
+
+A checkpoint holds the weights, the optimizer, the step, the number of segments read so far
+(the data position: segment ``i`` of a run is always segment ``i % n_segments`` of the
+streams) and, for every data-parallel rank, the core state carried into the next segment, the
+RNG states and the unlogged training loss. Continuing from it gives the same weights, to the
+bit, as never stopping.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from agents.checkpoint import load_checkpoint, rng_state, set_rng_state
+from agents.configuration import ConfigError, apply_overrides, from_dict, to_dict
+from agents.lm.config import LMConfig, check_core, load_lm_config
+from memory.base import State, tree_map
+
+KIND = "mnemo-lm"
+FROZEN = ("data", "core", "train.batch_size", "train.segment_len", "seed")
+"""Config keys a resume must keep: they fix the model's shapes or which bytes come next."""
+
+
+class Position(NamedTuple):
+    """Where a run stands: what the training loop needs besides weights and optimizer."""
+
+    step: int
+    segments: int
+    """Segments read so far by each rank."""
+    state: State
+    """This rank's core state, carried into the next segment."""
+    log_nats: float
+    """Training loss summed since the last logged step, and how many steps that is."""
+    log_n: int
+
+
+def load_lm_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by ``mnemo lm train`` (a file or a run folder)."""
+    ckpt = load_checkpoint(path)
+    if ckpt.get("kind") != KIND:
+        raise ValueError(f"{path} is not a language-model checkpoint (made by `mnemo lm train`)")
+    return ckpt
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "options":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_frozen(saved: dict[str, Any], cfg: LMConfig) -> None:
+    """Fail in one line if ``cfg`` changes a FROZEN key of the checkpoint's config."""
+    old, new = _flat(saved), _flat(to_dict(cfg))
+    for key in sorted(old.keys() | new.keys()):
+        if not any(key == f or key.startswith(f + ".") for f in FROZEN):
+            continue
+        if old.get(key) != new.get(key):
+            raise ConfigError(
+                f"cannot resume with {key} changed (checkpoint: {old.get(key)!r}, now: "
+                f"{new.get(key)!r}); {', '.join(FROZEN)} must stay as they were"
+            )
+
+
+def resume_config(ckpt: dict[str, Any], path: str | None, overrides: list[str]) -> LMConfig:
+    """The config to continue ``ckpt`` with: the YAML at ``path`` if given, else the
+    checkpoint's own, plus ``overrides`` (e.g. ``train.steps=4000``)."""
+    if "ranks" not in ckpt:
+        raise ValueError("this checkpoint predates resumable LM runs (no data position saved)")
+    if path is not None:
+        cfg = load_lm_config(path, overrides)
+    else:
+        cfg = from_dict(LMConfig, apply_overrides(copy.deepcopy(ckpt["config"]), overrides))
+        check_core(cfg.core.name, cfg.core.options)
+    check_frozen(ckpt["config"], cfg)
+    return cfg
+
+
+def checkpoint(
+    model: nn.Module, optimizer: torch.optim.Optimizer, cfg: LMConfig, pos: Position
+) -> dict[str, Any]:
+    """What every rank shares (rank 0 writes it); ``ranks`` is added from ``rank_state``."""
+    return {
+        "kind": KIND,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "config": to_dict(cfg),
+        "step": pos.step,
+        "segments": pos.segments,
+    }
+
+
+def rank_state(pos: Position, device: torch.device) -> dict[str, Any]:
+    """What differs between data-parallel ranks."""
+    return {"state": pos.state, "rng": rng_state(device), "log": [pos.log_nats, pos.log_n]}
+
+
+def restore(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ckpt: dict[str, Any],
+    mine: dict[str, Any],
+    device: torch.device,
+) -> Position:
+    """Load weights, optimizer and this rank's RNG into place; returns where to go on from."""
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ValueError(f"checkpoint weights do not fit the model ({first})") from e
+    optimizer.load_state_dict(ckpt["optimizer"])
+    set_rng_state(mine["rng"], device)
+    state = tree_map(lambda t: t.to(device), mine["state"])
+    log_nats, log_n = mine["log"]
+    return Position(ckpt["step"], ckpt["segments"], state, log_nats, log_n)
