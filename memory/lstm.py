@@ -13,8 +13,6 @@ Departures: none in the recurrences. The LSTM's forget-gate bias starts at ``for
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 from torch import Tensor, nn
 
@@ -75,11 +73,13 @@ class RecurrentCore(MemoryCore):
         return y, h.transpose(0, 1)
 
     def forward(self, x: Tensor, state: State, episode_start: Tensor) -> CoreOutput:
-        bounds = [0, *reset_times(episode_start), x.shape[1]]
+        times = reset_times(episode_start)
         ys = []
-        for a, b in itertools.pairwise(bounds):
+        # One tensor_split, not a slice per piece: a slice's backward zero-fills a tensor the
+        # size of x for every piece, which cost more than the recurrence itself.
+        for a, piece in zip([0, *times], x.tensor_split(times, dim=1), strict=True):
             state = self.reset_rows(state, episode_start[:, a])
-            y, state = self._run(x[:, a:b], state)
+            y, state = self._run(piece, state)
             ys.append(y)
         y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)
         return CoreOutput(y, state, self.zero_aux(x))
