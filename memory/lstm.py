@@ -61,28 +61,26 @@ class RecurrentCore(MemoryCore):
         h = torch.zeros(batch_size, self.num_layers, self.d_model, device=device)
         return (h, h.clone()) if self.cell == "lstm" else h
 
-    def _run(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        # nn.LSTM/GRU want the state layer-first; ours is batch-first.
-        if self.cell == "lstm":
-            h, c = state
-            y, (h, c) = self.rnn(
-                x, (h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous())
-            )
-            return y, (h.transpose(0, 1), c.transpose(0, 1))
-        y, h = self.rnn(x, state.transpose(0, 1).contiguous())
-        return y, h.transpose(0, 1)
-
     def forward(self, x: Tensor, state: State, episode_start: Tensor) -> CoreOutput:
+        # nn.LSTM/GRU want the state layer-first, ours is batch-first: transpose once, and keep
+        # the per-piece work below to a where and a fused call (it runs ~100 times per
+        # minibatch on envs with short episodes).
+        lstm = self.cell == "lstm"
+        hidden = tuple(s.transpose(0, 1).contiguous() for s in (state if lstm else (state,)))
         times = reset_times(episode_start)
+        starts = episode_start.t().unsqueeze(-1)  # (T, B, 1): broadcasts over (layers, B, H)
+        zero = x.new_zeros(())
         ys = []
         # One tensor_split, not a slice per piece: a slice's backward zero-fills a tensor the
         # size of x for every piece, which cost more than the recurrence itself.
         for a, piece in zip([0, *times], x.tensor_split(times, dim=1), strict=True):
-            state = self.reset_rows(state, episode_start[:, a])
-            y, state = self._run(piece, state)
+            hidden = tuple(torch.where(starts[a], zero, s) for s in hidden)
+            y, hidden = self.rnn(piece, hidden if lstm else hidden[0])
+            hidden = hidden if lstm else (hidden,)
             ys.append(y)
         y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)
-        return CoreOutput(y, state, self.zero_aux(x))
+        out = tuple(s.transpose(0, 1) for s in hidden)
+        return CoreOutput(y, out if lstm else out[0], self.zero_aux(x))
 
     def reset_rows(self, state: State, mask: Tensor) -> State:
         return where_rows(mask, self.initial_state(mask.shape[0], mask.device), state)
