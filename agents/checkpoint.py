@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +88,14 @@ def set_rng_state(st: dict[str, Any], device: torch.device | str = "cpu") -> Non
         torch.cuda.set_rng_state(st["cuda"], device)
 
 
-def gather_rank_states(state: Any) -> list[Any] | None:
-    """Every rank's ``state`` (moved to the CPU) on rank 0, None elsewhere: a collective."""
-    return distributed.gather_to_main(to_cpu(state))
+def save_with_ranks(shared: Callable[[], dict[str, Any]], state: Any, path: Path) -> None:
+    """Checkpoint a data-parallel run: rank 0 writes ``shared()`` plus every rank's ``state``
+    as ``"ranks"``. A collective; it returns once the file is on disk, so no rank can read an
+    older checkpoint after it."""
+    ranks = distributed.gather_to_main(to_cpu(state))
+    if distributed.is_main():
+        save_atomic({**shared(), "ranks": ranks}, path)
+    distributed.barrier()
 
 
 def this_rank_state(ckpt: dict[str, Any]) -> Any:

@@ -24,6 +24,7 @@ from torch import nn
 __all__ = [
     "NullWriter",
     "all_reduce_grads",
+    "barrier",
     "broadcast_params",
     "gather_to_main",
     "is_main",
@@ -146,6 +147,12 @@ def any_rank(flag: bool) -> bool:
         t = t.cuda()
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def barrier() -> None:
+    """Wait until every rank gets here (a no-op on one rank)."""
+    if world_size() > 1:
+        dist.barrier()
 
 
 def gather_to_main(obj: Any) -> list[Any] | None:

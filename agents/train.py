@@ -13,13 +13,7 @@ import torch
 from tqdm import tqdm
 
 from agents import distributed
-from agents.checkpoint import (
-    gather_rank_states,
-    rng_state,
-    save_atomic,
-    set_rng_state,
-    this_rank_state,
-)
+from agents.checkpoint import rng_state, save_with_ranks, set_rng_state, this_rank_state
 from agents.config import TrainConfig, describe
 from agents.configuration import to_dict
 from agents.interrupt import GracefulStop, Interrupted
@@ -70,10 +64,8 @@ def rank_state(ppo: PPO) -> dict[str, Any]:
 
 
 def save_checkpoint(ppo: PPO, cfg: TrainConfig, history: list, path: Path) -> None:
-    """Gather every rank's state to rank 0, which alone writes ``path`` (a collective)."""
-    ranks = gather_rank_states(rank_state(ppo))
-    if distributed.is_main():
-        save_atomic({**checkpoint(ppo, cfg, history), "ranks": ranks}, path)
+    """Rank 0 writes ``path`` with every rank's state (a collective)."""
+    save_with_ranks(lambda: checkpoint(ppo, cfg, history), rank_state(ppo), path)
 
 
 def rank_states(ckpt: dict) -> dict:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents import distributed
-from agents.checkpoint import gather_rank_states, save_atomic, this_rank_state
+from agents.checkpoint import save_with_ranks, this_rank_state
 from agents.configuration import ConfigError, to_dict
 from agents.interrupt import GracefulStop, Interrupted
 from agents.lm.config import DataConfig, LMConfig
@@ -185,11 +185,11 @@ def train(cfg: LMConfig, resume: dict | None = None, run_dir: Path | None = None
             writer.add_scalar(k, v, step)
         return res
 
-    def save() -> None:
+    def save() -> None:  # a collective: every rank calls it at the same steps
         here = Position(step, consumed, state, log_nats, log_n)
-        ranks = gather_rank_states(rank_state(here, device))  # a collective: every rank
-        if main:
-            save_atomic({**checkpoint(model, optimizer, cfg, here), "ranks": ranks}, last)
+        save_with_ranks(
+            lambda: checkpoint(model, optimizer, cfg, here), rank_state(here, device), last
+        )
 
     bytes_per_step = t.batch_size * t.segment_len * t.detach_every * world
     bar = tqdm(
