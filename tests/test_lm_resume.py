@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,8 +64,12 @@ def interrupt_at(monkeypatch: pytest.MonkeyPatch, segment_call: int) -> None:
 
 
 def assert_same_tensors(a: object, b: object, where: str = "") -> None:
+    """``a`` and ``b`` are equal to the bit: tensors, arrays and plain values in nested
+    dicts, lists and tuples (RNG states, env states, optimizer states)."""
     if isinstance(a, torch.Tensor):
         assert torch.equal(a, b), where
+    elif isinstance(a, np.ndarray):
+        assert np.array_equal(a, b), where
     elif isinstance(a, dict):
         assert a.keys() == b.keys(), where
         for k in a:
@@ -73,6 +78,8 @@ def assert_same_tensors(a: object, b: object, where: str = "") -> None:
         assert len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b)):
             assert_same_tensors(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
 
 
 @pytest.mark.parametrize("core", list(CORES))
