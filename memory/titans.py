@@ -52,6 +52,8 @@ from memory.titans_layout import ChunkLayout, chunk_layout
 from memory.window_attention import SlidingWindowAttention
 
 VARIANTS = ("lmm", "mac", "mag", "mal")
+ASK_HOST_ON = ("cpu",)
+"""Device types where acting asks the host which chunks have work (see ``_chunk_flags``)."""
 
 
 def _chunk_flags(lay: ChunkLayout) -> tuple[list[bool], list[bool]]:
@@ -62,7 +64,7 @@ def _chunk_flags(lay: ChunkLayout) -> tuple[list[bool], list[bool]]:
     never waits for the device. On CPU, where asking is free, skipping the idle writes made
     acting 2.2x faster (MAG, 128 rows, d_model 32 and 64).
     """
-    if lay.fresh.shape[1] == 1 and lay.fresh.device.type != "cpu":
+    if lay.fresh.shape[1] == 1 and lay.fresh.device.type not in ASK_HOST_ON:
         return [True], [True]
     return lay.fresh.any(0).tolist(), lay.complete.any(0).tolist()
 
