@@ -38,8 +38,12 @@ class DiscreteEncoder(nn.Module):
 class GridEncoder(nn.Module):
     """CNN over a grid of small-integer cells (minigrid: object, colour, state per cell).
 
-    Each channel's value is embedded (a colour is a category, not a magnitude), then three 2x2
-    convolutions (the shape of the usual minigrid CNN, which costs half of a 3x3 stack here).
+    Each channel's value is one-hot encoded (a colour is a category, not a magnitude), then three
+    2x2 convolutions (the shape of the usual minigrid CNN). The one-hot input is the same model
+    as an embedding per value followed by the first convolution, without its rank limit, and
+    ~1.4x cheaper to train on CPU: the first convolution needs no input gradient and there is no
+    lookup of ~600k cells per minibatch. Raw values scaled to [0, 1] (SB3's minigrid CNN) were
+    cheaper still but had not learned KeyChest-Match at 1.3M steps, where this solves it at ~1M.
     """
 
     def __init__(self, shape: tuple[int, int, int], hidden: int, n_values: int = 16) -> None:
@@ -48,23 +52,23 @@ class GridEncoder(nn.Module):
         if h < 4 or w < 4:
             raise UnsupportedSpaceError(f"grid observations must be at least 4x4, got {h}x{w}")
         self.n_values = n_values
-        self.embed = nn.Embedding(c * n_values, 8)
-        self.register_buffer("offsets", torch.arange(c) * n_values, persistent=False)
+        self.register_buffer("values", torch.arange(n_values), persistent=False)
         self.conv = nn.Sequential(
-            nn.Conv2d(8 * c, 16, 2),
-            nn.ReLU(),
+            nn.Conv2d(c * n_values, 16, 2),
+            nn.ReLU(inplace=True),
             nn.Conv2d(16, 32, 2),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Conv2d(32, 32, 2),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
         )
         self.head = nn.Sequential(nn.Linear(32 * (h - 3) * (w - 3), hidden), nn.ReLU())
 
     def forward(self, obs: Tensor) -> Tensor:
-        lead = obs.shape[:-3]
-        x = obs.reshape(-1, *obs.shape[-3:]).long().clamp_(0, self.n_values - 1)  # (N, H, W, C)
-        x = self.embed(x + self.offsets).flatten(-2)  # (N, H, W, C*8)
-        x = self.conv(x.permute(0, 3, 1, 2))
+        lead, (h, w, c) = obs.shape[:-3], obs.shape[-3:]
+        # Values beyond n_values - 1 share the last slot, as they did in the embedding.
+        x = obs.reshape(-1, h, w, c, 1).clamp(max=self.n_values - 1)
+        onehot = (x == self.values.to(x.dtype)).float().view(-1, h, w, c * self.n_values)
+        x = self.conv(onehot.permute(0, 3, 1, 2))  # (N, C * n_values, H, W), channels-last
         return self.head(x.flatten(1)).reshape(*lead, -1)
 
 

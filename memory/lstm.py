@@ -3,8 +3,9 @@
 Hochreiter & Schmidhuber 1997 (LSTM); Cho et al. 2014 (GRU). Both run torch.nn's fused
 recurrent layers. Resets are exact: at a time step where some rows begin an episode, the
 sequence is split, those rows get a fresh state (``torch.where``, so no gradient flows to what
-came before) and the fused layer runs on to the next split. With no reset inside the batch
-(the common case) the whole segment is one fused call.
+came before) and the fused layer runs on to the next split; a one-layer LSTM instead runs its
+episode pieces in a few length buckets (``memory/episode_buckets.py``). With no reset inside
+the batch (acting, one step at a time) the whole segment is one fused call.
 
 Departures: none in the recurrences. The LSTM's forget-gate bias starts at ``forget_bias``
 (default 1.0, Jozefowicz et al. 2015) rather than PyTorch's 0: with 0 the LSTM learned a
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from memory.base import CoreOutput, MemoryCore, State, where_rows
+from memory.episode_buckets import bucketed_run
 from memory.registry import register_core
 
 
@@ -34,6 +36,11 @@ class RecurrentCore(MemoryCore):
 
     State: LSTM ``(h, c)``, GRU ``h``; each (B, num_layers, d_model).
     """
+
+    bucketed = True
+    """One-layer LSTMs run rows with episode starts inside as bucketed pieces
+    (memory/episode_buckets.py): 2.2x faster than one fused call per reset time at ~100 reset
+    times per minibatch. The GRU keeps the split: torch's CPU GRU is no faster bucketed."""
 
     def __init__(
         self, d_model: int, cell: str = "lstm", num_layers: int = 1, forget_bias: float = 1.0
@@ -68,6 +75,9 @@ class RecurrentCore(MemoryCore):
         lstm = self.cell == "lstm"
         hidden = tuple(s.transpose(0, 1).contiguous() for s in (state if lstm else (state,)))
         times = reset_times(episode_start)
+        if times and self.bucketed and lstm and self.num_layers == 1:
+            y, h, c = bucketed_run(self.rnn, x, *hidden, episode_start)
+            return CoreOutput(y, (h.transpose(0, 1), c.transpose(0, 1)), self.zero_aux(x))
         starts = episode_start.t().unsqueeze(-1)  # (T, B, 1): broadcasts over (layers, B, H)
         zero = x.new_zeros(())
         ys = []
