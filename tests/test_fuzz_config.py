@@ -52,6 +52,18 @@ def override(key: str, value: object) -> str:
     return f"{key}={value}"
 
 
+def assert_checked_or_one_line(
+    code: int, capsys: pytest.CaptureFixture[str], args: list[str], printed: str
+) -> None:
+    """Exit 0 printing the config (it holds ``printed``), or exit 2 with one ``error:`` line."""
+    out, err = capsys.readouterr()
+    assert code in (0, 2), (args, err)
+    if code == 2:
+        assert err.startswith("error: ") and err.count("\n") == 1, (args, err)
+    else:
+        assert printed in out
+
+
 @settings(
     max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -61,12 +73,7 @@ def test_fuzzed_overrides_never_traceback(
 ) -> None:
     args = [override(k, v) for k, v in pairs]
     code = main(["train", "--check", "configs/recall_lstm.yaml", *args])
-    out, err = capsys.readouterr()
-    assert code in (0, 2), (args, err)
-    if code == 2:
-        assert err.startswith("error: ") and err.count("\n") == 1, (args, err)
-    else:
-        assert "env:" in out
+    assert_checked_or_one_line(code, capsys, args, "env:")
 
 
 @settings(
@@ -96,3 +103,56 @@ def test_named_bad_inputs(args: list[str], capsys: pytest.CaptureFixture[str]) -
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+LM_KEYS = [
+    "data.path",
+    "data.val_fraction",
+    "data.synthetic.docs",
+    "data.synthetic.rounds",
+    "data.synthetic.gap_min",
+    "data.synthetic.gap_max",
+    "data.synthetic.code_len",
+    "core.name",
+    "core.d_model",
+    "core.num_layers",
+    "train.steps",
+    "train.batch_size",
+    "train.segment_len",
+    "train.detach_every",
+    "train.lr",
+    "device",
+    "seed",
+    "nope",
+    "data.nope",
+]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(pairs=st.lists(st.tuples(st.sampled_from(LM_KEYS), VALUES), min_size=1, max_size=3))
+def test_fuzzed_lm_overrides_never_traceback(
+    pairs: list[tuple[str, object]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Small synthetic data first, so valid examples build quickly; fuzzed pairs may replace it.
+    small = ["data.synthetic.docs=20", "data.synthetic.rounds=2", "train.batch_size=2"]
+    args = [*small, *(override(k, v) for k, v in pairs)]
+    code = main(["lm", "train", "--check", "configs/lm_lstm.yaml", *args])
+    assert_checked_or_one_line(code, capsys, args, "data:")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["data.path=no/such/file.txt"],
+        ["data.synthetic.gap_max=-3"],
+        ["train.segment_len=0"],
+        ["core.name=nope"],
+        ["data.synthetic.docs=1", "train.batch_size=4096"],
+    ],
+)
+def test_named_bad_lm_inputs(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lm", "train", "--check", "configs/lm_lstm.yaml", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err

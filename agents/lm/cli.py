@@ -99,6 +99,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("give a config file (e.g. configs/lm_lstm.yaml) or --resume RUN_DIR")
     else:
         cfg = load_lm_config(args.config, overrides)
+    if args.check:
+        return check(cfg)
     result = train(cfg, resume=resume, run_dir=run_dir)
     if not distributed.is_main():
         return 0
@@ -109,6 +111,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.val is not None:
         line += f", val bits/byte {result.val.bits_per_byte:.4f}"
     print(line)
+    return 0
+
+
+def check(cfg) -> int:
+    """Build what training would (corpora, streams, model) without training; print the config."""
+    import yaml
+
+    from agents.configuration import to_dict
+    from agents.lm.data import training_streams
+    from agents.lm.model import build_model
+    from agents.lm.train import load_corpora
+
+    train_corpus, _ = load_corpora(cfg.data)
+    training_streams(train_corpus, cfg.train.batch_size, cfg.train.segment_len)
+    build_model(cfg.core.name, cfg.core.d_model, cfg.core.options)
+    sys.stdout.write(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     return 0
 
 
@@ -186,6 +204,9 @@ def add_lm_parser(subparsers: argparse._SubParsersAction) -> None:
         "--resume",
         metavar="RUN_DIR",
         help="continue RUN_DIR/checkpoints/last.pt exactly (its config unless one is given)",
+    )
+    t.add_argument(
+        "--check", action="store_true", help="validate config and data, print the config, exit"
     )
     t.set_defaults(func=cmd_train)
 

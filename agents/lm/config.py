@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from agents.configuration import ConfigError, load_config
 
+MAX_SYNTHETIC_BYTES = 2**30
+
 
 @dataclass
 class SyntheticConfig:
@@ -46,6 +48,20 @@ class SyntheticConfig:
         if not 0 <= self.gap_min <= self.gap_max:
             raise ConfigError(
                 f"data.synthetic: need 0 <= gap_min <= gap_max, got {self.gap_min}, {self.gap_max}"
+            )
+        for name in ("code_len", "facts", "rounds"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"data.synthetic.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lead_max < 0 or any(d < 1 for d in self.distances):
+            raise ConfigError("data.synthetic: lead_max must be >= 0 and distances >= 1")
+        # Generated in memory: refuse sizes that would take hours or all of RAM, up front.
+        story = self.lead_max + self.rounds * self.facts * (self.gap_max + 40 + 2 * self.code_len)
+        needle = max(self.distances) * self.docs_per_distance * len(self.distances)
+        est = max((self.docs + self.val_docs) * story, needle)
+        if est > MAX_SYNTHETIC_BYTES:
+            raise ConfigError(
+                f"data.synthetic would generate ~{est:.3g} bytes; at most "
+                f"{MAX_SYNTHETIC_BYTES:.3g} (lower docs, rounds, facts or gap_max)"
             )
 
 
