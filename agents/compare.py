@@ -2,8 +2,9 @@
 
 Each run is an ordinary training run with its own folder (TensorBoard events, checkpoints) under
 ``OUT/runs/<core>__<env>__s<seed>``. When a run has trained and been evaluated, its
-``result.json`` is written atomically; a run with a result file is never run again, so an
-interrupted comparison resumes where it stopped (a half-finished run starts over).
+``result.json`` is written atomically; a run with a result file is never run again, and a
+half-finished run continues from its last checkpoint (bit-identically, as ``mnemo train
+--resume``), so an interrupted comparison (Ctrl-C, kill -9, a reboot) resumes where it stopped.
 
 Outputs in ``OUT``: results.csv (one row per run), results.md (per core and env: final eval
 success as IQM with a 95% bootstrap CI across seeds, steps to 90% success, SPS), curves.png
@@ -163,6 +164,20 @@ def write_json_atomic(obj: Any, path: Path) -> None:
         raise
 
 
+def resumable_checkpoint(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
+    """The checkpoint an interrupted run left in ``run_dir``, if it was this very run."""
+    from agents.checkpoint import load_checkpoint
+
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return None
+    try:
+        ckpt = load_checkpoint(last)
+    except Exception:  # unreadable: the run starts over, which loses nothing that was usable
+        return None
+    return ckpt if ckpt.get("config") == to_dict(cfg) else None
+
+
 def run_one(spec: RunSpec) -> dict[str, Any]:
     """Train one run, evaluate its final policy on held-out seeds, write its result file."""
     from agents.evaluate import evaluate, load_agent
@@ -171,9 +186,10 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
 
     cfg = from_dict(TrainConfig, spec.config)
     run_dir = Path(spec.run_dir)
-    if run_dir.exists():  # an interrupted run: start it over rather than mix two runs' events
+    resume = resumable_checkpoint(run_dir, cfg)
+    if resume is None and run_dir.exists():  # nothing to continue: start over, events and all
         shutil.rmtree(run_dir)
-    result = train(cfg)
+    result = train(cfg, resume=resume, run_dir=run_dir if resume else None)
     model, ecfg = load_agent(str(result.run_dir), cfg.device)
     ev = evaluate(model, ecfg, spec.eval_episodes, seed=cfg.seed, device=cfg.device)
     record = {

@@ -4,11 +4,16 @@ input fails before any run; IQM and bootstrap CI."""
 from __future__ import annotations
 
 import csv
+import shutil
+import signal
 from pathlib import Path
 
 import pytest
+import torch
 
+from agents.checkpoint import load_checkpoint
 from agents.cli import main
+from agents.ppo import PPO
 from agents.stats import bootstrap_ci, first_step_reaching, iqm
 
 TINY = [
@@ -54,14 +59,42 @@ def test_compare_writes_table_and_plots_and_resumes(tmp_path: Path) -> None:
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")} == stamps
     assert len(list(csv.DictReader((out / "results.csv").open()))) == 4
 
-    # A run without a result file (interrupted) runs again, from scratch; the others do not.
+    # A run with neither result nor checkpoint runs again, from scratch; the others do not.
     redo = out / "runs" / "none__mnemo_Recall-D8-v0__s1"
     (redo / "result.json").unlink()
+    shutil.rmtree(redo / "checkpoints")
     (redo / "stale.txt").write_text("from the interrupted attempt")
     assert main(compare_args(out)) == 0
     assert (redo / "result.json").is_file() and not (redo / "stale.txt").exists()
     del stamps[redo / "result.json"]
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
+
+def test_interrupted_run_continues_from_its_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    def args(out: Path) -> list[str]:
+        return [
+            "compare", "--cores", "lstm", "--envs", "mnemo/Recall-D8-v0", "--seeds", "1",
+            "--steps", "256", "--eval-episodes", "8", "--out", str(out), *TINY,
+        ]  # fmt: skip
+
+    assert main(args(tmp_path / "whole")) == 0
+    iterate = PPO.iterate
+
+    def iterate_then_ctrl_c(self: PPO) -> dict:
+        scalars = iterate(self)
+        if self.update_idx == 1:
+            signal.raise_signal(signal.SIGINT)
+        return scalars
+
+    monkeypatch.setattr(PPO, "iterate", iterate_then_ctrl_c)
+    assert main(args(tmp_path / "cut")) == 130
+    (run,) = (tmp_path / "cut" / "runs").iterdir()
+    assert not (run / "result.json").exists() and load_checkpoint(run)["step"] == 128
+    monkeypatch.setattr(PPO, "iterate", iterate)
+    assert main(args(tmp_path / "cut")) == 0
+    (whole,) = (tmp_path / "whole" / "runs").iterdir()
+    a, b = load_checkpoint(whole)["model"], load_checkpoint(run)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_compare_delay_plot(tmp_path: Path) -> None:
