@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -170,8 +171,9 @@ def test_resume_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.Captur
     assert load_checkpoint(run)["step"] == 4
 
 
-def test_ctrl_c_checkpoints_and_exits_130(tmp_path: Path) -> None:
-    args = lm_train_args("lstm", tmp_path, "train.steps=1000000", "run.checkpoint_every=1")
+def spawn_until_checkpoint(run: Path) -> subprocess.Popen:
+    """A long ``mnemo lm train`` in a subprocess, returned once its first checkpoint exists."""
+    args = lm_train_args("lstm", run, "train.steps=1000000", "run.checkpoint_every=1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "agents.cli", *args],
         cwd=ROOT,
@@ -179,10 +181,26 @@ def test_ctrl_c_checkpoints_and_exits_130(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    last, deadline = tmp_path / "checkpoints" / "last.pt", time.time() + 60
+    last, deadline = run / "checkpoints" / "last.pt", time.time() + 60
     while not last.exists():
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.1)
+    return proc
+
+
+def test_kill_9_leaves_a_whole_checkpoint_that_resumes(tmp_path: Path) -> None:
+    proc = spawn_until_checkpoint(tmp_path)
+    time.sleep(0.5)  # several more checkpoints, so the kill likely lands mid-write
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    step = load_checkpoint(tmp_path)["step"]  # intact: written atomically
+    assert step >= 1
+    assert main(["lm", "train", "--resume", str(tmp_path), f"train.steps={step + 2}"]) == 0
+    assert load_checkpoint(tmp_path)["step"] == step + 2
+
+
+def test_ctrl_c_checkpoints_and_exits_130(tmp_path: Path) -> None:
+    proc = spawn_until_checkpoint(tmp_path)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
