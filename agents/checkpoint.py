@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from agents import distributed
+from mnemo.agents import distributed
 
 
 def save_atomic(obj: Any, path: str | Path) -> Path:

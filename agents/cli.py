@@ -23,7 +23,7 @@ def _friendly(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
             print(f"interrupted: {e or 'the last checkpoint is kept'}", file=sys.stderr)
             return 130
         except RuntimeError as e:
-            from agents.ppo import NonFiniteError
+            from mnemo.agents.rl.ppo import NonFiniteError
 
             if not isinstance(e, NonFiniteError):
                 raise
@@ -35,10 +35,10 @@ def _friendly(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
 
 @_friendly
 def cmd_train(args: argparse.Namespace) -> int:
-    from agents.checkpoint import load_checkpoint, run_dir_of
-    from agents.config import TrainConfig, check_names, describe, load_train_config
-    from agents.configuration import apply_overrides, from_dict
-    from agents.train import train
+    from mnemo.agents.checkpoint import load_checkpoint, run_dir_of
+    from mnemo.agents.config_loader import apply_overrides, from_dict
+    from mnemo.agents.rl.config import RLConfig, check_names, describe, load_rl_config
+    from mnemo.agents.rl.train import train
 
     overrides = list(args.overrides)
     if args.config and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
@@ -51,18 +51,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"{args.resume} is a language-model run; resume it with `mnemo lm train --resume`"
             )
-        cfg = from_dict(TrainConfig, apply_overrides(resume["config"], overrides))
+        cfg = from_dict(RLConfig, apply_overrides(resume["config"], overrides))
         check_names(cfg)
     elif args.config is None:
         raise ValueError("give a config file (e.g. configs/recall_lstm.yaml) or --resume RUN_DIR")
     else:
-        cfg = load_train_config(args.config, overrides)
+        cfg = load_rl_config(args.config, overrides)
     if args.check:
         print(describe(cfg), end="")
         return 0
     run_dir = run_dir_of(args.resume) if args.resume else None
     result = train(cfg, resume=resume, run_dir=run_dir)
-    from agents import distributed
+    from mnemo.agents import distributed
 
     if not distributed.is_main():
         return 0
@@ -76,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 @_friendly
 def cmd_eval(args: argparse.Namespace) -> int:
-    from agents.evaluate import evaluate, load_agent
+    from mnemo.agents.rl.evaluate import evaluate, load_agent
 
     model, cfg = load_agent(args.checkpoint, args.device)
     res = evaluate(
@@ -88,8 +88,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"mean return {res.mean_return:.3f}"
     )
     if args.video:
-        from agents.evaluate import HELD_OUT_SEED_OFFSET
-        from agents.video import write_episode_gifs
+        from mnemo.agents.rl.evaluate import HELD_OUT_SEED_OFFSET
+        from mnemo.agents.rl.video import write_episode_gifs
 
         base = (cfg.seed if args.seed is None else args.seed) + HELD_OUT_SEED_OFFSET
         paths = write_episode_gifs(
@@ -103,7 +103,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 @_friendly
 def cmd_compare(args: argparse.Namespace) -> int:
-    from agents.compare import compare
+    from mnemo.agents.experiments.compare import compare
 
     results, errors = compare(
         args.cores,
@@ -126,9 +126,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 @_friendly
 def cmd_envs(args: argparse.Namespace) -> int:
     import gymnasium as gym
+    from mnemo.envs.batched import has_twin
 
-    import envs
-    from envs.batched import has_twin
+    from mnemo import envs
 
     for env_id in envs.mnemo_env_ids():
         spec = gym.spec(env_id)
@@ -139,7 +139,7 @@ def cmd_envs(args: argparse.Namespace) -> int:
 
 @_friendly
 def cmd_cores(args: argparse.Namespace) -> int:
-    import memory
+    from mnemo import memory
 
     for name in memory.core_names():
         opts = ", ".join(f"{k}={v!r}" for k, v in memory.core_options(name).items())
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("envs", help="list mnemo's environments").set_defaults(func=cmd_envs)
     sub.add_parser("cores", help="list memory cores and their options").set_defaults(func=cmd_cores)
-    from agents.lm.cli import add_lm_parser
+    from mnemo.agents.lm.cli import add_lm_parser
 
     add_lm_parser(sub)
     return p

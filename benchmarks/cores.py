@@ -23,8 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import memory
-from memory.base import tree_map
+from mnemo.memory.base import tree_map
+
+from mnemo import memory
 
 SIZE_KNOBS = ("mem_len", "n_mem", "window", "memory_size")
 """Option names taken as a core's memory size, in order of preference."""

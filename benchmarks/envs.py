@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import envs  # noqa: F401  (registers mnemo's envs)
-from envs.batched import make_batched
+import mnemo.envs  # noqa: F401  (registers mnemo's envs)
+from mnemo.envs.batched import make_batched
 
 
 def twin_sps(env_id: str, n: int, seconds: float, device: str) -> float:

@@ -39,11 +39,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import memory
-from agents.configuration import ConfigError
-from agents.lm.config import load_lm_config
-from agents.lm.model import build_model, n_params
-from agents.lm.train import train
+from mnemo.agents.config_loader import ConfigError
+from mnemo.agents.lm.config import load_lm_config
+from mnemo.agents.lm.model import build_model, n_params
+from mnemo.agents.lm.train import train
+
+from mnemo import memory
 
 SYNTHETIC = [
     "data.synthetic.compact=true",

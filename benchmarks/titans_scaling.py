@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import memory
+from mnemo import memory
 
 
 def time_call(core: memory.MemoryCore, batch: int, length: int, d: int, backward: bool) -> float:

@@ -35,10 +35,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import memory
-from agents.config import load_train_config
-from agents.ppo import PPO  # importing agents registers mnemo's envs
-from envs.batched import has_twin, make_batched
+from mnemo.agents.rl.config import load_rl_config
+from mnemo.agents.rl.ppo import PPO  # importing agents registers mnemo's envs
+from mnemo.envs.batched import has_twin, make_batched
+
+from mnemo import memory
 
 KEYCHEST = "mnemo/KeyChest-Match-D16-v0"
 RECALL = "mnemo/Recall-D16-v0"
@@ -54,7 +55,7 @@ def sync(device: torch.device) -> None:
 
 
 def ppo_config(args: argparse.Namespace, core: str, env_id: str, n: int, batched: bool) -> Any:
-    return load_train_config(
+    return load_rl_config(
         None,
         [
             f"env.id={env_id}",
@@ -207,9 +208,16 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--num-envs", type=int, default=None, help="default: 128 on CPU, 8192 on cuda")
     p.add_argument("--rollout-len", type=int, default=128)
-    p.add_argument("--hidden", type=int, default=128, help="core, encoder and peers' LSTM width")
+    p.add_argument(
+        "--hidden", type=int, default=64, help="core, encoder and peers' LSTM width (configs: 64)"
+    )
     p.add_argument("--updates", type=int, default=2, help="timed PPO updates per core")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (ours and peers)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="torch CPU threads, ours and the peers' alike (default: 2, this project's CPU)",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the actor-critic")
     p.add_argument("--autocast", default="none", choices=("none", "bf16"))
     p.add_argument("--twin-seconds", type=float, default=3.0)

@@ -8,9 +8,9 @@ RECALL_DELAYS = (8, 16, 32, 64, 128, 256)
 KEYCHEST_DELAYS = (16, 64, 256, 1024)
 # Entry points as strings, so that importing envs does not import minigrid.
 KEYCHEST_VARIANTS = {
-    "Match": "envs.keychest.match:KeyChestMatchEnv",
-    "Fetch": "envs.keychest.fetch:KeyChestFetchEnv",
-    "Return": "envs.keychest.return_key:KeyChestReturnEnv",
+    "Match": "mnemo.envs.keychest.match:KeyChestMatchEnv",
+    "Fetch": "mnemo.envs.keychest.fetch:KeyChestFetchEnv",
+    "Return": "mnemo.envs.keychest.return_key:KeyChestReturnEnv",
 }
 
 
@@ -18,7 +18,7 @@ def _register() -> None:
     for d in RECALL_DELAYS:
         env_id = f"mnemo/Recall-D{d}-v0"
         if env_id not in gym.registry:
-            gym.register(env_id, entry_point="envs.recall:RecallEnv", kwargs={"delay": d})
+            gym.register(env_id, entry_point="mnemo.envs.recall:RecallEnv", kwargs={"delay": d})
     for variant, entry_point in KEYCHEST_VARIANTS.items():
         for d in KEYCHEST_DELAYS:
             env_id = f"mnemo/KeyChest-{variant}-D{d}-v0"

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 # Importing a core module registers it.
-from memory import compressive, lstm, mlp, titans, trxl  # noqa: F401
-from memory.base import CoreOutput, MemoryCore, State
-from memory.registry import CoreConfigError, core_names, core_options, make_core, register_core
+from mnemo.memory import compressive, memoryless, recurrent, titans, trxl  # noqa: F401
+from mnemo.memory.base import CoreOutput, MemoryCore, State
+from mnemo.memory.registry import (
+    CoreConfigError,
+    core_names,
+    core_options,
+    make_core,
+    register_core,
+)
 
 __all__ = [
     "CoreConfigError",

@@ -137,7 +137,7 @@ class MemoryCore(nn.Module):
         """Optional: what the memory did over a segment, for people to look at (not for training).
 
         Called on one recorded episode (B = 1) after it was played, with the same inputs
-        ``forward`` received, to draw memory at work in TensorBoard (agents/video.py). Keys a
+        ``forward`` received, to draw memory at work in TensorBoard (agents/rl/video.py). Keys a
         core may return, all for batch row 0 and detached:
 
         - ``"attention"``: (T, K) attention weights of the last layer averaged over heads; row t

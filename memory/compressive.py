@@ -35,12 +35,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from mnemo.memory.attention import TransformerBlock, gather_rel
+from mnemo.memory.base import CoreOutput, MemoryCore, State
+from mnemo.memory.registry import register_core
+from mnemo.memory.trxl import DTYPES, last_start
 from torch import Tensor, nn
-
-from memory.attention import TransformerBlock, gather_rel
-from memory.base import CoreOutput, MemoryCore, State
-from memory.registry import register_core
-from memory.trxl import DTYPES, last_start
 
 COMPRESSIONS = ("conv", "max", "mean", "most_used")
 

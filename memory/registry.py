@@ -10,7 +10,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from memory.base import MemoryCore
+from mnemo.memory.base import MemoryCore
 
 _CORES: dict[str, type[MemoryCore]] = {}
 _DEFAULTS: dict[str, dict[str, Any]] = {}

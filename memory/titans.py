@@ -43,13 +43,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from mnemo.memory.base import CoreOutput, MemoryCore, State, tree_map2, where_rows
+from mnemo.memory.neural_memory import NeuralMemory
+from mnemo.memory.registry import register_core
+from mnemo.memory.titans_layout import ChunkLayout, chunk_layout
+from mnemo.memory.window_attention import SlidingWindowAttention
 from torch import Tensor, nn
-
-from memory.base import CoreOutput, MemoryCore, State, tree_map2, where_rows
-from memory.neural_memory import NeuralMemory
-from memory.registry import register_core
-from memory.titans_layout import ChunkLayout, chunk_layout
-from memory.window_attention import SlidingWindowAttention
 
 VARIANTS = ("lmm", "mac", "mag", "mal")
 ASK_HOST_ON = ("cpu",)

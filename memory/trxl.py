@@ -22,18 +22,17 @@ Departures from the papers, and why:
 - Keys/values of the memory are cached in the state (``cache_kv``) and used when no gradient is
   needed, so one acting step costs O(mem_len x d) per layer instead of re-projecting the memory
   (O(mem_len x d^2)). With gradients enabled they are recomputed from the stored hidden states,
-  as in Dai, so W_k and W_v learn from memory keys too.
+  as in Dai, so W_k and W_v learn from mnemo.memory keys too.
 - u and v are per layer (Dai's ``untie_r``); no dropout; pre-LN variants end with a LayerNorm.
 """
 
 from __future__ import annotations
 
 import torch
+from mnemo.memory.attention import RelFn, TransformerBlock, rel_shift
+from mnemo.memory.base import CoreOutput, MemoryCore, State
+from mnemo.memory.registry import register_core
 from torch import Tensor, nn
-
-from memory.attention import RelFn, TransformerBlock, rel_shift
-from memory.base import CoreOutput, MemoryCore, State
-from memory.registry import register_core
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from mnemo.agents.cli import main
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from agents.cli import main
 
 TINY = [
     "env.id=mnemo/Recall-D8-v0",
@@ -59,11 +58,17 @@ def test_missing_config_and_checkpoint(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_console_script_lists_cores_and_envs() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "agents.cli", "cores"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "mnemo.agents.cli", "cores"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "lstm" in out and "none" in out
     out = subprocess.run(
-        [sys.executable, "-m", "agents.cli", "envs"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "mnemo.agents.cli", "envs"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "mnemo/Recall-D16-v0" in out and "tensor twin" in out
 
@@ -101,7 +106,7 @@ def test_tiny_train_writes_scalars_and_checkpoint(tmp_path: Path, batched: str) 
 
 def test_gym_path_reports_success(tmp_path: Path) -> None:
     """Non-twin envs: success is read from same-step autoreset's final_info."""
-    from agents.vector_env import GymVectorEnv
+    from mnemo.agents.rl.vector_env import GymVectorEnv
 
     env = GymVectorEnv("mnemo/Recall-D8-v0", 2, "cpu")
     env.reset(seed=0)

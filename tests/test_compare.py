@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from agents.checkpoint import load_checkpoint
-from agents.cli import main
-from agents.ppo import PPO
-from agents.stats import bootstrap_ci, first_step_reaching, iqm
+from mnemo.agents.checkpoint import load_checkpoint
+from mnemo.agents.cli import main
+from mnemo.agents.experiments.stats import bootstrap_ci, first_step_reaching, iqm
+from mnemo.agents.rl.ppo import PPO
 
 TINY = [
     "env.num_envs=8",

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from mnemo.memory.base import State, index_state, tree_leaves
 
-import memory
-from memory.base import State, index_state, tree_leaves
+from mnemo import memory
 
 D = 16
 B = 4

@@ -8,9 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import mnemo.agents.distributed as distributed
 import torch
-
-import agents.distributed as distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -26,12 +25,12 @@ TINY = [
 
 WORKER = """
 import sys, torch
-from agents import distributed
-from agents.config import load_train_config
-from agents.ppo import PPO
+from mnemo.agents import distributed
+from mnemo.agents.rl.config import load_rl_config
+from mnemo.agents.rl.ppo import PPO
 
 out = sys.argv[1]
-cfg = distributed.setup(load_train_config(None, sys.argv[2:]))
+cfg = distributed.setup(load_rl_config(None, sys.argv[2:]))
 torch.manual_seed(cfg.seed)
 ppo = PPO(cfg)
 init = [p.detach().clone() for p in ppo.model.parameters()]
@@ -84,7 +83,7 @@ def test_ranks_keep_identical_parameters_with_their_own_envs(tmp_path: Path) -> 
 
 def test_torchrun_cli_train_writes_one_run_folder_from_rank_0(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    args = ["-m", "agents.cli", "train", "configs/recall_lstm.yaml", *TINY]
+    args = ["-m", "mnemo.agents.cli", "train", "configs/recall_lstm.yaml", *TINY]
     args += ["ppo.total_steps=128", f"run.dir={run}", "run.progress=false"]
     proc = torchrun(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -9,15 +9,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from mnemo.agents.checkpoint import load_checkpoint
+from mnemo.agents.cli import main
 from test_distributed import TINY, torchrun
 from test_lm_resume import assert_same_tensors
 
-from agents.checkpoint import load_checkpoint
-from agents.cli import main
-
 WORKER = """
 import json, sys
-from agents.cli import main
+from mnemo.agents.cli import main
 
 codes = [main(argv) for argv in json.loads(sys.argv[1])]
 sys.exit(max(codes))

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from agents.cli import main
+from mnemo.agents.cli import main
 
 KEYS = [
     "env.id",

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import signal
 
+import mnemo.agents.interrupt as interrupt
 import pytest
-
-import agents.interrupt as interrupt
-from agents.interrupt import GracefulStop
+from mnemo.agents.interrupt import GracefulStop
 
 
 def test_repeat_within_grace_is_ignored_a_later_one_stops(monkeypatch: pytest.MonkeyPatch) -> None:

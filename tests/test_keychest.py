@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from minigrid.core.constants import OBJECT_TO_IDX
 from minigrid.wrappers import ImgObsWrapper
+from mnemo.envs.keychest.common import CHEST, CUE
+from mnemo.envs.keychest.match import CHEST_SLOTS
 
-import envs
-from envs.keychest.common import CHEST, CUE
-from envs.keychest.match import CHEST_SLOTS
+from mnemo import envs
 
 VARIANTS = ("Match", "Fetch", "Return")
 
@@ -136,7 +136,7 @@ def test_match_memoryless_policy_is_at_chance() -> None:
         def policy(e, guess=guess) -> int:
             if e.phase != CHEST:
                 return e.oracle_action()
-            from envs.keychest.common import plan
+            from mnemo.envs.keychest.common import plan
 
             return plan(e.grid, e.agent_pos, e.agent_dir, [guess])
 
@@ -172,7 +172,7 @@ def test_return_key_is_out_of_view_at_the_chest() -> None:
 
 def test_return_memoryless_policies_are_near_chance() -> None:
     """A random alcove, or searching alcoves nearest first, succeeds ~1/K."""
-    from envs.keychest.return_key import alcove_cells
+    from mnemo.envs.keychest.return_key import alcove_cells
 
     env = make("Return", delay=0)
     k, n = env.num_alcoves, 150

@@ -12,16 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from agents.config import load_train_config
-from agents.train import train
+from mnemo.agents.rl.config import load_rl_config
+from mnemo.agents.rl.train import train
 
 
 def run(tmp_path: Path, config: str, *overrides: str):
     torch.set_num_threads(1)
-    cfg = load_train_config(
-        config, [f"run.dir={tmp_path / 'run'}", "run.progress=false", *overrides]
-    )
+    cfg = load_rl_config(config, [f"run.dir={tmp_path / 'run'}", "run.progress=false", *overrides])
     return train(cfg)
 
 

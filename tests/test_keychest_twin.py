@@ -9,11 +9,10 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 import numpy as np
 import pytest
 import torch
-
-from envs.batched import TWINS, make_batched
-from envs.batched.keychest import BatchedKeyChestMatch
-from envs.keychest.common import PHASES
-from envs.keychest.match import KeyChestMatchEnv
+from mnemo.envs.batched import TWINS, make_batched
+from mnemo.envs.batched.keychest import BatchedKeyChestMatch
+from mnemo.envs.keychest.common import PHASES
+from mnemo.envs.keychest.match import KeyChestMatchEnv
 
 
 def layout_of(twin: BatchedKeyChestMatch, i: int) -> dict:
@@ -102,7 +101,7 @@ def test_seeded_resets_are_identical_and_layouts_settable() -> None:
 
 
 def test_registered_as_twin() -> None:
-    assert TWINS["envs.keychest.match:KeyChestMatchEnv"] is BatchedKeyChestMatch
+    assert TWINS["mnemo.envs.keychest.match:KeyChestMatchEnv"] is BatchedKeyChestMatch
     twin = make_batched("mnemo/KeyChest-Match-D64-v0", 8)
     assert isinstance(twin, BatchedKeyChestMatch) and twin.delay == 64
     obs, _ = twin.reset(seed=0)

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from agents.config import load_train_config
-from agents.train import train
+from mnemo.agents.rl.config import load_rl_config
+from mnemo.agents.rl.train import train
 
 
 def run(tmp_path: Path, *overrides: str):
     torch.set_num_threads(1)
-    cfg = load_train_config(
+    cfg = load_rl_config(
         "configs/recall_lstm.yaml",
         [f"run.dir={tmp_path / 'run'}", "run.progress=false", *overrides],
     )
@@ -42,7 +41,7 @@ def test_gru_solves_recall_d64(tmp_path: Path) -> None:
     # configs/recall_gru_d64.yaml: seeds 0-3 reached 0.9 at 1.7, 2.7, 1.4, 3.9M steps;
     # seed 0 takes ~67 s on a quiet 2-core CPU.
     torch.set_num_threads(1)
-    cfg = load_train_config(
+    cfg = load_rl_config(
         "configs/recall_gru_d64.yaml",
         [f"run.dir={tmp_path / 'run'}", "run.progress=false", "seed=0", "ppo.target_success=0.9"],
     )

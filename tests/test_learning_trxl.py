@@ -12,25 +12,22 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from agents.config import load_train_config
-from agents.ppo import PPO
-from agents.train import train
+from mnemo.agents.rl.config import load_rl_config
+from mnemo.agents.rl.ppo import PPO
+from mnemo.agents.rl.train import train
 
 CHANCE = 0.25
 
 
 def run(tmp_path: Path, config: str, *overrides: str):
     torch.set_num_threads(1)
-    cfg = load_train_config(
-        config, [f"run.dir={tmp_path / 'run'}", "run.progress=false", *overrides]
-    )
+    cfg = load_rl_config(config, [f"run.dir={tmp_path / 'run'}", "run.progress=false", *overrides])
     return train(cfg)
 
 
 def test_reconstruction_head_adds_a_loss(tmp_path: Path) -> None:
     torch.set_num_threads(1)
-    cfg = load_train_config(
+    cfg = load_rl_config(
         "configs/recall_gtrxl.yaml",
         [
             "env.num_envs=4",
@@ -45,7 +42,7 @@ def test_reconstruction_head_adds_a_loss(tmp_path: Path) -> None:
     assert ppo.model.recon is not None
     logs = ppo.iterate()
     assert logs["losses/reconstruction"] > 0
-    off = PPO(load_train_config("configs/recall_gtrxl.yaml", ["env.num_envs=4"]))
+    off = PPO(load_rl_config("configs/recall_gtrxl.yaml", ["env.num_envs=4"]))
     assert off.model.recon is None  # off by default
 
 

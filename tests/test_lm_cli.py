@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from mnemo.agents.lm.cli import add_lm_parser
+from mnemo.agents.lm.config import load_lm_config
 
-import memory
-from agents.lm.cli import add_lm_parser
-from agents.lm.config import load_lm_config
+from mnemo import memory
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -136,7 +136,7 @@ def test_bad_data_files_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) ->
 
 
 def test_eval_rejects_a_ppo_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from agents.checkpoint import save_atomic
+    from mnemo.agents.checkpoint import save_atomic
 
     save_atomic({"model": {}, "config": {}, "step": 0}, tmp_path / "ppo.pt")
     assert lm(["eval", str(tmp_path / "ppo.pt")]) == 2

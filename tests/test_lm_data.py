@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from agents.lm import synthetic
-from agents.lm.config import LMConfig
-from agents.lm.data import (
+from mnemo.agents.lm import synthetic
+from mnemo.agents.lm.config import LMConfig
+from mnemo.agents.lm.data import (
     DataError,
     document_streams,
     from_documents,
@@ -17,7 +16,7 @@ from agents.lm.data import (
     split_holdout,
     training_streams,
 )
-from agents.lm.train import load_corpora
+from mnemo.agents.lm.train import load_corpora
 
 
 def write(path: Path, data: bytes) -> Path:

@@ -9,18 +9,17 @@ import textwrap
 from pathlib import Path
 
 import torch
+from mnemo.agents.checkpoint import load_checkpoint
+from mnemo.agents.cli import main
 from test_distributed import torchrun
 from test_lm_resume import assert_same_tensors, lm_train_args
-
-from agents.checkpoint import load_checkpoint
-from agents.cli import main
 
 # Each run: (name, argv, segment_loss call at which rank 0 alone gets SIGINT, or null).
 WORKER = """
 import json, os, signal, sys
 import torch
-import agents.lm.train as lt
-from agents.cli import main
+import mnemo.agents.lm.train as lt
+from mnemo.agents.cli import main
 
 out, runs = sys.argv[1], json.loads(sys.argv[2])
 rank = int(os.environ["RANK"])

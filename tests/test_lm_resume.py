@@ -9,13 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import mnemo.agents.lm.train as lm_train
 import numpy as np
 import pytest
 import torch
-
-import agents.lm.train as lm_train
-from agents.checkpoint import load_checkpoint, save_atomic
-from agents.cli import main
+from mnemo.agents.checkpoint import load_checkpoint, save_atomic
+from mnemo.agents.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 # A corpus of 7 segments per pass: 8 steps of 2 segments wrap around it, and step 4 stops
@@ -107,8 +106,8 @@ def test_interrupted_then_resumed_is_bit_identical(
 
 
 def test_data_position_wraps_around_the_streams() -> None:
-    from agents.lm.config import load_lm_config
-    from agents.lm.data import training_streams
+    from mnemo.agents.lm.config import load_lm_config
+    from mnemo.agents.lm.data import training_streams
 
     cfg = load_lm_config(str(ROOT / "configs/lm_lstm.yaml"), TINY)
     train_corpus, _ = lm_train.load_corpora(cfg.data)
@@ -175,7 +174,7 @@ def spawn_until_checkpoint(run: Path) -> subprocess.Popen:
     """A long ``mnemo lm train`` in a subprocess, returned once its first checkpoint exists."""
     args = lm_train_args("lstm", run, "train.steps=1000000", "run.checkpoint_every=1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agents.cli", *args],
+        [sys.executable, "-m", "mnemo.agents.cli", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from memory.lstm import RecurrentCore
+from mnemo.memory.recurrent import RecurrentCore
 
 
 @pytest.mark.parametrize("p_start", [0.02, 0.2, 0.6])

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from agents.checkpoint import load_checkpoint
-from agents.cli import main
-from agents.config import load_train_config
-from agents.ppo import PPO, NonFiniteError
-from agents.train import train
+from mnemo.agents.checkpoint import load_checkpoint
+from mnemo.agents.cli import main
+from mnemo.agents.rl.config import load_rl_config
+from mnemo.agents.rl.ppo import PPO, NonFiniteError
+from mnemo.agents.rl.train import train
 
 TINY = [
     "env.id=mnemo/Recall-D8-v0",
@@ -67,7 +66,7 @@ def test_resume_is_bit_identical(tmp_path: Path, batched: str) -> None:
 
 def test_same_seed_same_result(tmp_path: Path) -> None:
     for name in ("a", "b"):
-        cfg = load_train_config(
+        cfg = load_rl_config(
             "configs/recall_lstm.yaml", [*TINY, "ppo.total_steps=256", f"run.dir={tmp_path / name}"]
         )
         train(cfg)
@@ -86,7 +85,7 @@ def test_nan_stops_with_step_and_keeps_last_good_checkpoint(
         return original(self, ro, last_value)
 
     monkeypatch.setattr(PPO, "update", poisoned)
-    cfg = load_train_config(
+    cfg = load_rl_config(
         "configs/recall_lstm.yaml", [*TINY, "ppo.total_steps=1024", f"run.dir={tmp_path}"]
     )
     with pytest.raises(NonFiniteError, match=r"non-finite loss \(.*value.*\) at step 384"):
@@ -100,7 +99,7 @@ def spawn_train(run: Path, steps: int) -> subprocess.Popen:
     cmd = [
         sys.executable,
         "-m",
-        "agents.cli",
+        "mnemo.agents.cli",
         "train",
         "configs/recall_lstm.yaml",
         *TINY,

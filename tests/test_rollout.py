@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 import torch
+from mnemo.agents.rl.config import load_rl_config
+from mnemo.agents.rl.ppo import PPO
+from mnemo.agents.rl.rollout import compute_gae, sequence_minibatches
 from torch.distributions import Categorical
-
-from agents.config import load_train_config
-from agents.ppo import PPO
-from agents.rollout import compute_gae, sequence_minibatches
 
 
 def brute_gae(reward, value, done, last_value, gamma, lam):
@@ -37,7 +36,7 @@ def test_gae_stops_at_episode_ends() -> None:
 
 def test_stored_chunk_states_replay_acting_exactly() -> None:
     """Training sequences, run from the stored chunk states, give the acting log-probs."""
-    cfg = load_train_config(
+    cfg = load_rl_config(
         None,
         [
             "env.num_envs=6",

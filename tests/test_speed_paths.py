@@ -8,20 +8,18 @@ from contextlib import contextmanager
 
 import pytest
 import torch
+from mnemo.agents.rl.config import ConfigError, load_rl_config
+from mnemo.agents.rl.ppo import PPO
+from mnemo.envs.batched.recall import BatchedRecall
 
-import memory
-import memory.base
-import memory.titans
-from agents.config import ConfigError, load_train_config
-from agents.ppo import PPO
-from envs.batched.recall import BatchedRecall
+from mnemo import memory
 
 SYNC_METHODS = ("item", "cpu", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__")
 """Tensor methods that copy a value to the host: each one is a device sync on cuda."""
 
 
 def tiny_config(*overrides: str):
-    return load_train_config(
+    return load_rl_config(
         None,
         [
             "env.num_envs=4",

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import memory
+from mnemo import memory
 
 DELAY, K, D = 16, 4, 32
 OPTIONS = {
@@ -86,10 +86,10 @@ def test_attention_alone_stays_at_chance() -> None:
 
 
 def ppo(tmp_path: Path, variant: str, *overrides: str):
-    from agents.config import load_train_config
-    from agents.train import train
+    from mnemo.agents.rl.config import load_rl_config
+    from mnemo.agents.rl.train import train
 
-    cfg = load_train_config(
+    cfg = load_rl_config(
         f"configs/recall_titans_{variant}.yaml",
         [f"run.dir={tmp_path / 'run'}", "run.progress=false", *overrides],
     )

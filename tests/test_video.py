@@ -1,5 +1,5 @@
 """Episodes in TensorBoard: GIFs written as image summaries (add_video writes nothing with
-moviepy 2.x, see agents/video.py), recall renders, eval --video, memory inspection images."""
+moviepy 2.x, see agents/rl/video.py), recall renders, eval --video, memory inspection images."""
 
 from __future__ import annotations
 
@@ -7,15 +7,14 @@ import io
 from pathlib import Path
 
 import gymnasium as gym
+import mnemo.envs  # noqa: F401
 import numpy as np
 import pytest
 import torch
+from mnemo.agents.cli import main
+from mnemo.agents.rl.video import MAX_FRAMES, frames_to_gif, log_gif, subsample
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
-
-import envs  # noqa: F401
-from agents.cli import main
-from agents.video import MAX_FRAMES, frames_to_gif, log_gif, subsample
 
 TINY = [
     "env.id=mnemo/Recall-D8-v0",
@@ -97,17 +96,18 @@ def test_eval_video_writes_gifs(tmp_path: Path, capsys: pytest.CaptureFixture[st
 @pytest.mark.parametrize("core", ["trxl", "gtrxl", "compressive", "titans_mac", "titans_lmm"])
 def test_inspect_images(core: str, tmp_path: Path) -> None:
     """Attention cores show where they looked; Titans shows its memory's retrieval loss."""
-    import memory
-    from agents.actor_critic import ActorCritic
-    from agents.config import TrainConfig
-    from agents.plots import inspection_images
-    from agents.video import record_episode
-    from memory.base import MemoryCore
+    from mnemo.agents.experiments.plots import inspection_images
+    from mnemo.agents.rl.actor_critic import ActorCritic
+    from mnemo.agents.rl.config import RLConfig
+    from mnemo.agents.rl.video import record_episode
+    from mnemo.memory.base import MemoryCore
+
+    from mnemo import memory
 
     if core not in memory.core_names():
         pytest.skip(f"core {core} is not registered yet")
     torch.manual_seed(0)
-    cfg = TrainConfig()
+    cfg = RLConfig()
     cfg.env.id, cfg.core.name, cfg.core.d_model = "mnemo/Recall-D8-v0", core, 32
     env = gym.make(cfg.env.id)
     model = ActorCritic(env.observation_space, env.action_space, cfg.core, cfg.agent)

@@ -53,12 +53,13 @@ def load_model(path: str, device: str, core_overrides: dict[str, Any] | None = N
     ``core_overrides`` (e.g. a longer ``mem_len``) are applied only where the core has that
     option; the others are reported on stderr and ignored.
     """
-    import memory
-    from agents.configuration import from_dict
-    from agents.lm.config import LMConfig
-    from agents.lm.model import build_model
-    from agents.lm.resume import load_lm_checkpoint
-    from agents.lm.train import resolve_device
+    from mnemo.agents.config_loader import from_dict
+    from mnemo.agents.lm.config import LMConfig
+    from mnemo.agents.lm.model import build_model
+    from mnemo.agents.lm.resume import load_lm_checkpoint
+    from mnemo.agents.lm.train import resolve_device
+
+    from mnemo import memory
 
     ckpt = load_lm_checkpoint(path)
     cfg = from_dict(LMConfig, ckpt["config"])
@@ -80,11 +81,11 @@ def load_model(path: str, device: str, core_overrides: dict[str, Any] | None = N
 
 @_user_errors
 def cmd_train(args: argparse.Namespace) -> int:
-    from agents import distributed
-    from agents.checkpoint import run_dir_of
-    from agents.lm.config import load_lm_config
-    from agents.lm.resume import load_lm_checkpoint, resume_config
-    from agents.lm.train import train
+    from mnemo.agents import distributed
+    from mnemo.agents.checkpoint import run_dir_of
+    from mnemo.agents.lm.config import load_lm_config
+    from mnemo.agents.lm.resume import load_lm_checkpoint, resume_config
+    from mnemo.agents.lm.train import train
 
     overrides = list(args.overrides)
     if args.config and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
@@ -117,11 +118,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def check(cfg) -> int:
     """Build what training would (corpora, streams, model) without training; print the config."""
     import yaml
-
-    from agents.configuration import to_dict
-    from agents.lm.data import training_streams
-    from agents.lm.model import build_model
-    from agents.lm.train import load_corpora
+    from mnemo.agents.config_loader import to_dict
+    from mnemo.agents.lm.data import training_streams
+    from mnemo.agents.lm.model import build_model
+    from mnemo.agents.lm.train import load_corpora
 
     train_corpus, _ = load_corpora(cfg.data)
     training_streams(train_corpus, cfg.train.batch_size, cfg.train.segment_len)
@@ -135,9 +135,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import dataclasses
 
     import torch
-
-    from agents.lm.data import document_streams, load_corpus
-    from agents.lm.evaluate import evaluate
+    from mnemo.agents.lm.data import document_streams, load_corpus
+    from mnemo.agents.lm.evaluate import evaluate
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -170,7 +169,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 @_user_errors
 def cmd_sample(args: argparse.Namespace) -> int:
-    from agents.lm.sample import generate, printable
+    from mnemo.agents.lm.sample import generate, printable
 
     if args.bytes < 0:
         raise ValueError(f"--bytes must be >= 0, got {args.bytes}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agents.configuration import ConfigError, load_config
+from mnemo.agents.config_loader import ConfigError, load_config
 
 MAX_SYNTHETIC_BYTES = 2**30
 
@@ -173,7 +173,7 @@ class LMConfig:
 
 def check_core(name: str, options: dict) -> None:
     """Fail in one line on an unknown core name or option."""
-    import memory
+    from mnemo import memory
 
     if name not in memory.core_names():
         raise ConfigError(

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from mnemo.agents.config_loader import ConfigError
+from mnemo.agents.lm import synthetic
 from torch import Tensor
-
-from agents.configuration import ConfigError
-from agents.lm import synthetic
 
 SPLITS = ("train", "validation", "test")
 SYNTHETIC = ("recall", "needle")

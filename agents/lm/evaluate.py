@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from mnemo.agents.lm.data import Streams
+from mnemo.agents.lm.model import ByteLM
 from torch import Tensor
-
-from agents.lm.data import Streams
-from agents.lm.model import ByteLM
 
 LN2 = math.log(2.0)
 N_BUCKETS = 32

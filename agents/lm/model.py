@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from mnemo.memory.base import State
 from torch import Tensor, nn
 
-import memory
-from memory.base import State
+from mnemo import memory
 
 VOCAB = 256
 
@@ -58,7 +58,7 @@ class ByteLM(nn.Module):
 
 def build_model(core_name: str, d_model: int, core_options: dict | None = None) -> ByteLM:
     """Build a ByteLM, turning the registry's errors into one-line config errors."""
-    from agents.configuration import ConfigError
+    from mnemo.agents.config_loader import ConfigError
 
     try:
         return ByteLM(core_name, d_model, core_options)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-
-from agents.lm.evaluate import autocast
-from agents.lm.model import ByteLM
+from mnemo.agents.lm.evaluate import autocast
+from mnemo.agents.lm.model import ByteLM
 
 
 @torch.no_grad()

@@ -21,14 +21,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
-from agents import distributed
-from agents.checkpoint import save_with_ranks, this_rank_state
-from agents.configuration import ConfigError, to_dict
-from agents.interrupt import GracefulStop, Interrupted
-from agents.lm.config import DataConfig, LMConfig
-from agents.lm.data import (
+from mnemo.agents import distributed
+from mnemo.agents.checkpoint import save_with_ranks, this_rank_state
+from mnemo.agents.config_loader import ConfigError, to_dict
+from mnemo.agents.interrupt import GracefulStop, Interrupted
+from mnemo.agents.lm.config import DataConfig, LMConfig
+from mnemo.agents.lm.data import (
     Corpus,
     DataError,
     Segment,
@@ -38,11 +36,12 @@ from agents.lm.data import (
     split_holdout,
     training_streams,
 )
-from agents.lm.evaluate import LN2, EvalResult, autocast, evaluate
-from agents.lm.model import ByteLM, build_model, n_params
-from agents.lm.resume import Position, checkpoint, rank_state, restore
-from agents.lm.sample import generate, printable
-from memory.base import State, tree_leaves
+from mnemo.agents.lm.evaluate import LN2, EvalResult, autocast, evaluate
+from mnemo.agents.lm.model import ByteLM, build_model, n_params
+from mnemo.agents.lm.resume import Position, checkpoint, rank_state, restore
+from mnemo.agents.lm.sample import generate, printable
+from mnemo.memory.base import State, tree_leaves
+from torch import Tensor, nn
 
 
 @dataclass

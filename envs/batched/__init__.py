@@ -6,15 +6,14 @@ from typing import Any
 
 import gymnasium as gym
 import torch
-
-from envs.batched.base import TensorVectorEnv
-from envs.batched.keychest import BatchedKeyChestMatch
-from envs.batched.recall import BatchedRecall
+from mnemo.envs.batched.base import TensorVectorEnv
+from mnemo.envs.batched.keychest import BatchedKeyChestMatch
+from mnemo.envs.batched.recall import BatchedRecall
 
 # Entry point of a gymnasium env -> its tensor twin class.
 TWINS: dict[str, type[TensorVectorEnv]] = {
-    "envs.recall:RecallEnv": BatchedRecall,
-    "envs.keychest.match:KeyChestMatchEnv": BatchedKeyChestMatch,
+    "mnemo.envs.recall:RecallEnv": BatchedRecall,
+    "mnemo.envs.keychest.match:KeyChestMatchEnv": BatchedKeyChestMatch,
 }
 
 

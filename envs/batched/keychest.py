@@ -27,9 +27,8 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from minigrid.core.constants import COLOR_TO_IDX, DIR_TO_VEC, OBJECT_TO_IDX
-
-from envs.batched.base import TensorVectorEnv
-from envs.keychest.common import (
+from mnemo.envs.batched.base import TensorVectorEnv
+from mnemo.envs.keychest.common import (
     APPLE_CELLS,
     APPLE_COLOR,
     CHEST,
@@ -41,7 +40,7 @@ from envs.keychest.common import (
     RIGHT,
     ROOM,
 )
-from envs.keychest.match import CHEST_SLOTS, CHEST_START, CUE_START, KEY_CELL
+from mnemo.envs.keychest.match import CHEST_SLOTS, CHEST_START, CUE_START, KEY_CELL
 
 W = ROOM  # the world is W x W cells, flattened as x * W + y
 OUTSIDE = W * W

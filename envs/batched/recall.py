@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
-
-from envs.batched.base import TensorVectorEnv
+from mnemo.envs.batched.base import TensorVectorEnv
 
 
 class BatchedRecall(TensorVectorEnv):

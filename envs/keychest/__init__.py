@@ -7,8 +7,8 @@ Shared phases, distractor room and planner live in ``common``.
 
 from __future__ import annotations
 
-from envs.keychest.fetch import KeyChestFetchEnv
-from envs.keychest.match import KeyChestMatchEnv
-from envs.keychest.return_key import KeyChestReturnEnv
+from mnemo.envs.keychest.fetch import KeyChestFetchEnv
+from mnemo.envs.keychest.match import KeyChestMatchEnv
+from mnemo.envs.keychest.return_key import KeyChestReturnEnv
 
 __all__ = ["KeyChestFetchEnv", "KeyChestMatchEnv", "KeyChestReturnEnv"]

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from envs.keychest.common import (
+from mnemo.envs.keychest.common import (
     CHEST,
     COLORS,
     CUE,
@@ -53,7 +53,7 @@ from envs.keychest.common import (
     plan,
     room_grid,
 )
-from envs.keychest.match import CHEST_SLOTS, CHEST_START, CUE_START, KEY_CELL
+from mnemo.envs.keychest.match import CHEST_SLOTS, CHEST_START, CUE_START, KEY_CELL
 
 
 def fetch_mission() -> str:

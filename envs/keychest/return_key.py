@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from envs.keychest.common import (
+from mnemo.envs.keychest.common import (
     CHEST,
     COLORS,
     CUE,

@@ -7,13 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from mnemo.agents.checkpoint import load_checkpoint
+from mnemo.agents.config_loader import from_dict
+from mnemo.agents.rl.actor_critic import ActorCritic
+from mnemo.agents.rl.config import RLConfig
+from mnemo.agents.rl.vector_env import make_vector_env
 from torch.distributions import Categorical
-
-from agents.actor_critic import ActorCritic
-from agents.checkpoint import load_checkpoint
-from agents.config import TrainConfig
-from agents.configuration import from_dict
-from agents.vector_env import make_vector_env
 
 HELD_OUT_SEED_OFFSET = 1_000_003
 """Evaluation env seeds start here past the training seed, so they are never trained on."""
@@ -39,9 +38,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def load_agent(path: str, device: str = "cpu") -> tuple[ActorCritic, TrainConfig]:
+def load_agent(path: str, device: str = "cpu") -> tuple[ActorCritic, RLConfig]:
     ckpt = load_checkpoint(path, map_location=device)
-    cfg = from_dict(TrainConfig, ckpt["config"])
+    cfg = from_dict(RLConfig, ckpt["config"])
     cfg.device = device
     env = make_vector_env(cfg.env.id, 1, device, cfg.env.batched, **cfg.env.kwargs)
     model = ActorCritic(env.single_observation_space, env.single_action_space, cfg.core, cfg.agent)
@@ -52,7 +51,7 @@ def load_agent(path: str, device: str = "cpu") -> tuple[ActorCritic, TrainConfig
 @torch.no_grad()
 def evaluate(
     model: ActorCritic,
-    cfg: TrainConfig,
+    cfg: RLConfig,
     episodes: int = 100,
     num_envs: int = 16,
     greedy: bool = True,

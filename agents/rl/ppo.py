@@ -14,16 +14,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from mnemo.agents import distributed
+from mnemo.agents.rl.actor_critic import ActorCritic
+from mnemo.agents.rl.config import RLConfig
+from mnemo.agents.rl.rollout import Rollout, compute_gae, sequence_minibatches
+from mnemo.agents.rl.vector_env import make_vector_env
+from mnemo.envs.batched.base import TensorVectorEnv
+from mnemo.memory.base import State, tree_leaves, tree_map, tree_map2
 from torch import Tensor
 from torch.distributions import Categorical
-
-from agents import distributed
-from agents.actor_critic import ActorCritic
-from agents.config import TrainConfig
-from agents.rollout import Rollout, compute_gae, sequence_minibatches
-from agents.vector_env import make_vector_env
-from envs.batched.base import TensorVectorEnv
-from memory.base import State, tree_leaves, tree_map, tree_map2
 
 
 @dataclass
@@ -66,7 +65,7 @@ class NonFiniteError(RuntimeError):
 class PPO:
     """Holds the envs, the agent and the optimizer; ``collect`` then ``update`` per iteration."""
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: RLConfig) -> None:
         self.cfg = cfg
         self.device = torch.device(cfg.device)
         self.env = make_vector_env(

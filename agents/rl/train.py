@@ -10,14 +10,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from mnemo.agents import distributed
+from mnemo.agents.checkpoint import rng_state, save_with_ranks, set_rng_state, this_rank_state
+from mnemo.agents.config_loader import to_dict
+from mnemo.agents.interrupt import GracefulStop, Interrupted
+from mnemo.agents.rl.config import RLConfig, describe
+from mnemo.agents.rl.ppo import PPO
 from tqdm import tqdm
-
-from agents import distributed
-from agents.checkpoint import rng_state, save_with_ranks, set_rng_state, this_rank_state
-from agents.config import TrainConfig, describe
-from agents.configuration import to_dict
-from agents.interrupt import GracefulStop, Interrupted
-from agents.ppo import PPO
 
 __all__ = ["GracefulStop", "Interrupted", "TrainResult", "train"]
 
@@ -42,12 +41,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def default_run_dir(cfg: TrainConfig) -> Path:
+def default_run_dir(cfg: RLConfig) -> Path:
     name = cfg.run.name or f"{cfg.core.name}-{cfg.env.id.split('/')[-1]}"
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def checkpoint(ppo: PPO, cfg: TrainConfig, history: list[tuple[int, float]]) -> dict:
+def checkpoint(ppo: PPO, cfg: RLConfig, history: list[tuple[int, float]]) -> dict:
     return {
         "model": ppo.model.state_dict(),
         "optimizer": ppo.optimizer.state_dict(),
@@ -63,7 +62,7 @@ def rank_state(ppo: PPO) -> dict[str, Any]:
     return {"trainer": ppo.trainer_state(), "rng": rng_state(ppo.device)}
 
 
-def save_checkpoint(ppo: PPO, cfg: TrainConfig, history: list, path: Path) -> None:
+def save_checkpoint(ppo: PPO, cfg: RLConfig, history: list, path: Path) -> None:
     """Rank 0 writes ``path`` with every rank's state (a collective)."""
     save_with_ranks(lambda: checkpoint(ppo, cfg, history), rank_state(ppo), path)
 
@@ -85,7 +84,7 @@ def restore(ppo: PPO, ckpt: dict, mine: dict) -> list[tuple[int, float]]:
     return [tuple(h) for h in ckpt.get("history", [])]  # type: ignore[misc]
 
 
-def train(cfg: TrainConfig, resume: dict | None = None, run_dir: Path | None = None) -> TrainResult:
+def train(cfg: RLConfig, resume: dict | None = None, run_dir: Path | None = None) -> TrainResult:
     """Train PPO as ``cfg`` says; ``resume`` is a checkpoint dict to continue from exactly."""
     cfg = distributed.setup(cfg)  # under torchrun: this rank's device and seed + rank
     if cfg.threads:
@@ -124,7 +123,9 @@ def train(cfg: TrainConfig, resume: dict | None = None, run_dir: Path | None = N
                     for k, v in scalars.items():
                         writer.add_scalar(k, v, ppo.global_step)
                 if cfg.run.video_every and ppo.update_idx % cfg.run.video_every == 0:
-                    from agents.video import log_episode  # lazy: pulls in matplotlib and Pillow
+                    from mnemo.agents.rl.video import (
+                        log_episode,  # lazy: pulls in matplotlib and Pillow
+                    )
 
                     log_episode(writer, ppo.model, cfg, ppo.global_step, cfg.seed + ppo.update_idx)
                 # Ranks may see Ctrl-C at different updates; they must stop at the same one.

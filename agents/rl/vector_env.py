@@ -12,12 +12,11 @@ import pickle
 from typing import Any
 
 import gymnasium as gym
+import mnemo.envs  # noqa: F401  (registers mnemo's envs)
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
-
-import envs  # noqa: F401  (registers mnemo's envs)
-from envs.batched import has_twin, make_batched
+from mnemo.envs.batched import has_twin, make_batched
 
 
 def _unwrap_image(env: gym.Env) -> gym.Env:

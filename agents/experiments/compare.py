@@ -29,8 +29,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from agents.config import TrainConfig, check_names
-from agents.configuration import ConfigError, from_dict, load_config, to_dict
+from mnemo.agents.config_loader import ConfigError, from_dict, load_config, to_dict
+from mnemo.agents.rl.config import RLConfig, check_names
 
 CSV_COLUMNS = [
     "core",
@@ -91,7 +91,7 @@ def plan_runs(
     Raises:
         ConfigError: bad input (unknown core or env, seeds < 1, ...), in one line.
     """
-    import memory
+    from mnemo import memory
 
     cores = _split(cores, "cores") if isinstance(cores, str) else list(cores)
     env_ids = _split(env_ids, "envs") if isinstance(env_ids, str) else list(env_ids)
@@ -106,7 +106,7 @@ def plan_runs(
             raise ConfigError(
                 f"unknown core {core!r}; valid cores: {', '.join(memory.core_names())}"
             )
-    base = load_config(TrainConfig, config, list(overrides))
+    base = load_config(RLConfig, config, list(overrides))
     if steps is not None:
         base.ppo.total_steps = steps
     if not base.threads:
@@ -164,9 +164,9 @@ def write_json_atomic(obj: Any, path: Path) -> None:
         raise
 
 
-def resumable_checkpoint(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
+def resumable_checkpoint(run_dir: Path, cfg: RLConfig) -> dict[str, Any] | None:
     """The checkpoint an interrupted run left in ``run_dir``, if it was this very run."""
-    from agents.checkpoint import load_checkpoint
+    from mnemo.agents.checkpoint import load_checkpoint
 
     last = run_dir / "checkpoints" / "last.pt"
     if not last.is_file():
@@ -180,11 +180,11 @@ def resumable_checkpoint(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | No
 
 def run_one(spec: RunSpec) -> dict[str, Any]:
     """Train one run, evaluate its final policy on held-out seeds, write its result file."""
-    from agents.evaluate import evaluate, load_agent
-    from agents.stats import first_step_reaching
-    from agents.train import train
+    from mnemo.agents.experiments.stats import first_step_reaching
+    from mnemo.agents.rl.evaluate import evaluate, load_agent
+    from mnemo.agents.rl.train import train
 
-    cfg = from_dict(TrainConfig, spec.config)
+    cfg = from_dict(RLConfig, spec.config)
     run_dir = Path(spec.run_dir)
     resume = resumable_checkpoint(run_dir, cfg)
     if resume is None and run_dir.exists():  # nothing to continue: start over, events and all
@@ -260,7 +260,7 @@ def execute(specs: list[RunSpec], jobs: int = 1, progress: bool = True) -> list[
 
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (core, env): eval success IQM and 95% bootstrap CI across seeds, steps to 90%, SPS."""
-    from agents.stats import bootstrap_ci, iqm
+    from mnemo.agents.experiments.stats import bootstrap_ci, iqm
 
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results:
@@ -338,7 +338,7 @@ def compare(
 
     Returns the per-run results and the error lines of runs that failed (rerun to retry them).
     """
-    from agents.plots import plot_curves, plot_delay
+    from mnemo.agents.experiments.plots import plot_curves, plot_delay
 
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")

@@ -1,7 +1,7 @@
 """The training config of ``mnemo train``: typed sections, each field's docstring is its help.
 
-Load with ``load_train_config(path, overrides)``; every section and key is checked before any
-work starts (see agents/configuration.py for the one-line errors).
+Load with ``load_rl_config(path, overrides)``; every section and key is checked before any
+work starts (see agents/config_loader.py for the one-line errors).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.configuration import ConfigError, load_config
+from mnemo.agents.config_loader import ConfigError, load_config
 
 
 @dataclass
@@ -129,7 +129,7 @@ class RunConfig:
 
 
 @dataclass
-class TrainConfig:
+class RLConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     core: CoreConfig = field(default_factory=CoreConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
@@ -153,18 +153,17 @@ class TrainConfig:
             raise ConfigError(f"autocast must be 'none' or 'bf16', got {self.autocast!r}")
 
 
-def load_train_config(path: str | None, overrides: list[str] | None = None) -> TrainConfig:
-    cfg = load_config(TrainConfig, path, overrides)
+def load_rl_config(path: str | None, overrides: list[str] | None = None) -> RLConfig:
+    cfg = load_config(RLConfig, path, overrides)
     check_names(cfg)
     return cfg
 
 
-def check_names(cfg: TrainConfig) -> None:
+def check_names(cfg: RLConfig) -> None:
     """Fail early, in one line, on an unknown env id, core name or core option."""
     import gymnasium as gym
 
-    import envs
-    import memory
+    from mnemo import envs, memory
 
     if cfg.env.id not in gym.registry:
         ours = ", ".join(envs.mnemo_env_ids())
@@ -200,7 +199,6 @@ def check_names(cfg: TrainConfig) -> None:
 def describe(cfg: Any) -> str:
     """The resolved config as YAML, for logs and TensorBoard."""
     import yaml
-
-    from agents.configuration import to_dict
+    from mnemo.agents.config_loader import to_dict
 
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -11,12 +11,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from gymnasium import spaces
+from mnemo.agents.rl.config import AgentConfig, CoreConfig
+from mnemo.agents.rl.encoders import make_encoder
+from mnemo.memory.base import State
 from torch import Tensor, nn
 
-import memory
-from agents.config import AgentConfig, CoreConfig
-from agents.encoders import make_encoder
-from memory.base import State
+from mnemo import memory
 
 
 class ACOutput(NamedTuple):

@@ -21,12 +21,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from mnemo.agents.rl.actor_critic import ActorCritic
+from mnemo.agents.rl.config import RLConfig
 from PIL import Image
 from torch import Tensor
 from torch.distributions import Categorical
-
-from agents.actor_critic import ActorCritic
-from agents.config import TrainConfig
 
 MAX_FRAMES = 200
 """Frames kept per episode: longer episodes are subsampled evenly so event files stay small."""
@@ -96,9 +95,9 @@ def log_gif(writer: Any, tag: str, gif: bytes, step: int) -> None:
     )
 
 
-def make_render_env(cfg: TrainConfig) -> gym.Env:
+def make_render_env(cfg: RLConfig) -> gym.Env:
     """One gymnasium env of the run's id and kwargs, rendering rgb_array frames."""
-    import envs  # noqa: F401  (registers mnemo's envs)
+    import mnemo.envs  # noqa: F401  (registers mnemo's envs)
 
     try:
         env = gym.make(cfg.env.id, render_mode="rgb_array", **cfg.env.kwargs)
@@ -116,7 +115,7 @@ def make_render_env(cfg: TrainConfig) -> gym.Env:
 @torch.no_grad()
 def record_episode(
     model: ActorCritic,
-    cfg: TrainConfig,
+    cfg: RLConfig,
     seed: int,
     greedy: bool = True,
     max_frames: int = MAX_FRAMES,
@@ -184,12 +183,12 @@ def record_episode(
 
 
 def log_episode(
-    writer: Any, model: ActorCritic, cfg: TrainConfig, step: int, seed: int
+    writer: Any, model: ActorCritic, cfg: RLConfig, step: int, seed: int
 ) -> Episode | None:
     """Record one episode on held-out env seed ``seed`` and log it: ``episodes/video`` (GIF),
     ``episodes/*`` scalars and the core's inspection as ``memory/*`` heatmaps."""
-    from agents.evaluate import HELD_OUT_SEED_OFFSET
-    from agents.plots import inspection_images
+    from mnemo.agents.experiments.plots import inspection_images
+    from mnemo.agents.rl.evaluate import HELD_OUT_SEED_OFFSET
 
     if not hasattr(writer, "_get_file_writer"):  # a non-writing rank of a data-parallel run
         return None
@@ -207,7 +206,7 @@ def log_episode(
 
 def write_episode_gifs(
     model: ActorCritic,
-    cfg: TrainConfig,
+    cfg: RLConfig,
     out_dir: str | Path,
     episodes: int,
     seed: int,
@@ -215,9 +214,8 @@ def write_episode_gifs(
 ) -> list[Path]:
     """Write ``episodes`` episodes as ``out_dir/episode_NNN_{success,fail}.gif``, log them to a
     TensorBoard event file in ``out_dir`` too, and save the memory heatmaps as PNGs."""
+    from mnemo.agents.experiments.plots import inspection_images
     from torch.utils.tensorboard import SummaryWriter
-
-    from agents.plots import inspection_images
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

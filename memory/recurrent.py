@@ -15,11 +15,10 @@ Departures: none in the recurrences. The LSTM's forget-gate bias starts at ``for
 from __future__ import annotations
 
 import torch
+from mnemo.memory.base import CoreOutput, MemoryCore, State, where_rows
+from mnemo.memory.episode_buckets import bucketed_run
+from mnemo.memory.registry import register_core
 from torch import Tensor, nn
-
-from memory.base import CoreOutput, MemoryCore, State, where_rows
-from memory.episode_buckets import bucketed_run
-from memory.registry import register_core
 
 
 def reset_times(episode_start: Tensor) -> list[int]:

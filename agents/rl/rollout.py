@@ -6,9 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+from mnemo.memory.base import State, cat_states, index_state
 from torch import Tensor
-
-from memory.base import State, cat_states, index_state
 
 
 @dataclass

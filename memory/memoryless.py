@@ -8,14 +8,13 @@ states never needs a special case.
 from __future__ import annotations
 
 import torch
+from mnemo.memory.base import CoreOutput, MemoryCore, State
+from mnemo.memory.registry import register_core
 from torch import Tensor, nn
-
-from memory.base import CoreOutput, MemoryCore, State
-from memory.registry import register_core
 
 
 @register_core("none")
-class MLPCore(MemoryCore):
+class MemorylessCore(MemoryCore):
     """y_t = MLP(x_t): no information crosses time steps."""
 
     def __init__(self, d_model: int, hidden: int | None = None) -> None:

@@ -1,0 +1,1 @@
+"""Experiments over many runs: ``mnemo compare``, cross-seed statistics, plots."""
