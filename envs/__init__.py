@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-RECALL_DELAYS = (8, 16, 32, 64, 128, 256)
+RECALL_DELAYS = (8, 16, 32, 64, 128, 256, 512, 1024)
 KEYCHEST_DELAYS = (16, 64, 256, 1024)
 # Entry points as strings, so that importing envs does not import minigrid.
 KEYCHEST_VARIANTS = {

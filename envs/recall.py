@@ -28,7 +28,8 @@ the query, the colour the agent answered, framed green if right and red if wrong
 bottom a time bar coloured by phase.
 
 ## Registered configurations
-``mnemo/Recall-D{8,16,32,64,128,256}-v0`` with K = 4.
+``mnemo/Recall-D{8,16,32,64,128,256,512,1024}-v0`` with K = 4 (``envs.RECALL_DELAYS``); each
+also runs as the tensor twin ``envs.batched.recall.BatchedRecall`` (``make_batched``).
 """
 
 from __future__ import annotations

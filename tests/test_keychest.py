@@ -96,6 +96,54 @@ def test_oracle_succeeds_at_every_delay(variant: str, delay: int) -> None:
         assert env.cue_steps + delay < steps <= env.max_steps
 
 
+def oracle_returns(env: gym.Env, seed: int = 0) -> tuple[float, float]:
+    """The scripted oracle's (distractor, other phases) return over one episode."""
+    env.reset(seed=seed)
+    apples = rest = 0.0
+    while True:
+        _, reward, terminated, _, info = env.step(env.oracle_action())
+        if info["phase"] == "distractor":
+            apples += reward
+        else:
+            rest += reward
+        if terminated:
+            assert info["success"] is True
+            return apples, rest
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_apple_budget_keeps_the_chest_the_signal_at_every_delay(variant: str) -> None:
+    """The distractor pays at most ``apple_budget`` (0.2) however long the delay, so the
+    chest is >= 80% of the oracle's return at every registered delay; unbounded apples
+    (``apple_budget=None``, the old rule) would outweigh it from delay 256 on."""
+    for d in envs.KEYCHEST_DELAYS:
+        env = gym.make(f"mnemo/KeyChest-{variant}-D{d}-v0").unwrapped
+        apples, chest = oracle_returns(env)
+        assert 0 < apples <= env.apple_budget + 1e-9, (d, apples)
+        assert chest / (apples + chest) >= 0.8, (d, apples, chest)
+    apples, chest = oracle_returns(make(variant, delay=256, apple_budget=None))
+    assert apples > chest
+
+
+def test_apple_budget_rule() -> None:
+    """At most floor(budget / reward) apples appear per episode; then eaten ones stay gone."""
+    from mnemo.envs.keychest.common import APPLE_GONE, apple_allowance
+
+    assert apple_allowance(0.05, 0.2) == 4 and apple_allowance(0.05, None) is None
+    assert apple_allowance(0.03, 0.1) == 3 and apple_allowance(0.0, 0.2) is None
+    with pytest.raises(ValueError, match="apple_budget"):
+        make("Match", apple_budget=-1.0)
+    env = make("Match", delay=200, apple_regrow=2, apple_budget=0.25)  # 5 apples
+    apples, _ = oracle_returns(env)
+    assert apples == pytest.approx(0.25)
+    assert env.apples_shown == 5 and (env.apple_timer == APPLE_GONE).all()
+    env = make("Match", delay=200, apple_budget=0.1)  # 2 apples: only 2 cells start with one
+    env.reset(seed=0)
+    while env.phase == CUE:
+        env.step(env.oracle_action())
+    assert list(env.apple_timer) == [0, 0, APPLE_GONE, APPLE_GONE]
+
+
 def test_phases_and_rewards_are_reported() -> None:
     env = make("Match", delay=12)
     _, info = env.reset(seed=0)

@@ -20,12 +20,28 @@ def layout_of(twin: BatchedKeyChestMatch, i: int) -> dict:
     return {"key_color": int(lay["key_color"][i]), "chest_colors": lay["chest_colors"][i].tolist()}
 
 
+# The last cases are long enough for the apple budget to bind: apples stop growing back once
+# max_apples have appeared (6 of them at 0.3, 2 at 0.1: fewer than the room's 4 cells), or
+# never stop (None). There the actions mix in the oracle's, which heads for the apples.
 @pytest.mark.parametrize(
-    ("delay", "num_colors", "apple_regrow", "shuffle"),
-    [(0, 4, 10, True), (5, 4, 3, False), (9, 3, 2, True), (12, 2, 10, False)],
+    ("delay", "num_colors", "apple_regrow", "shuffle", "apple_budget", "oracle_share"),
+    [
+        (0, 4, 10, True, 0.2, 0.0),
+        (5, 4, 3, False, 0.2, 0.0),
+        (9, 3, 2, True, 0.2, 0.0),
+        (12, 2, 10, False, 0.2, 0.0),
+        (60, 4, 3, False, 0.3, 0.6),
+        (40, 2, 2, True, 0.1, 0.6),
+        (30, 3, 3, False, None, 0.6),
+    ],
 )
 def test_twin_equals_minigrid(
-    delay: int, num_colors: int, apple_regrow: int, shuffle: bool
+    delay: int,
+    num_colors: int,
+    apple_regrow: int,
+    shuffle: bool,
+    apple_budget: float | None,
+    oracle_share: float,
 ) -> None:
     n, steps = 10, 200
     kwargs = {
@@ -33,6 +49,7 @@ def test_twin_equals_minigrid(
         "num_colors": num_colors,
         "apple_regrow": apple_regrow,
         "shuffle_chests": shuffle,
+        "apple_budget": apple_budget,
     }
     twin = BatchedKeyChestMatch(n, **kwargs)
     grid_envs = [KeyChestMatchEnv(**kwargs) for _ in range(n)]
@@ -43,9 +60,14 @@ def test_twin_equals_minigrid(
         assert PHASES[int(info["phase"][i])] == ref_info["phase"]
 
     rng = np.random.default_rng(0)
-    seen = {"apple": 0, "success": 0, "failure": 0}
+    seen = {"apple": 0, "success": 0, "failure": 0, "budget_spent": 0}
+    apples = np.zeros(n, dtype=int)  # apples eaten in each env's current episode
+    max_apples = grid_envs[0].max_apples
     for _ in range(steps):
         actions = rng.choice(3, size=n, p=[0.25, 0.25, 0.5])  # forward often, to use things
+        if oracle_share:
+            oracle = np.array([env.oracle_action() for env in grid_envs])
+            actions = np.where(rng.random(n) < oracle_share, oracle, actions)
         obs, reward, term, trunc, info = twin.step(torch.as_tensor(actions))
         assert not trunc.any()
         for i, env in enumerate(grid_envs):
@@ -56,8 +78,14 @@ def test_twin_equals_minigrid(
             assert float(reward[i]) == pytest.approx(r), where
             assert PHASES[int(info["phase"][i])] == ref_info["phase"], where
             assert np.array_equal(info["final_obs"][i].numpy(), ref["image"]), where
-            seen["apple"] += ref_info["phase"] == "distractor" and r > 0
+            ate = ref_info["phase"] == "distractor" and r > 0
+            seen["apple"] += ate
+            apples[i] += ate
+            if max_apples is not None:
+                assert apples[i] <= max_apples, where
             if t:
+                seen["budget_spent"] += apples[i] == max_apples
+                apples[i] = 0
                 assert bool(info["success"][i]) == ref_info["success"], where
                 seen["success" if ref_info["success"] else "failure"] += 1
                 ref, _ = env.reset(options={"layout": layout_of(twin, i)})
@@ -65,6 +93,8 @@ def test_twin_equals_minigrid(
     # The random walk must have exercised every rule, or the comparison proves little.
     assert seen["success"] > 0 and seen["failure"] > 0
     assert seen["apple"] > 0 or delay == 0
+    if oracle_share and max_apples is not None:
+        assert seen["budget_spent"] > 0, "no episode used up its apple budget"
 
 
 def test_get_set_state_resumes_exactly() -> None:

@@ -75,3 +75,15 @@ def test_twin_matches_gym_env() -> None:
                 e._symbol = int(twin.symbol[i])
                 o = e._obs()
             obs_g.append(o)
+
+
+def test_every_registered_delay_has_the_env_and_its_twin() -> None:
+    from mnemo.envs import RECALL_DELAYS
+    from mnemo.envs.batched import BatchedRecall
+
+    assert RECALL_DELAYS[-2:] == (512, 1024)
+    for d in RECALL_DELAYS:
+        env_id = f"mnemo/Recall-D{d}-v0"
+        assert gym.make(env_id).unwrapped.delay == d
+        twin = make_batched(env_id, 2)
+        assert isinstance(twin, BatchedRecall) and twin.delay == d

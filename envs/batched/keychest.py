@@ -1,10 +1,11 @@
 """Tensor twin of ``envs.keychest.match.KeyChestMatchEnv``: N KeyChest-Match episodes per call.
 
-The same rules, phases, rewards and 7x7x3 uint8 images as the minigrid env (see its
-docstring), so one trained agent runs on both. The twin returns the image only, as the agent
-sees the minigrid env through minigrid's ``ImgObsWrapper``. Besides ``success`` and
-``final_obs``, ``info["phase"]`` holds each env's phase of the step's action as an integer
-(0 cue, 1 distractor, 2 chest; names in ``envs.keychest.common.PHASES``).
+The same rules, phases, rewards (apple budget included) and 7x7x3 uint8 images as the
+minigrid env (see its docstring and ``envs.keychest.common``), so one trained agent runs on
+both. The twin returns the image only, as the agent sees the minigrid env through minigrid's
+``ImgObsWrapper``. Besides ``success`` and ``final_obs``, ``info["phase"]`` holds each env's
+phase of the step's action as an integer (0 cue, 1 distractor, 2 chest; names in
+``envs.keychest.common.PHASES``).
 
 How it works: the 7x7 world of every env is a row of 49 int32 cells (index 49 stands for
 "outside", a wall), rebuilt each step from the state (phase, key colour, chest colours, apple
@@ -31,6 +32,7 @@ from mnemo.envs.batched.base import TensorVectorEnv
 from mnemo.envs.keychest.common import (
     APPLE_CELLS,
     APPLE_COLOR,
+    APPLE_GONE,
     CHEST,
     CUE,
     DISTRACTOR,
@@ -39,12 +41,15 @@ from mnemo.envs.keychest.common import (
     LEFT,
     RIGHT,
     ROOM,
+    apple_allowance,
 )
 from mnemo.envs.keychest.match import CHEST_SLOTS, CHEST_START, CUE_START, KEY_CELL
 
 W = ROOM  # the world is W x W cells, flattened as x * W + y
 OUTSIDE = W * W
 VIEW = 7
+# The tensors that hold a twin's whole state (with its generator): what get_state saves.
+_STATE = ("t", "pos", "dir", "key_color", "chest_colors", "apple_timer", "apples_shown")
 
 
 def _code(obj: str, color: int = 0) -> int:
@@ -89,6 +94,7 @@ class BatchedKeyChestMatch(TensorVectorEnv):
         chest_steps: int = 4,
         apple_reward: float = 0.05,
         apple_regrow: int = 10,
+        apple_budget: float | None = 0.2,
         shuffle_chests: bool = False,
         device: torch.device | str = "cpu",
     ) -> None:
@@ -106,6 +112,10 @@ class BatchedKeyChestMatch(TensorVectorEnv):
         self.delay, self.num_colors = delay, num_colors
         self.cue_steps, self.chest_steps = cue_steps, chest_steps
         self.apple_reward, self.apple_regrow = float(apple_reward), apple_regrow
+        self.apple_budget = None if apple_budget is None else float(apple_budget)
+        self.max_apples = apple_allowance(self.apple_reward, self.apple_budget)
+        # The same budget rule as KeyChestEnv._tick_apples; "no bound" as a count never reached.
+        self._max_apples = 2**62 if self.max_apples is None else self.max_apples
         self.shuffle_chests = bool(shuffle_chests)
         self.metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
         image = spaces.Box(0, 255, (VIEW, VIEW, 3), np.uint8)
@@ -127,6 +137,11 @@ class BatchedKeyChestMatch(TensorVectorEnv):
         self._room = torch.as_tensor(room, device=dev)
         self._apple_cells = torch.tensor([_cell(c) for c in APPLE_CELLS], device=dev)
         self._apple_code = _code("ball", COLOR_TO_IDX[APPLE_COLOR])
+        first = min(len(APPLE_CELLS), self._max_apples)  # apples grown when the room opens
+        self._first_apples = first
+        self._apple_start = torch.tensor(
+            [0 if j < first else APPLE_GONE for j in range(len(APPLE_CELLS))], device=dev
+        )
         self._start_pos = torch.tensor(
             [_cell(CUE_START[0]), _cell(DISTRACTOR_START[0]), _cell(CHEST_START[0])], device=dev
         )
@@ -139,7 +154,8 @@ class BatchedKeyChestMatch(TensorVectorEnv):
         self.dir = torch.zeros(n, dtype=torch.long, device=dev)
         self.key_color = torch.zeros(n, dtype=torch.long, device=dev)
         self.chest_colors = torch.zeros(n, num_colors, dtype=torch.long, device=dev)
-        self.apple_timer = torch.zeros(n, len(APPLE_CELLS), dtype=torch.long, device=dev)
+        self.apple_timer = self._apple_start.expand(n, -1).clone()  # 0 grown, -1 gone
+        self.apples_shown = torch.full((n,), first, dtype=torch.long, device=dev)
         self._grid = self._room.expand(n, -1).clone()  # (N, 50) cell codes of the current state
 
     # ------------------------------------------------------------------ state -> world -> obs
@@ -187,7 +203,8 @@ class BatchedKeyChestMatch(TensorVectorEnv):
         self.pos[idx] = self._start_pos[CUE]
         self.dir[idx] = self._start_dir[CUE]
         self.key_color[idx], self.chest_colors[idx] = key, chests
-        self.apple_timer[idx] = 0
+        self.apple_timer[idx] = self._apple_start
+        self.apples_shown[idx] = self._first_apples
         self._grid[idx] = self._build(self.t[idx], key, chests, self.apple_timer[idx])
 
     def layout(self) -> dict[str, torch.Tensor]:
@@ -221,13 +238,20 @@ class BatchedKeyChestMatch(TensorVectorEnv):
         self.dir = torch.where(a == LEFT, (self.dir - 1) % 4, self.dir)
         self.dir = torch.where(a == RIGHT, (self.dir + 1) % 4, self.dir)
         self.pos = torch.where(move, front, self.pos)
-        # Apples: eaten ones wait ``apple_regrow`` ticks and never grow under the agent.
+        # Apples: eaten ones wait ``apple_regrow`` ticks and never grow under the agent; of
+        # those due, the first ones in APPLE_CELLS order grow while the budget lasts, the rest
+        # are gone for the episode (KeyChestEnv._tick_apples, one env at a time).
         eaten = eat.unsqueeze(1) & (front.unsqueeze(1) == self._apple_cells)
         timer = torch.where(eaten, self.apple_regrow, self.apple_timer)
         ticking = (timer > 0) & (phase == DISTRACTOR).unsqueeze(1)
         timer = timer - ticking.long()
-        blocked = ticking & (timer == 0) & (self.pos.unsqueeze(1) == self._apple_cells)
-        self.apple_timer = torch.where(blocked, 1, timer)
+        due = ticking & (timer == 0)
+        blocked = due & (self.pos.unsqueeze(1) == self._apple_cells)
+        due = due & ~blocked
+        grow = due & (self.apples_shown.unsqueeze(1) + due.long().cumsum(1) <= self._max_apples)
+        timer = torch.where(blocked, 1, timer)
+        self.apple_timer = torch.where(due & ~grow, APPLE_GONE, timer)
+        self.apples_shown = self.apples_shown + grow.long().sum(1)
 
         self.t = self.t + 1
         timeout = self.t >= self.cue_steps + self.delay + self.chest_steps
@@ -236,8 +260,11 @@ class BatchedKeyChestMatch(TensorVectorEnv):
         entering = (new_phase != phase) & ~terminated
         self.pos = torch.where(entering, self._start_pos[new_phase], self.pos)
         self.dir = torch.where(entering, self._start_dir[new_phase], self.dir)
-        reset_apples = (entering & (new_phase == DISTRACTOR)).unsqueeze(1)
-        self.apple_timer = torch.where(reset_apples, 0, self.apple_timer)
+        reset_apples = entering & (new_phase == DISTRACTOR)
+        self.apple_timer = torch.where(
+            reset_apples.unsqueeze(1), self._apple_start, self.apple_timer
+        )
+        self.apples_shown = torch.where(reset_apples, self._first_apples, self.apples_shown)
 
         self._grid = self._build(self.t, self.key_color, self.chest_colors, self.apple_timer)
         final_obs = self._render(self._grid, self.pos, self.dir)
@@ -252,13 +279,17 @@ class BatchedKeyChestMatch(TensorVectorEnv):
 
     # ------------------------------------------------------------------ exact resume
     def get_state(self) -> dict[str, Any]:
-        names = ("t", "pos", "dir", "key_color", "chest_colors", "apple_timer")
-        state: dict[str, Any] = {name: getattr(self, name).clone() for name in names}
+        state: dict[str, Any] = {name: getattr(self, name).clone() for name in _STATE}
         state["generator"] = self.generator.get_state()
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
-        for name in ("t", "pos", "dir", "key_color", "chest_colors", "apple_timer"):
+        if "apples_shown" not in state:
+            raise ValueError(
+                "this twin state predates the apple budget (no 'apples_shown'); its run used "
+                "other rewards: start it again rather than resume it"
+            )
+        for name in _STATE:
             getattr(self, name).copy_(state[name])
         self.generator.set_state(state["generator"])
         self._grid = self._build(self.t, self.key_color, self.chest_colors, self.apple_timer)

@@ -4,12 +4,23 @@ Every variant runs in three phases that follow each other at fixed step counts:
 
 - ``cue`` (``cue_steps`` steps): the key is shown (Match, Fetch) or passed (Return);
 - ``distractor`` (``delay`` steps): the agent is moved to a small room where apples (balls)
-  give a small reward when walked into and grow back ``apple_regrow`` steps later;
+  give a small reward when walked into and grow back ``apple_regrow`` steps later, as long
+  as the episode's apple budget lasts (see below);
 - ``chest`` (a budget of steps): the agent is moved to the chest(s) and must open the right one.
 
 Actions are minigrid's first three: 0 turn left, 1 turn right, 2 forward. Walking *into* an
 object uses it (eats an apple, picks up a key, opens a door or a chest), so no extra actions
 are needed and the agent never shares a cell with an object.
+
+The distractor reward is bounded in total, whatever the delay and the policy: an episode shows
+at most ``max_apples = floor(apple_budget / apple_reward)`` apples (4 at the defaults 0.2 and
+0.05), counting the first ones and every regrowth; once that many have appeared, eaten apples
+stay gone. So the distractor pays at most ``apple_budget`` and the chest's +1 stays the larger
+part of the return at every delay (TVT, Hung et al. 2019, also gives its distractor phase a
+fixed number of apples). Stopping regrowth, rather than letting apples grow back worthless,
+keeps the reward a function of what the agent sees: every visible apple pays.
+``apple_budget=None`` lifts the bound (the greedy oracle then earns ~0.0083 per distractor
+step: 8.55 from apples against 1.0 from the chest at delay 1024).
 """
 
 from __future__ import annotations
@@ -38,6 +49,20 @@ APPLE_COLOR = "green"
 ROOM = 7
 DISTRACTOR_START = ((3, 3), 3)  # (position, direction): centre, facing up
 APPLE_CELLS = ((1, 1), (5, 1), (1, 5), (5, 5))
+APPLE_GONE = -1  # an apple timer's value once the budget forbids regrowth
+
+
+def apple_allowance(apple_reward: float, apple_budget: float | None) -> int | None:
+    """Apples an episode may show: ``floor(apple_budget / apple_reward)``; None: no bound.
+
+    Whole apples only, so that every apple pays the same ``apple_reward`` (the 1e-9 absorbs
+    float error, e.g. 0.2 / 0.05 = 3.9999999999999996).
+    """
+    if apple_budget is not None and apple_budget < 0:
+        raise ValueError(f"apple_budget must be >= 0 or None, got {apple_budget!r}")
+    if apple_budget is None or apple_reward <= 0:
+        return None
+    return int(apple_budget / apple_reward + 1e-9)
 
 
 def room_grid(width: int, height: int, size: int = ROOM) -> Grid:
@@ -67,6 +92,7 @@ class KeyChestEnv(MiniGridEnv):
         chest_steps: int,
         apple_reward: float = 0.05,
         apple_regrow: int = 10,
+        apple_budget: float | None = 0.2,
         see_through_walls: bool = True,
         render_mode: str | None = None,
         **kwargs: Any,
@@ -84,6 +110,9 @@ class KeyChestEnv(MiniGridEnv):
         self.chest_steps = int(chest_steps)
         self.apple_reward = float(apple_reward)
         self.apple_regrow = int(apple_regrow)
+        self.apple_budget = None if apple_budget is None else float(apple_budget)
+        self.max_apples = apple_allowance(self.apple_reward, self.apple_budget)
+        self.apples_shown = 0  # apples that have appeared in this episode's distractor room
         self.phase = CUE
         self.chest_budget = self.chest_steps
         self.apple_timer = np.zeros(len(APPLE_CELLS), dtype=np.int64)
@@ -132,8 +161,11 @@ class KeyChestEnv(MiniGridEnv):
         self.phase = phase
         if phase == DISTRACTOR:
             self.grid = room_grid(self.width, self.height)
-            self.apple_timer[:] = 0
-            for x, y in APPLE_CELLS:
+            first = len(APPLE_CELLS) if self.max_apples is None else self.max_apples
+            self.apples_shown = min(first, len(APPLE_CELLS))
+            self.apple_timer[:] = APPLE_GONE
+            self.apple_timer[: self.apples_shown] = 0
+            for x, y in APPLE_CELLS[: self.apples_shown]:
                 self.grid.set(x, y, Ball(APPLE_COLOR))
             self.agent_pos, self.agent_dir = DISTRACTOR_START
         else:
@@ -154,16 +186,20 @@ class KeyChestEnv(MiniGridEnv):
 
     # ----------------------------------------------------------------- stepping
     def _tick_apples(self) -> None:
-        # Apples grow back only where the agent is not standing.
+        # Apples grow back only where the agent is not standing, in APPLE_CELLS order (which
+        # decides who gets the budget's last apple), and only while the budget lasts.
         for i, (x, y) in enumerate(APPLE_CELLS):
-            if self.apple_timer[i] == 0:
+            if self.apple_timer[i] <= 0:  # grown, or gone for good
                 continue
             self.apple_timer[i] -= 1
             if self.apple_timer[i] == 0:
                 if tuple(self.agent_pos) == (x, y):
                     self.apple_timer[i] = 1
+                elif self.max_apples is not None and self.apples_shown >= self.max_apples:
+                    self.apple_timer[i] = APPLE_GONE
                 else:
                     self.grid.set(x, y, Ball(APPLE_COLOR))
+                    self.apples_shown += 1
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         if not self.action_space.contains(action):
@@ -265,6 +301,7 @@ def plan_length(
 
 __all__ = [
     "APPLE_CELLS",
+    "APPLE_GONE",
     "CHEST",
     "COLORS",
     "CUE",
@@ -279,6 +316,7 @@ __all__ = [
     "Grid",
     "Key",
     "KeyChestEnv",
+    "apple_allowance",
     "plan",
     "plan_length",
     "room_grid",

@@ -8,7 +8,9 @@ from one to the next at fixed step counts, so no exploration skill is needed.
    one cell ahead. Walking into it does nothing.
 2. **distractor** (``delay`` steps): a room with an apple (green ball) in each corner.
    Walking into an apple eats it for ``apple_reward``; it grows back ``apple_regrow`` steps
-   later, so the agent has to keep moving to collect reward rather than wait.
+   later, so the agent has to keep moving to collect reward rather than wait, until the
+   episode's ``apple_budget`` (default 0.2, i.e. 4 apples) is used up: from then on eaten
+   apples stay gone, so the distractor pays at most ``apple_budget`` at any delay.
 3. **chest** (at most ``chest_steps`` steps): the agent stands in the middle with K chests
    (minigrid boxes) of different colours around it, in front, left, right and (K = 4) behind.
    Walking into a chest opens it. By default the order is fixed (colour i in slot i), so the
@@ -31,7 +33,8 @@ which keeps the image computable by the tensor twin ``envs.batched.keychest``.
 ``Discrete(3)``: 0 turn left, 1 turn right, 2 forward (walking into an object uses it).
 
 ## Rewards
-+1 for opening the chest of the key's colour; ``apple_reward`` (default 0.05) per apple.
++1 for opening the chest of the key's colour; ``apple_reward`` (default 0.05) per apple, at
+most ``apple_budget`` (default 0.2) from apples per episode (``envs.keychest.common``).
 
 ## Termination
 When a chest is opened (right or wrong), or when the chest phase's ``chest_steps`` are spent
@@ -43,6 +46,10 @@ last step of an episode.
 ## Registered configurations
 ``mnemo/KeyChest-Match-D{16,64,256,1024}-v0``: K = 4, chests in fixed order, ``delay`` 16,
 64, 256, 1024. Other settings through kwargs, e.g. ``gym.make(id, shuffle_chests=True)``.
+Measured with the scripted oracle (``oracle_action``: apples greedily, then the right chest),
+return from apples / from the chest per registered delay: D16 0.15 / 1.0, D64 0.20 / 1.0,
+D256 0.20 / 1.0, D1024 0.20 / 1.0, so the chest is >= 83% of the return at every delay
+(without the budget the apples gave 0.15, 0.55, 2.15 and 8.55).
 """
 
 from __future__ import annotations
@@ -85,6 +92,7 @@ class KeyChestMatchEnv(KeyChestEnv):
         chest_steps: int = 4,
         apple_reward: float = 0.05,
         apple_regrow: int = 10,
+        apple_budget: float | None = 0.2,
         shuffle_chests: bool = False,
         render_mode: str | None = None,
         **kwargs: Any,
@@ -104,6 +112,7 @@ class KeyChestMatchEnv(KeyChestEnv):
             chest_steps=chest_steps,
             apple_reward=apple_reward,
             apple_regrow=apple_regrow,
+            apple_budget=apple_budget,
             render_mode=render_mode,
             **kwargs,
         )

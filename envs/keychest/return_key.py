@@ -29,7 +29,9 @@ doors hide what lies behind them (minigrid's default ``see_through_walls=False``
 ``Discrete(3)``: 0 turn left, 1 turn right, 2 forward (walking into an object uses it).
 
 ## Rewards
-+1 for opening the chest with the key; ``apple_reward`` (default 0.05) per apple.
++1 for opening the chest with the key; ``apple_reward`` (default 0.05) per apple, at most
+``apple_budget`` (default 0.2) from apples per episode: once that many apples have appeared,
+eaten ones stay gone (``envs.keychest.common``).
 
 ## Termination
 When the chest is opened, or when the chest phase's budget is spent (a failure). No
@@ -39,6 +41,10 @@ the last step.
 ## Registered configurations
 ``mnemo/KeyChest-Return-D{16,64,256,1024}-v0``: K = 6 alcoves (a 14x7 map), ``delay`` 16, 64,
 256, 1024.
+Measured with the scripted oracle (``oracle_action``: the corridor, apples greedily, then
+door, key, chest), return from apples / from the chest per registered delay: D16 0.15 / 1.0,
+D64 0.20 / 1.0, D256 0.20 / 1.0, D1024 0.20 / 1.0, so the chest is >= 83% of the return at
+every delay (without the budget the apples gave 0.15, 0.55, 2.15 and 8.55).
 """
 
 from __future__ import annotations
@@ -87,6 +93,7 @@ class KeyChestReturnEnv(KeyChestEnv):
         slack: int = 2,
         apple_reward: float = 0.05,
         apple_regrow: int = 10,
+        apple_budget: float | None = 0.2,
         render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -110,6 +117,7 @@ class KeyChestReturnEnv(KeyChestEnv):
             chest_steps=longest,
             apple_reward=apple_reward,
             apple_regrow=apple_regrow,
+            apple_budget=apple_budget,
             see_through_walls=False,
             render_mode=render_mode,
             **kwargs,
