@@ -5,6 +5,11 @@ valid; the CLI prints it and exits with code 2 before any work starts.
 
 A dataclass may declare one ``dict`` field named ``options``: keys of its YAML section that are
 not fields go there (used for core-specific options, which the core registry validates).
+
+A YAML file may extend another with a top-level ``base: other.yaml`` (resolved relative to the
+file; chains allowed): sections are deep-merged and the file's own values win, so each config
+holds only what differs from its base (nanoGPT's config/ is the model). A base cannot delete a
+key, only change it; a missing base or a cycle is a one-line ``ConfigError``.
 """
 
 from __future__ import annotations
@@ -17,12 +22,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from mnemo.agents.errors import ConfigError
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config the user must fix; its message is one line."""
 
 
 def _type_name(tp: Any) -> str:
@@ -163,18 +165,64 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
+BASE_KEY = "base"
+"""Top-level key naming the file a config extends."""
+
+
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except (OSError, ValueError):  # e.g. a name too long, or a NUL byte in it
+        return False
+
+
+def _read_one(p: Path) -> dict[str, Any]:
+    if not _is_file(p):
         raise ConfigError(f"config file not found: {p}")
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0] if str(e) else "invalid YAML"
         raise ConfigError(f"{p}: not valid YAML ({first})") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not a UTF-8 text file") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping of sections")
     return data
+
+
+def merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """``child`` deep-merged over ``base``: mappings merge key by key, anything else is replaced.
+
+    Keys keep their base's order (new keys follow), so core options list as they are written.
+    """
+    out = dict(base)
+    for k, v in child.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A config file as a dict, with its ``base:`` chain resolved and the key removed."""
+    return _resolve(Path(path), ())
+
+
+def _resolve(p: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """``p`` merged over its bases; ``chain`` holds the files that extend ``p`` (for cycles)."""
+    data = _read_one(p)
+    if BASE_KEY not in data:
+        return data
+    base = data.pop(BASE_KEY)
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{p}: base must name a YAML file, got {base!r}")
+    parent = p.parent / base
+    if not _is_file(parent):
+        raise ConfigError(f"{p}: base file not found: {parent}")
+    chain = (*chain, p.resolve())
+    if parent.resolve() in chain:
+        loop = " -> ".join(c.name for c in (*chain, parent.resolve()))
+        raise ConfigError(f"{p}: base files form a cycle: {loop}")
+    return merge(_resolve(parent, chain), data)
 
 
 def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:

@@ -1,5 +1,7 @@
 """The config of ``mnemo lm train``: typed sections whose field docstrings are the help text.
 
+The core, run and device/seed/threads parts are the shared ones of agents/config_sections.py.
+
 Load with ``load_lm_config(path, overrides)``; unknown keys, wrong types and unknown core names
 or options fail in one line before any work starts.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mnemo.agents.config_loader import ConfigError, load_config
+from mnemo.agents.config_sections import CoreSection, MachineSection, RunSection
 
 MAX_SYNTHETIC_BYTES = 2**30
 
@@ -83,17 +86,11 @@ class DataConfig:
 
 
 @dataclass
-class CoreConfig:
-    name: str = "lstm"
-    """Registered memory core (``memory.core_names()``)."""
+class CoreConfig(CoreSection):
+    """The shared ``core:`` section, wider by default: bytes need more room than observations."""
+
     d_model: int = 128
     """Width of the byte embedding and the core."""
-    options: dict = field(default_factory=dict)
-    """Core-specific options, written directly in the section, e.g. ``core.mem_len=256``."""
-
-    def validate(self) -> None:
-        if self.d_model < 1:
-            raise ConfigError(f"core.d_model must be >= 1, got {self.d_model}")
 
 
 @dataclass
@@ -139,36 +136,23 @@ class TrainSection:
 
 
 @dataclass
-class RunConfig:
+class RunConfig(RunSection):
+    """The shared ``run:`` section; an LM logs and checkpoints less often (its steps are many)."""
+
     dir: str | None = None
     """Output folder; default ``runs/lm-<core>-<time>``."""
     log_every: int = 20
     """Write training scalars every N steps."""
     checkpoint_every: int = 500
     """Write checkpoints/last.pt every N steps (and at the end)."""
-    progress: bool = True
-    """Show a tqdm progress bar."""
-
-    def validate(self) -> None:
-        if self.log_every < 1 or self.checkpoint_every < 1:
-            raise ConfigError("run.log_every and run.checkpoint_every must be >= 1")
 
 
 @dataclass
-class LMConfig:
+class LMConfig(MachineSection):
     data: DataConfig = field(default_factory=DataConfig)
     core: CoreConfig = field(default_factory=CoreConfig)
     train: TrainSection = field(default_factory=TrainSection)
     run: RunConfig = field(default_factory=RunConfig)
-    device: str = "cpu"
-    """``cpu``, ``cuda`` or ``cuda:N``."""
-    seed: int = 0
-    threads: int = 0
-    """torch CPU threads (0 = leave torch's default)."""
-
-    def validate(self) -> None:
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
 
 
 def check_core(name: str, options: dict) -> None:

@@ -1,5 +1,7 @@
 """The training config of ``mnemo train``: typed sections, each field's docstring is its help.
 
+The core, run and device/seed/threads parts are the shared ones of agents/config_sections.py.
+
 Load with ``load_rl_config(path, overrides)``; every section and key is checked before any
 work starts (see agents/config_loader.py for the one-line errors).
 """
@@ -10,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mnemo.agents.config_loader import ConfigError, load_config
+from mnemo.agents.config_sections import CoreSection, MachineSection, RunSection
 
 
 @dataclass
@@ -29,17 +32,8 @@ class EnvConfig:
 
 
 @dataclass
-class CoreConfig:
-    name: str = "lstm"
-    """Registered memory core (``mnemo cores`` lists them)."""
-    d_model: int = 64
-    """Width of the core."""
-    options: dict = field(default_factory=dict)
-    """Core-specific options; write them directly in the section, e.g. ``core.mem_len=256``."""
-
-    def validate(self) -> None:
-        if self.d_model < 1:
-            raise ConfigError(f"core.d_model must be >= 1, got {self.d_model}")
+class CoreConfig(CoreSection):
+    """The shared ``core:`` section with its defaults (d_model 64)."""
 
 
 @dataclass
@@ -109,37 +103,25 @@ class PPOConfig:
 
 
 @dataclass
-class RunConfig:
-    dir: str | None = None
-    """Output folder; default ``runs/<name>-<time>``."""
+class RunConfig(RunSection):
     name: str = ""
     """Run name; default ``<core>-<env>``."""
-    log_every: int = 1
-    """Write scalars every N updates."""
-    checkpoint_every: int = 20
-    """Write checkpoints/last.pt every N updates (and at the end)."""
-    progress: bool = True
-    """Show a tqdm progress bar."""
     video_every: int = 0
     """Record an evaluation episode as a TensorBoard video every N updates (0 = never)."""
 
     def validate(self) -> None:
-        if self.log_every < 1 or self.checkpoint_every < 1 or self.video_every < 0:
-            raise ConfigError("run.log_every and run.checkpoint_every must be >= 1")
+        super().validate()
+        if self.video_every < 0:
+            raise ConfigError(f"run.video_every must be >= 0, got {self.video_every}")
 
 
 @dataclass
-class RLConfig:
+class RLConfig(MachineSection):
     env: EnvConfig = field(default_factory=EnvConfig)
     core: CoreConfig = field(default_factory=CoreConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     run: RunConfig = field(default_factory=RunConfig)
-    device: str = "cpu"
-    """``cpu``, ``cuda`` or ``cuda:N``."""
-    seed: int = 0
-    threads: int = 0
-    """torch CPU threads (0 = leave torch's default)."""
     compile: bool = False
     """Run the actor-critic's forward through ``torch.compile`` (first updates are slower)."""
     autocast: str = "none"
@@ -147,8 +129,7 @@ class RLConfig:
     CPU, where bf16 matmuls are not faster); losses and rollout storage stay float32."""
 
     def validate(self) -> None:
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        super().validate()  # device
         if self.autocast not in ("none", "bf16"):
             raise ConfigError(f"autocast must be 'none' or 'bf16', got {self.autocast!r}")
 

@@ -1,0 +1,65 @@
+"""Config sections both heads share, written once: the core, the run folder, and the machine.
+
+``mnemo train`` (agents/rl/config.py) and ``mnemo lm train`` (agents/lm/config.py) subclass these
+to change a default (the LM's wider core, its run folder name) or add a field (RL's ``run.name``
+and ``run.video_every``); every key keeps one name and meaning in both. Field docstrings are the
+help text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mnemo.agents.config_loader import ConfigError
+
+
+@dataclass
+class CoreSection:
+    """The ``core:`` section: which registered memory core, how wide, and its own options."""
+
+    name: str = "lstm"
+    """Registered memory core (``mnemo cores`` lists them)."""
+    d_model: int = 64
+    """Width of the core."""
+    options: dict = field(default_factory=dict)
+    """Core-specific options; write them directly in the section, e.g. ``core.mem_len=256``."""
+
+    def validate(self) -> None:
+        if self.d_model < 1:
+            raise ConfigError(f"core.d_model must be >= 1, got {self.d_model}")
+
+
+@dataclass
+class RunSection:
+    """The ``run:`` section: where outputs go and how often they are written."""
+
+    dir: str | None = None
+    """Output folder; default ``runs/<name>-<time>``."""
+    log_every: int = 1
+    """Write scalars every N updates."""
+    checkpoint_every: int = 20
+    """Write checkpoints/last.pt every N updates (and at the end)."""
+    progress: bool = True
+    """Show a tqdm progress bar."""
+
+    def validate(self) -> None:
+        if self.log_every < 1 or self.checkpoint_every < 1:
+            raise ConfigError("run.log_every and run.checkpoint_every must be >= 1")
+
+
+@dataclass
+class MachineSection:
+    """The top-level keys every head's config has: where it runs, its seed, its CPU threads.
+
+    A head's config subclasses this, so these keys come first in its resolved YAML.
+    """
+
+    device: str = "cpu"
+    """``cpu``, ``cuda`` or ``cuda:N``."""
+    seed: int = 0
+    threads: int = 0
+    """torch CPU threads (0 = leave torch's default)."""
+
+    def validate(self) -> None:
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
