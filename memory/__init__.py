@@ -11,6 +11,7 @@ from mnemo.memory.registry import (
     core_options,
     make_core,
     register_core,
+    validate_core,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "core_options",
     "make_core",
     "register_core",
+    "validate_core",
 ]

@@ -8,19 +8,62 @@
   run through ``scaled_dot_product_attention`` with the position term as an additive float mask.
 - ``GRUGate`` and ``TransformerBlock``: Dai's post-LN block, the identity-map-reordered
   (pre-LN, ReLU) block and GTrXL's gated block of Parisotto et al. 2020.
+- ``BlockOptions``: the options every core built from these blocks takes.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from mnemo.memory.options import CoreOptions, option
 from torch import Tensor, nn
 
 RelFn = Callable[[Tensor], Tensor]
 """Maps position scores by distance (B, H, T, P) to scores by key (B, H, T, K)."""
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class BlockOptions(CoreOptions):
+    """Options of the cores built from ``TransformerBlock`` (trxl, gtrxl, compressive)."""
+
+    n_layers: int = option(2, at_least=1)
+    """Number of layers."""
+    n_heads: int = option(4, at_least=1)
+    """Attention heads (must divide ``d_model``)."""
+    d_ff: int | None = option(None, at_least=1)
+    """Hidden width of the position-wise MLP (None: 4 x d_model)."""
+    gated: bool = False
+    """GTrXL's GRU gates in place of the residuals (implies ``pre_ln``)."""
+    pre_ln: bool = False
+    """Identity-map reordering: LayerNorm before each sub-layer, ReLU after it."""
+    gate_bias: float = 2.0
+    """Initial GRU-gate bias b_g; larger starts closer to the identity map."""
+    cache_kv: bool = True
+    """Keep the memory's keys/values in the state, so that acting does not re-project them."""
+    memory_dtype: str = option("float32", choices=tuple(DTYPES))
+    """Storage dtype of the memory ("float32", or "bfloat16" on a GPU)."""
+
+    @property
+    def norm_first(self) -> bool:
+        """Pre-LN blocks: asked for, or implied by the gates."""
+        return self.pre_ln or self.gated
+
+    @property
+    def storage_dtype(self) -> torch.dtype:
+        return DTYPES[self.memory_dtype]
+
+    def check_width(self, d_model: int) -> str | None:
+        if d_model % self.n_heads:
+            return f"d_model ({d_model}) must be divisible by n_heads ({self.n_heads})"
+        if d_model % 2:
+            return f"d_model must be even for the sinusoid encoding, got {d_model}"
+        return None
 
 
 def sinusoid(pos: Tensor, d_model: int) -> Tensor:
@@ -164,16 +207,16 @@ class TransformerBlock(nn.Module):
     - ``gated=True`` (GTrXL): the pre-LN block with both residuals replaced by ``GRUGate``.
     """
 
-    def __init__(
-        self, d_model: int, n_heads: int, d_ff: int, pre_ln: bool, gated: bool, gate_bias: float
-    ) -> None:
+    def __init__(self, d_model: int, opts: BlockOptions) -> None:
         super().__init__()
-        self.pre_ln, self.gated = pre_ln or gated, gated
-        self.attn = RelMultiHeadAttention(d_model, n_heads)
+        self.pre_ln, self.gated = opts.norm_first, opts.gated
+        d_ff = opts.d_ff or 4 * d_model
+        self.attn = RelMultiHeadAttention(d_model, opts.n_heads)
         self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Linear(d_ff, d_model))
         self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        if gated:
-            self.gate1, self.gate2 = GRUGate(d_model, gate_bias), GRUGate(d_model, gate_bias)
+        if opts.gated:
+            b_g = opts.gate_bias
+            self.gate1, self.gate2 = GRUGate(d_model, b_g), GRUGate(d_model, b_g)
 
     def kv_of(self, ctx: Tensor) -> Tensor:
         """Keys and values (B, N, 2D) of context hidden states (B, N, D)."""

@@ -15,9 +15,10 @@ Conventions:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
+from mnemo.memory.options import CoreOptions
 from torch import Tensor, nn
 
 State = Any
@@ -97,17 +98,17 @@ def where_rows(mask: Tensor, a: State, b: State) -> State:
     return tree_map2(pick, a, b)
 
 
-def state_to(state: State, device: torch.device | str) -> State:
-    return tree_map(lambda t: t.to(device), state)
-
-
 class MemoryCore(nn.Module):
     """Base class of every memory core.
 
-    Subclasses set ``self.d_model`` and implement ``initial_state`` and ``forward``.
+    Subclasses set ``options_type`` (their options dataclass, memory/options.py), take
+    ``(d_model, options)`` in their constructor, set ``self.d_model`` and implement
+    ``initial_state`` and ``forward``. Build them with ``make_core``, which checks the options.
     """
 
     d_model: int
+    options_type: ClassVar[type[CoreOptions]] = CoreOptions
+    """The options this core takes besides ``d_model`` (none by default)."""
 
     def initial_state(self, batch_size: int, device: torch.device | str) -> State:
         """The state of a fresh episode for ``batch_size`` rows."""
@@ -126,12 +127,6 @@ class MemoryCore(nn.Module):
     def detach(self, state: State) -> State:
         """Cut the autograd graph through a state (truncated BPTT)."""
         return tree_map(lambda t: t.detach(), state)
-
-    def reset_rows(self, state: State, mask: Tensor) -> State:
-        """Replace the rows of ``state`` where ``mask`` (B,) is True with a fresh initial state."""
-        batch = mask.shape[0]
-        fresh = self.initial_state(batch, mask.device)
-        return where_rows(mask, fresh, state)
 
     def inspect(self, x: Tensor, state: State, episode_start: Tensor) -> dict[str, Tensor]:
         """Optional: what the memory did over a segment, for people to look at (not for training).

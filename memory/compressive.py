@@ -33,15 +33,33 @@ Departures from the paper, and why:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
-from mnemo.memory.attention import TransformerBlock, gather_rel
+from mnemo.memory.attention import BlockOptions, TransformerBlock, gather_rel
 from mnemo.memory.base import CoreOutput, MemoryCore, State
+from mnemo.memory.options import option
 from mnemo.memory.registry import register_core
-from mnemo.memory.trxl import DTYPES, last_start
+from mnemo.memory.trxl import last_start
 from torch import Tensor, nn
 
 COMPRESSIONS = ("conv", "max", "mean", "most_used")
+
+
+@dataclass(frozen=True)
+class CompressiveOptions(BlockOptions):
+    """Options of ``compressive``: the block options of ``trxl`` plus its two memories."""
+
+    n_mem: int = option(32, at_least=1)
+    """FIFO memory length (raw states) per layer."""
+    n_cmem: int = option(32, at_least=1)
+    """Compressed memory length per layer."""
+    compression_rate: int = option(4, at_least=1)
+    """c: states per compressed slot."""
+    compression: str = option("conv", choices=COMPRESSIONS)
+    """The compression function f_c: conv1d (kernel = stride = c), max or mean pooling, or
+    the most attended state of each block."""
 
 
 class Compressor(nn.Module):
@@ -82,55 +100,23 @@ class CompressiveCore(MemoryCore):
 
     Args:
         d_model: width of inputs, outputs and every layer.
-        n_layers, n_heads, d_ff, gated, pre_ln, gate_bias, cache_kv, memory_dtype: as in
-            ``trxl`` (with ``cache_kv`` an acting step projects only the new step and block).
-        n_mem: FIFO memory length (raw states) per layer.
-        n_cmem: compressed memory length per layer.
-        compression_rate: c, states per compressed slot.
-        compression: ``conv`` | ``max`` | ``mean`` | ``most_used``.
+        opts: ``CompressiveOptions`` (checked by ``make_core``).
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        n_layers: int = 2,
-        n_heads: int = 4,
-        n_mem: int = 32,
-        n_cmem: int = 32,
-        compression_rate: int = 4,
-        compression: str = "conv",
-        d_ff: int | None = None,
-        gated: bool = False,
-        pre_ln: bool = False,
-        gate_bias: float = 2.0,
-        cache_kv: bool = True,
-        memory_dtype: str = "float32",
-    ) -> None:
+    options_type = CompressiveOptions
+
+    def __init__(self, d_model: int, opts: CompressiveOptions) -> None:
         super().__init__()
-        for name, v in (
-            ("n_mem", n_mem),
-            ("n_cmem", n_cmem),
-            ("compression_rate", compression_rate),
-        ):
-            if v < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
-        if compression not in COMPRESSIONS:
-            raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
-        if memory_dtype not in DTYPES:
-            raise ValueError(f"memory_dtype must be one of {sorted(DTYPES)}, got {memory_dtype!r}")
-        self.d_model, self.n_layers = d_model, n_layers
+        n_mem, n_cmem, compression_rate = opts.n_mem, opts.n_cmem, opts.compression_rate
+        self.d_model, self.n_layers = d_model, opts.n_layers
         self.n_mem, self.n_cmem, self.rate = n_mem, n_cmem, compression_rate
         self.n_raw = n_mem + compression_rate - 1
-        self.compression, self.memory_dtype = compression, DTYPES[memory_dtype]
-        self.cache_kv = cache_kv
-        self.pre_ln = pre_ln or gated
-        d_ff = d_ff or 4 * d_model
-        self.blocks = nn.ModuleList(
-            TransformerBlock(d_model, n_heads, d_ff, pre_ln, gated, gate_bias)
-            for _ in range(n_layers)
-        )
+        self.compression, self.memory_dtype = opts.compression, opts.storage_dtype
+        self.cache_kv = opts.cache_kv
+        self.pre_ln = opts.norm_first
+        self.blocks = nn.ModuleList(TransformerBlock(d_model, opts) for _ in range(opts.n_layers))
         self.compressors = nn.ModuleList(
-            Compressor(d_model, compression_rate, compression) for _ in range(n_layers)
+            Compressor(d_model, compression_rate, opts.compression) for _ in range(opts.n_layers)
         )
         self.ln_out = nn.LayerNorm(d_model) if self.pre_ln else nn.Identity()
         self.register_buffer("pos", torch.arange(n_mem + n_cmem + 1.0), persistent=False)
@@ -203,7 +189,15 @@ class CompressiveCore(MemoryCore):
             "ep_t": seg_tau[:, -1],
         }
 
-    def forward(self, x: Tensor, state: State, episode_start: Tensor) -> CoreOutput:
+    def forward(
+        self, x: Tensor, state: State, episode_start: Tensor, trace: list[Tensor] | None = None
+    ) -> CoreOutput:
+        """Run the core over a segment (``MemoryCore.forward``).
+
+        Args:
+            trace: if given, the last layer's attention weights (B, H, T, K) are appended to
+                it (what ``inspect`` shows).
+        """
         t, c, ncm = x.shape[1], self.rate, self.n_cmem
         plan = self.plan(state, episode_start)
 
@@ -238,7 +232,10 @@ class CompressiveCore(MemoryCore):
                 kv_ctx = torch.cat([z.to(x.dtype) for z in kv_mem], dim=1)
             else:
                 kv_ctx = block.kv_of(torch.cat([cm, blocks.detach(), raw], dim=1))
-            out, kv, _ = block(h, kv_ctx, self.pos, rel, plan["mask"])
+            traced = trace is not None and i == self.n_layers - 1
+            out, kv, w = block(h, kv_ctx, self.pos, rel, plan["mask"], traced)
+            if traced:
+                trace.append(w)
             if torch.is_grad_enabled() and self.compression == "conv":
                 aux = aux + self.reconstruction_loss(block, h, windows, blocks, plan["formed"])
             raws.append(stream[:, -self.n_raw :])
@@ -269,20 +266,9 @@ class CompressiveCore(MemoryCore):
         Keys: the ``n_cmem`` compressed slots, the T blocks compressed during this call, the
         raw-memory slots, then the T steps of ``x``; masked keys get weight 0.
         """
-        block, seen = self.blocks[-1], []
-        call = type(block).forward
-
-        def forward(*args: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-            out = call(block, *args[:5], True)
-            seen.append(out[2])
-            return out
-
-        block.forward = forward  # listen in on the last layer for this one call
-        try:
-            self(x, state, episode_start)
-        finally:
-            del block.forward
-        return {"attention": seen[-1][0].mean(0)}  # the main pass (after a most_used one)
+        seen: list[Tensor] = []
+        self(x, state, episode_start, trace=seen)
+        return {"attention": seen[0][0].mean(0)}
 
     @staticmethod
     def reconstruction_loss(

@@ -205,13 +205,15 @@ class NeuralMemory(nn.Module):
 
         ``weights`` may carry the same leading dims as ``q`` (e.g. one set per chunk).
         """
-        h = q
-        for i, w in enumerate(weights):
-            h = h @ w  # (..., H, n, d_out)
-            if i < len(weights) - 1:
-                h = F.silu(h)
-        h = h.transpose(-2, -3)  # (..., n, H, Dh)
+        h = _mlp(weights, q).transpose(-2, -3)  # (..., n, H, Dh)
         return self.out_norm(h.reshape(*h.shape[:-2], self.d_model))
+
+    def retrieval_loss(self, weights: Weights, k: Tensor, v: Tensor) -> Tensor:
+        """||M(k_t) - v_t||^2 per token, summed over heads: k, v (B, H, b, Dh) -> (B, b).
+
+        The loss ``write`` learns from, at the same weights (for people to look at).
+        """
+        return (_mlp(weights, k) - v).square().sum((-1, 1))
 
     def write(
         self, weights: Weights, momentum: Weights, k: Tensor, v: Tensor, c: ChunkCoefs
@@ -248,6 +250,16 @@ class NeuralMemory(nn.Module):
             new_w.append(keep * w + w_s0 * s0 + (h * w_coef).transpose(-1, -2) @ dz)
             new_s.append(eta * s0 + (h * s_coef).transpose(-1, -2) @ dz)
         return tuple(new_w), tuple(new_s)
+
+
+def _mlp(weights: Weights, x: Tensor) -> Tensor:
+    """The memory MLP: (..., H, n, Dh) through SiLU layers (none after the last)."""
+    h = x
+    for i, w in enumerate(weights):
+        h = h @ w  # (..., H, n, d_out)
+        if i < len(weights) - 1:
+            h = F.silu(h)
+    return h
 
 
 def causal_conv(

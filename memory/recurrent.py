@@ -14,9 +14,12 @@ Departures: none in the recurrences. The LSTM's forget-gate bias starts at ``for
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from mnemo.memory.base import CoreOutput, MemoryCore, State, where_rows
+from mnemo.memory.base import CoreOutput, MemoryCore, State
 from mnemo.memory.episode_buckets import bucketed_run
+from mnemo.memory.options import CoreOptions, option
 from mnemo.memory.registry import register_core
 from torch import Tensor, nn
 
@@ -26,6 +29,18 @@ def reset_times(episode_start: Tensor) -> list[int]:
     if episode_start.shape[1] <= 1:
         return []
     return (torch.nonzero(episode_start[:, 1:].any(0)).flatten() + 1).tolist()
+
+
+@dataclass(frozen=True)
+class RecurrentOptions(CoreOptions):
+    """Options of the ``lstm`` and ``gru`` cores."""
+
+    cell: str = option("lstm", choices=("lstm", "gru"))
+    """The recurrent cell (set by the registered name)."""
+    num_layers: int = option(1, at_least=1)
+    """Stacked recurrent layers."""
+    forget_bias: float = 1.0
+    """Initial forget-gate bias of the LSTM (ignored by the GRU)."""
 
 
 @register_core("gru", cell="gru")
@@ -41,14 +56,11 @@ class RecurrentCore(MemoryCore):
     (memory/episode_buckets.py): 2.2x faster than one fused call per reset time at ~100 reset
     times per minibatch. The GRU keeps the split: torch's CPU GRU is no faster bucketed."""
 
-    def __init__(
-        self, d_model: int, cell: str = "lstm", num_layers: int = 1, forget_bias: float = 1.0
-    ) -> None:
+    options_type = RecurrentOptions
+
+    def __init__(self, d_model: int, opts: RecurrentOptions) -> None:
         super().__init__()
-        if cell not in ("lstm", "gru"):
-            raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        cell, num_layers = opts.cell, opts.num_layers
         self.d_model = d_model
         self.cell = cell
         self.num_layers = num_layers
@@ -58,7 +70,7 @@ class RecurrentCore(MemoryCore):
             for name, p in self.rnn.named_parameters():
                 if name.startswith("bias_ih"):
                     with torch.no_grad():
-                        p[d_model : 2 * d_model].fill_(forget_bias)
+                        p[d_model : 2 * d_model].fill_(opts.forget_bias)
                 elif name.startswith("bias_hh"):
                     with torch.no_grad():
                         p[d_model : 2 * d_model].zero_()
@@ -90,6 +102,3 @@ class RecurrentCore(MemoryCore):
         y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)
         out = tuple(s.transpose(0, 1) for s in hidden)
         return CoreOutput(y, out if lstm else out[0], self.zero_aux(x))
-
-    def reset_rows(self, state: State, mask: Tensor) -> State:
-        return where_rows(mask, self.initial_state(mask.shape[0], mask.device), state)

@@ -40,11 +40,13 @@ Departures from the paper:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from mnemo.memory.base import CoreOutput, MemoryCore, State, tree_map2, where_rows
 from mnemo.memory.neural_memory import NeuralMemory
+from mnemo.memory.options import CoreOptions, option
 from mnemo.memory.registry import register_core
 from mnemo.memory.titans_layout import ChunkLayout, chunk_layout
 from mnemo.memory.window_attention import SlidingWindowAttention
@@ -53,6 +55,45 @@ from torch import Tensor, nn
 VARIANTS = ("lmm", "mac", "mag", "mal")
 ASK_HOST_ON = ("cpu",)
 """Device types where acting asks the host which chunks have work (see ``_chunk_flags``)."""
+
+
+@dataclass(frozen=True)
+class TitansOptions(CoreOptions):
+    """Options of the Titans cores (each registered name presets ``variant``)."""
+
+    variant: str = option("mac", choices=VARIANTS)
+    """"lmm", "mac", "mag" or "mal" (see the module docstring)."""
+    n_layers: int = option(1, at_least=1)
+    """Stacked layers, each with its own memory (and attention)."""
+    n_heads: int = option(2, at_least=1)
+    """Heads of the memory and of the attention (must divide ``d_model``)."""
+    chunk_size: int = option(8, at_least=1)
+    """Tokens per memory update (and MAC's segment length)."""
+    window: int = option(8, at_least=1)
+    """Tokens a sliding-window query sees, itself included (MAG, MAL)."""
+    n_persistent: int = option(4, at_least=0)
+    """Learned persistent-memory tokens (attention context; not LMM)."""
+    mem_depth: int = option(2, at_least=1)
+    """Layers of the memory MLP."""
+    mem_expand: int = option(2, at_least=1)
+    """Hidden width of the memory MLP per head width."""
+    conv_kernel: int = option(4, at_least=1)
+    """Causal depthwise convolution width after the q/k/v projections (1: none)."""
+    max_lr: float = option(0.1, at_least=0.0)
+    """Upper bound of the inner learning rate theta (keep chunk_size * max_lr near 1)."""
+    max_grad_norm: float = option(1.0, at_least=0.0)
+    """Per-token clip of the inner gradient's norm."""
+    ffn_mult: int = option(2, at_least=1)
+    """Feed-forward hidden width per ``d_model``."""
+    ablate_memory: bool = False
+    """Reads of the memory return zeros: the attention-only control of learning experiments
+    (MAG's gate becomes a constant 1/2, MAC sees no retrieved tokens, MAL's memory layer adds
+    nothing)."""
+
+    def check_width(self, d_model: int) -> str | None:
+        if d_model % self.n_heads:
+            return f"n_heads ({self.n_heads}) must divide d_model ({d_model})"
+        return None
 
 
 def _chunk_flags(lay: ChunkLayout) -> tuple[list[bool], list[bool]]:
@@ -71,31 +112,32 @@ def _chunk_flags(lay: ChunkLayout) -> tuple[list[bool], list[bool]]:
 class TitansLayer(nn.Module):
     """One Titans layer (variant block + feed-forward block); see the module docstring."""
 
-    def __init__(self, d_model: int, variant: str, opts: dict[str, Any]) -> None:
+    def __init__(self, d_model: int, opts: TitansOptions) -> None:
         super().__init__()
-        self.variant, self.d_model, self.chunk = variant, d_model, opts["chunk_size"]
-        self.ablate_memory = opts["ablate_memory"]
+        variant = opts.variant
+        self.variant, self.d_model, self.chunk = variant, d_model, opts.chunk_size
+        self.ablate_memory = opts.ablate_memory
         self.mem = NeuralMemory(
             d_model,
-            n_heads=opts["n_heads"],
-            mem_depth=opts["mem_depth"],
-            mem_expand=opts["mem_expand"],
-            conv_kernel=opts["conv_kernel"],
-            max_lr=opts["max_lr"],
-            max_grad_norm=opts["max_grad_norm"],
+            n_heads=opts.n_heads,
+            mem_depth=opts.mem_depth,
+            mem_expand=opts.mem_expand,
+            conv_kernel=opts.conv_kernel,
+            max_lr=opts.max_lr,
+            max_grad_norm=opts.max_grad_norm,
         )
         self.norm1 = nn.RMSNorm(d_model)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
         if variant in ("lmm", "mal"):
             self.in_gate = nn.Linear(d_model, d_model)
         if variant != "lmm":
-            self.attn = SlidingWindowAttention(d_model, opts["n_heads"], opts["window"])
-            self.persistent = nn.Parameter(torch.randn(opts["n_persistent"], d_model) * 0.5)
+            self.attn = SlidingWindowAttention(d_model, opts.n_heads, opts.window)
+            self.persistent = nn.Parameter(torch.randn(opts.n_persistent, d_model) * 0.5)
         if variant in ("mac", "mag"):
             self.gate_norm = nn.RMSNorm(d_model)
         if variant == "mal":
             self.norm_mid = nn.RMSNorm(d_model)
-        hidden = opts["ffn_mult"] * d_model
+        hidden = opts.ffn_mult * d_model
         self.norm2 = nn.RMSNorm(d_model)
         self.ffn = nn.Sequential(nn.Linear(d_model, hidden), nn.SiLU(), nn.Linear(hidden, d_model))
 
@@ -126,7 +168,11 @@ class TitansLayer(nn.Module):
         return self.attn.keys_values(self.persistent[None])
 
     def _mac_pass(
-        self, u: Tensor, lay: ChunkLayout, st: dict[str, Any]
+        self,
+        u: Tensor,
+        lay: ChunkLayout,
+        st: dict[str, Any],
+        trace: list[Tensor] | None = None,
     ) -> tuple[Tensor, dict[str, Any]]:
         """MAC, segment by segment: retrieve, attend, gate, update. u: (B, S, D) grid."""
         mem, c = self.mem, self.chunk
@@ -166,8 +212,10 @@ class TitansLayer(nn.Module):
             outs.append(self.gate_norm(y) * torch.sigmoid(self._read(w, qy.transpose(1, 2))))
             if any_complete[i]:
                 k, v, full_kv = mem.keys_values(y, ms["tail_kv"])
-                coefs = mem.coefficients(y)
-                w2, s2 = mem.write(w, ms["S"], k.transpose(1, 2), v.transpose(1, 2), coefs)
+                k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, H, c, Dh)
+                w2, s2 = mem.write(w, ms["S"], k, v, mem.coefficients(y))
+                if trace is not None:
+                    trace.append(mem.retrieval_loss(w, k, v))
                 ms["W"] = where_rows(complete, w2, w)
                 ms["S"] = where_rows(complete, s2, ms["S"])
                 fulls = {"tail_q": full_q, "tail_kv": full_kv, "tail_qy": full_qy}
@@ -177,7 +225,11 @@ class TitansLayer(nn.Module):
         return torch.cat(outs, dim=1), ms
 
     def _parallel_pass(
-        self, u: Tensor, lay: ChunkLayout, st: dict[str, Any]
+        self,
+        u: Tensor,
+        lay: ChunkLayout,
+        st: dict[str, Any],
+        trace: list[Tensor] | None = None,
     ) -> tuple[Tensor, dict[str, Any]]:
         """LMM/MAG/MAL: inputs, gates and reads for all chunks at once; updates in order."""
         mem, c = self.mem, self.chunk
@@ -206,6 +258,8 @@ class TitansLayer(nn.Module):
             chunk_start_w.append(w)
             if any_complete[i]:
                 w2, s2 = mem.write(w, s, ks[i], vs[i], coef_chunks[i])
+                if trace is not None:
+                    trace.append(mem.retrieval_loss(w, ks[i], vs[i]))
                 w, s = where_rows(complete, w2, w), where_rows(complete, s2, s)
         stacked = tuple(torch.stack(ws, dim=1) for ws in zip(*chunk_start_w))  # (B, N, H, i, o)
         out = self._read(stacked, grid(q)).reshape(b, n_slots, d)
@@ -226,9 +280,18 @@ class TitansLayer(nn.Module):
         return out, {"W": w, "S": s, "tail_q": tail(full_q), "tail_kv": tail(full_kv)}
 
     def forward(
-        self, x: Tensor, st: dict[str, Any], lay: ChunkLayout, episode_start: Tensor
+        self,
+        x: Tensor,
+        st: dict[str, Any],
+        lay: ChunkLayout,
+        episode_start: Tensor,
+        trace: list[Tensor] | None = None,
     ) -> tuple[Tensor, dict[str, Any]]:
-        """x: (B, T, D) this layer's input -> (B, T, D) output and new layer state."""
+        """x: (B, T, D) this layer's input -> (B, T, D) output and new layer state.
+
+        ``trace``, if given, receives the retrieval loss (B, chunk) of every chunk the memory
+        learns from, in order (``NeuralMemory.retrieval_loss``).
+        """
         d = x.shape[2]
         n_slots = lay.real.shape[1]
         idx = lay.vpos[..., None].expand(-1, -1, d)  # (B, T, D)
@@ -238,11 +301,8 @@ class TitansLayer(nn.Module):
         xv = xv + torch.zeros_like(xv).scatter(1, idx, x)  # (B, S, D) virtual grid
 
         uv = self.norm1(xv)
-        ov, ms = (
-            self._mac_pass(uv, lay, st)
-            if self.variant == "mac"
-            else self._parallel_pass(uv, lay, st)
-        )
+        pass_ = self._mac_pass if self.variant == "mac" else self._parallel_pass
+        ov, ms = pass_(uv, lay, st, trace)
         o = ov.gather(1, idx)  # (B, T, D)
         new: dict[str, Any] = dict(ms)
         u = self.norm1(x)
@@ -279,21 +339,7 @@ class TitansCore(MemoryCore):
 
     Args:
         d_model: width.
-        variant: "lmm", "mac", "mag" or "mal".
-        n_layers: stacked layers, each with its own memory (and attention).
-        n_heads: heads of the memory and of the attention.
-        chunk_size: tokens per memory update (and MAC's segment length).
-        window: tokens a sliding-window query sees, itself included (MAG, MAL).
-        n_persistent: learned persistent-memory tokens (attention context; not LMM).
-        mem_depth: layers of the memory MLP.
-        mem_expand: hidden width of the memory MLP per head width.
-        conv_kernel: causal depthwise convolution width after the q/k/v projections.
-        max_lr: upper bound of the inner learning rate theta.
-        max_grad_norm: per-token clip of the inner gradient norm.
-        ffn_mult: feed-forward hidden width per ``d_model``.
-        ablate_memory: reads of the memory return zeros: the attention-only control of
-            learning experiments (MAG's gate becomes a constant 1/2, MAC sees no retrieved
-            tokens, MAL's memory layer adds nothing).
+        opts: ``TitansOptions`` (checked by ``make_core``).
 
     State: ``{"count": (B,) long, "layers": tuple of per-layer dicts}``; per layer the fast
     weights "W" and momentum "S" (tuples of (B, H, d_in, d_out)), the unfinished chunk's
@@ -301,45 +347,12 @@ class TitansCore(MemoryCore):
     the attention's KV cache "swa".
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        variant: str = "mac",
-        n_layers: int = 1,
-        n_heads: int = 2,
-        chunk_size: int = 8,
-        window: int = 8,
-        n_persistent: int = 4,
-        mem_depth: int = 2,
-        mem_expand: int = 2,
-        conv_kernel: int = 4,
-        max_lr: float = 0.1,
-        max_grad_norm: float = 1.0,
-        ffn_mult: int = 2,
-        ablate_memory: bool = False,
-    ) -> None:
+    options_type = TitansOptions
+
+    def __init__(self, d_model: int, opts: TitansOptions) -> None:
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        if chunk_size < 1 or n_layers < 1 or window < 1 or n_persistent < 0:
-            raise ValueError("chunk_size, n_layers and window must be >= 1, n_persistent >= 0")
-        if d_model % n_heads:
-            raise ValueError(f"n_heads ({n_heads}) must divide d_model ({d_model})")
-        self.d_model, self.variant, self.chunk_size = d_model, variant, chunk_size
-        opts = {
-            "n_heads": n_heads,
-            "chunk_size": chunk_size,
-            "window": window,
-            "n_persistent": n_persistent,
-            "mem_depth": mem_depth,
-            "mem_expand": mem_expand,
-            "conv_kernel": conv_kernel,
-            "max_lr": max_lr,
-            "max_grad_norm": max_grad_norm,
-            "ffn_mult": ffn_mult,
-            "ablate_memory": ablate_memory,
-        }
-        self.layers = nn.ModuleList(TitansLayer(d_model, variant, opts) for _ in range(n_layers))
+        self.d_model, self.variant, self.chunk_size = d_model, opts.variant, opts.chunk_size
+        self.layers = nn.ModuleList(TitansLayer(d_model, opts) for _ in range(opts.n_layers))
 
     def initial_state(self, batch_size: int, device: torch.device | str) -> State:
         return {
@@ -347,13 +360,22 @@ class TitansCore(MemoryCore):
             "layers": tuple(layer.initial_state(batch_size, device) for layer in self.layers),
         }
 
-    def forward(self, x: Tensor, state: State, episode_start: Tensor) -> CoreOutput:
+    def forward(
+        self, x: Tensor, state: State, episode_start: Tensor, trace: list[Tensor] | None = None
+    ) -> CoreOutput:
+        """Run the core over a segment (``MemoryCore.forward``).
+
+        Args:
+            trace: if given, the last layer's memory appends the retrieval loss (B, chunk) of
+                every chunk it learns from, in order (what ``inspect`` shows).
+        """
         if x.shape[1] == 0:
             return CoreOutput(x, state, self.zero_aux(x))
         lay = chunk_layout(episode_start, state["count"], self.chunk_size)
         new_layers = []
-        for layer, st in zip(self.layers, state["layers"]):
-            x, st = layer(x, st, lay, episode_start)
+        last = len(self.layers) - 1
+        for i, (layer, st) in enumerate(zip(self.layers, state["layers"])):
+            x, st = layer(x, st, lay, episode_start, trace if i == last else None)
             new_layers.append(st)
         new_state = {"count": lay.tail_count, "layers": tuple(new_layers)}
         # Under autocast some leaves come back in bf16; the state keeps its own dtypes.
@@ -368,26 +390,13 @@ class TitansCore(MemoryCore):
         the memory learns from: how surprising step t is to it. NaN for the tokens of the
         unfinished last chunk, which the memory has not learned from yet.
         """
-        mem, c = self.layers[-1].mem, self.chunk_size
+        c = self.chunk_size
         lay = chunk_layout(episode_start, state["count"], c)
-        losses: list[Tensor] = []
-
-        def write(weights: Any, momentum: Any, k: Tensor, v: Tensor, coefs: Any) -> Any:
-            h = k  # (B, H, c, Dh)
-            for i, w in enumerate(weights):
-                h = h @ w
-                h = nn.functional.silu(h) if i < len(weights) - 1 else h
-            losses.append(((h - v) ** 2).sum((-1, 1))[0])  # (c,), summed over heads
-            return type(mem).write(mem, weights, momentum, k, v, coefs)
-
-        mem.write = write  # listen in on the memory's chunk updates for this one call
-        try:
-            self(x, state, episode_start)
-        finally:
-            del mem.write
+        losses: list[Tensor] = []  # (B, c) per chunk the memory learned from
+        self(x, state, episode_start, trace=losses)
         slots = torch.full((lay.real.shape[1],), float("nan"), device=x.device)
         written = torch.nonzero(lay.complete.any(0)).flatten().tolist()
         for i, loss in zip(written, losses, strict=True):
             if lay.complete[0, i]:
-                slots[i * c : (i + 1) * c] = loss
+                slots[i * c : (i + 1) * c] = loss[0]
         return {"retrieval_loss": slots[lay.vpos[0]]}

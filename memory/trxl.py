@@ -28,13 +28,22 @@ Departures from the papers, and why:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from mnemo.memory.attention import RelFn, TransformerBlock, rel_shift
+from mnemo.memory.attention import BlockOptions, RelFn, TransformerBlock, rel_shift
 from mnemo.memory.base import CoreOutput, MemoryCore, State
+from mnemo.memory.options import option
 from mnemo.memory.registry import register_core
 from torch import Tensor, nn
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+@dataclass(frozen=True)
+class TrXLOptions(BlockOptions):
+    """Options of ``trxl`` and ``gtrxl`` (``gtrxl`` presets ``gated`` and ``pre_ln``)."""
+
+    mem_len: int = option(64, at_least=1)
+    """Memory length M: each step sees itself and the M steps before it."""
 
 
 def last_start(episode_start: Tensor) -> Tensor:
@@ -57,45 +66,18 @@ class TransformerXLCore(MemoryCore):
 
     Args:
         d_model: width of inputs, outputs and every layer.
-        n_layers: number of layers.
-        n_heads: attention heads (must divide ``d_model``).
-        mem_len: memory length M: each step sees itself and the M steps before it.
-        d_ff: hidden width of the position-wise MLP (default 4 x d_model).
-        gated: GTrXL's GRU gates in place of the residuals (implies ``pre_ln``).
-        pre_ln: identity-map reordering (LayerNorm before each sub-layer, ReLU after it).
-        gate_bias: initial GRU-gate bias b_g; larger starts closer to the identity map.
-        cache_kv: keep memory keys/values in the state for fast acting.
-        memory_dtype: storage dtype of the memory ("float32", or "bfloat16" on a GPU).
+        opts: ``TrXLOptions`` (checked by ``make_core``).
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        n_layers: int = 2,
-        n_heads: int = 4,
-        mem_len: int = 64,
-        d_ff: int | None = None,
-        gated: bool = False,
-        pre_ln: bool = False,
-        gate_bias: float = 2.0,
-        cache_kv: bool = True,
-        memory_dtype: str = "float32",
-    ) -> None:
+    options_type = TrXLOptions
+
+    def __init__(self, d_model: int, opts: TrXLOptions) -> None:
         super().__init__()
-        if mem_len < 1:
-            raise ValueError(f"mem_len must be >= 1, got {mem_len}")
-        if n_layers < 1:
-            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
-        if memory_dtype not in DTYPES:
-            raise ValueError(f"memory_dtype must be one of {sorted(DTYPES)}, got {memory_dtype!r}")
-        self.d_model, self.n_layers, self.mem_len = d_model, n_layers, mem_len
-        self.cache_kv, self.memory_dtype = cache_kv, DTYPES[memory_dtype]
-        self.pre_ln = pre_ln or gated
-        d_ff = d_ff or 4 * d_model
-        self.blocks = nn.ModuleList(
-            TransformerBlock(d_model, n_heads, d_ff, pre_ln, gated, gate_bias)
-            for _ in range(n_layers)
-        )
+        mem_len = opts.mem_len
+        self.d_model, self.n_layers, self.mem_len = d_model, opts.n_layers, mem_len
+        self.cache_kv, self.memory_dtype = opts.cache_kv, opts.storage_dtype
+        self.pre_ln = opts.norm_first
+        self.blocks = nn.ModuleList(TransformerBlock(d_model, opts) for _ in range(opts.n_layers))
         self.ln_out = nn.LayerNorm(d_model) if self.pre_ln else nn.Identity()
         # Distances M, M-1, ..., 0: the window, largest first as rel_shift wants.
         self.register_buffer("pos", torch.arange(mem_len, -1, -1.0), persistent=False)

@@ -6,6 +6,8 @@ options below that keep the suite fast.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from mnemo.memory.base import State, index_state, tree_leaves
@@ -74,6 +76,38 @@ def test_unknown_core_and_option_name_the_choices() -> None:
         memory.make_core("lstmm", D)
     with pytest.raises(memory.CoreConfigError, match="valid options"):
         memory.make_core("lstm", D, not_an_option=3)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "d_model", "message"),
+    [
+        ("lstmm", {}, None, r"^unknown core 'lstmm'; valid cores: .*lstm"),
+        ("lstm", {"nope": 1}, None, r"key 'core.nope' for core 'lstm'; valid options: cell, "),
+        ("trxl", {"mem_len": "8"}, None, r"option mem_len expects int, got '8'"),
+        ("trxl", {"mem_len": True}, None, r"option mem_len expects int, got True"),
+        ("trxl", {"mem_len": 0}, None, r"mem_len must be >= 1, got 0"),
+        ("trxl", {"memory_dtype": "f8"}, None, r"memory_dtype must be one of float32, "),
+        ("titans_mac", {"max_lr": float("nan")}, None, r"max_lr must be >= 0.0, got nan"),
+        ("titans_mac", {"n_heads": 0}, None, r"n_heads must be >= 1, got 0"),
+        ("titans_mac", {"n_heads": 3}, 16, r"n_heads \(3\) must divide d_model \(16\)"),
+        ("none", {}, 0, r"core.d_model must be a positive integer, got 0"),
+    ],
+)
+def test_validate_core_names_the_option_in_one_line(
+    name: str, options: dict, d_model: int | None, message: str
+) -> None:
+    with pytest.raises(memory.CoreConfigError, match=message) as info:
+        memory.validate_core(name, options, d_model)
+    assert "\n" not in str(info.value)
+
+
+def test_options_are_frozen_and_presets_apply() -> None:
+    assert memory.core_options("gtrxl")["gated"] and not memory.core_options("trxl")["gated"]
+    assert memory.core_options("titans_mag")["variant"] == "mag"
+    memory.validate_core("titans_mag", {"max_lr": 1}, D)  # an int is a valid float
+    opts = type(memory.make_core("gru", D)).options_type()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.num_layers = 2  # type: ignore[misc]
 
 
 def test_shapes_and_aux(core: memory.MemoryCore) -> None:

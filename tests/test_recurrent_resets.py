@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mnemo.memory.recurrent import RecurrentCore
+
+from mnemo import memory
 
 
 @pytest.mark.parametrize("p_start", [0.02, 0.2, 0.6])
 @pytest.mark.parametrize("first_start", [False, True])
 def test_bucketed_equals_split(p_start: float, first_start: bool) -> None:
     torch.manual_seed(0)
-    core = RecurrentCore(8, cell="lstm").double()
+    core = memory.make_core("lstm", 8).double()
     b, t = 7, 37
     x = torch.randn(b, t, 8, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(b, 1, 8, dtype=torch.float64, requires_grad=True)

@@ -102,10 +102,10 @@ def plan_runs(
     if eval_episodes < 1:
         raise ConfigError(f"--eval-episodes must be >= 1, got {eval_episodes}")
     for core in cores:
-        if core not in memory.core_names():
-            raise ConfigError(
-                f"unknown core {core!r}; valid cores: {', '.join(memory.core_names())}"
-            )
+        try:  # the name here; each core's options below, in check_names
+            memory.validate_core(core, {})
+        except memory.CoreConfigError as e:
+            raise ConfigError(str(e)) from e
     base = load_config(RLConfig, config, list(overrides))
     if steps is not None:
         base.ppo.total_steps = steps

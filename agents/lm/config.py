@@ -156,20 +156,13 @@ class LMConfig(MachineSection):
 
 
 def check_core(name: str, options: dict) -> None:
-    """Fail in one line on an unknown core name or option."""
+    """Fail in one line on an unknown core name or option, or an option's bad value."""
     from mnemo import memory
 
-    if name not in memory.core_names():
-        raise ConfigError(
-            f"core.name: unknown core {name!r}; valid cores: {', '.join(memory.core_names())}"
-        )
-    valid = memory.core_options(name)
-    for key in options:
-        if key not in valid:
-            raise ConfigError(
-                f"unknown config key 'core.{key}' for core {name!r}; valid keys: "
-                f"name, d_model, {', '.join(sorted(valid))}"
-            )
+    try:
+        memory.validate_core(name, options)
+    except memory.CoreConfigError as e:
+        raise ConfigError(str(e)) from e
 
 
 def load_lm_config(path: str | None, overrides: list[str] | None = None) -> LMConfig:

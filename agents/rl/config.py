@@ -149,27 +149,17 @@ def check_names(cfg: RLConfig) -> None:
     if cfg.env.id not in gym.registry:
         ours = ", ".join(envs.mnemo_env_ids())
         raise ConfigError(f"env.id: unknown env {cfg.env.id!r}; mnemo envs: {ours}")
-    if cfg.core.name not in memory.core_names():
-        raise ConfigError(
-            f"core.name: unknown core {cfg.core.name!r}; valid cores: "
-            f"{', '.join(memory.core_names())}"
-        )
+    try:  # core name, option names, types and values, and the width: one line if wrong
+        memory.validate_core(cfg.core.name, cfg.core.options, cfg.core.d_model)
+    except memory.CoreConfigError as e:
+        raise ConfigError(str(e)) from e
     try:
         gym.make(cfg.env.id, **cfg.env.kwargs).close()
     except (TypeError, ValueError) as e:
         raise ConfigError(f"env.kwargs for {cfg.env.id}: {e}") from e
-    valid = memory.core_options(cfg.core.name)
-    for key in cfg.core.options:
-        if key not in valid:
-            raise ConfigError(
-                f"unknown config key 'core.{key}' for core {cfg.core.name!r}; valid keys: "
-                f"name, d_model, {', '.join(sorted(valid))}"
-            )
-    # Building the core checks option values (e.g. mem_len=0) before any work starts.
+    # Building the core finds sizes too large to allocate before any work starts.
     try:
         memory.make_core(cfg.core.name, cfg.core.d_model, **cfg.core.options)
-    except memory.CoreConfigError as e:
-        raise ConfigError(str(e)) from e
     except (RuntimeError, MemoryError) as e:  # e.g. a size too large to allocate
         first = str(e).splitlines()[0][:160]
         raise ConfigError(
