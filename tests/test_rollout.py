@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import torch
+from mnemo.agents.rl.actor_critic import ActingState
 from mnemo.agents.rl.config import load_rl_config
 from mnemo.agents.rl.ppo import PPO
 from mnemo.agents.rl.rollout import compute_gae, sequence_minibatches
+from mnemo.memory.base import tree_map
 from torch.distributions import Categorical
 
 
@@ -60,3 +62,27 @@ def test_stored_chunk_states_replay_acting_exactly() -> None:
             torch.testing.assert_close(out.value, mb.value, atol=1e-5, rtol=1e-5)
             seen += mb.obs.shape[0]
     assert seen == 18
+
+
+def test_act_samples_as_categorical_and_folds_the_env_answer_in() -> None:
+    """``act`` draws what ``Categorical.sample`` draws from the same seed, with or without an
+    explicit generator; greedy takes the argmax; ``advance`` carries the step to the next."""
+    cfg = load_rl_config(None, ["env.num_envs=5", "env.id=mnemo/Recall-D8-v0"])
+    ppo = PPO(cfg)
+    model, env_obs = ppo.model, ppo.obs
+    acting = model.initial_acting_state(5, "cpu")
+    with torch.no_grad():
+        torch.manual_seed(7)
+        drawn = model.act(env_obs, acting).action
+        with_generator = model.act(env_obs, acting, generator=torch.Generator().manual_seed(7))
+        out = model.step(env_obs, acting)
+        torch.manual_seed(7)
+        expected = Categorical(logits=out.logits[:, 0]).sample()
+        greedy = model.act(env_obs, acting, greedy=True)
+    assert torch.equal(drawn, expected) and torch.equal(with_generator.action, expected)
+    assert torch.equal(greedy.action, out.logits[:, 0].argmax(-1))
+    torch.testing.assert_close(greedy.value, out.value[:, 0])
+    done = torch.tensor([True, False, False, True, False])
+    nxt = acting.advance(greedy.state, greedy.action, torch.ones(5), done)
+    assert torch.equal(nxt.prev_action, greedy.action) and torch.equal(nxt.episode_start, done)
+    assert isinstance(tree_map(lambda t: t.clone(), nxt), ActingState)

@@ -1,11 +1,17 @@
-"""The actor-critic: encoder -> memory core -> policy and value heads.
+"""The actor-critic: encoder -> memory core -> policy and value heads, and its one acting call.
 
 The previous action (one-hot) and reward are optional inputs; both are zeroed at episode starts
 so that nothing from an earlier episode reaches the core.
+
+Everything that acts (PPO's rollout, ``mnemo eval``, the episode videos) goes through
+``ActorCritic.act`` and carries an ``ActingState`` from step to step, folding the env's answer in
+with ``ActingState.advance``; SB3's ``policy.predict(obs, state, episode_start, deterministic)``
+is the model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -15,6 +21,7 @@ from mnemo.agents.rl.config import AgentConfig, CoreConfig
 from mnemo.agents.rl.encoders import make_encoder
 from mnemo.memory.base import State
 from torch import Tensor, nn
+from torch.distributions import Categorical
 
 from mnemo import memory
 
@@ -25,6 +32,54 @@ class ACOutput(NamedTuple):
     state: State
     aux_loss: Tensor  # core's aux loss (scalar)
     features: Tensor  # (B, T, d_model) core outputs, for auxiliary heads
+
+
+class ActingState(NamedTuple):
+    """What acting carries from one env step to the next; batch first, (B, ...) each.
+
+    A NamedTuple of tensors and a core state, so ``tree_map`` moves it between devices.
+    """
+
+    core: State
+    prev_action: Tensor  # (B,) long: the action that led to the current observation
+    prev_reward: Tensor  # (B,) float: the reward that came with it
+    episode_start: Tensor  # (B,) bool: the current observation begins an episode
+
+    @classmethod
+    def initial(cls, core: State, batch_size: int, device: torch.device | str) -> ActingState:
+        """Every env at the start of an episode, with the core's initial state ``core``."""
+        return cls(
+            core,
+            torch.zeros(batch_size, dtype=torch.long, device=device),
+            torch.zeros(batch_size, device=device),
+            torch.ones(batch_size, dtype=torch.bool, device=device),
+        )
+
+    def advance(self, core: State, action: Tensor, reward: Tensor, done: Tensor) -> ActingState:
+        """The state for the next step, once the env took ``action`` and answered (reward, done).
+
+        Args:
+            core: the core state ``act`` returned for this step.
+            action: (B,) the actions taken.
+            reward: (B,) the rewards received.
+            done: (B,) True where the episode ended, so the next observation begins a new one.
+                Pass all False to look at a truncated episode's final observation.
+        """
+        return ActingState(core, action, reward, done)
+
+
+class Acted(NamedTuple):
+    """One acting step's result, (B, ...) each."""
+
+    action: Tensor  # (B,) long
+    logprob: Tensor  # (B,) log-probability of ``action`` under the policy
+    value: Tensor  # (B,)
+    logits: Tensor  # (B, A) float32
+    state: State  # the core state after this step: pass it to ``ActingState.advance``
+
+
+Forward = Callable[[Tensor, Tensor, Tensor, State, Tensor], ACOutput]
+"""``ActorCritic.forward``'s signature: (obs, prev_action, prev_reward, state, episode_start)."""
 
 
 def layer_init(layer: nn.Linear, std: float) -> nn.Linear:
@@ -78,6 +133,53 @@ class ActorCritic(nn.Module):
 
     def initial_state(self, batch_size: int, device: torch.device | str) -> State:
         return self.core.initial_state(batch_size, device)
+
+    def initial_acting_state(self, batch_size: int, device: torch.device | str) -> ActingState:
+        return ActingState.initial(self.initial_state(batch_size, device), batch_size, device)
+
+    def step(self, obs: Tensor, acting: ActingState, forward: Forward | None = None) -> ACOutput:
+        """One step (T = 1) from ``acting``: obs (B, *obs_shape) -> outputs with T = 1.
+
+        Args:
+            obs: (B, *obs_shape) the current observations.
+            acting: what the previous steps left (core state, previous action and reward,
+                episode starts).
+            forward: what to call in place of ``self``, e.g. a ``torch.compile``d copy of this
+                module run under autocast; same signature as ``forward``.
+        """
+        return (forward or self)(
+            obs.unsqueeze(1),
+            acting.prev_action.unsqueeze(1),
+            acting.prev_reward.unsqueeze(1),
+            acting.core,
+            acting.episode_start.unsqueeze(1),
+        )
+
+    def act(
+        self,
+        obs: Tensor,
+        acting: ActingState,
+        greedy: bool = False,
+        generator: torch.Generator | None = None,
+        forward: Forward | None = None,
+    ) -> Acted:
+        """Choose actions for obs (B, *obs_shape): the argmax if ``greedy``, else a sample.
+
+        Sampling draws from ``generator`` if given, else from torch's global generator (in the
+        same order as ``Categorical.sample``, so runs stay reproducible). See ``step`` for
+        ``forward``. Fold the env's answer in with ``acting.advance(acted.state, ...)``.
+        """
+        out = self.step(obs, acting, forward)
+        logits = out.logits[:, 0].float()  # (B, A)
+        # validate_args=False: the argument checks are host syncs.
+        dist = Categorical(logits=logits, validate_args=False)
+        if greedy:
+            action = logits.argmax(-1)
+        elif generator is None:
+            action = dist.sample()
+        else:
+            action = torch.multinomial(dist.probs, 1, True, generator=generator).squeeze(-1)
+        return Acted(action, dist.log_prob(action), out.value[:, 0], logits, out.state)
 
     def forward(
         self,

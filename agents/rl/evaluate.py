@@ -12,7 +12,6 @@ from mnemo.agents.config_loader import from_dict
 from mnemo.agents.rl.actor_critic import ActorCritic
 from mnemo.agents.rl.config import RLConfig
 from mnemo.agents.rl.vector_env import make_vector_env
-from torch.distributions import Categorical
 
 HELD_OUT_SEED_OFFSET = 1_000_003
 """Evaluation env seeds start here past the training seed, so they are never trained on."""
@@ -62,25 +61,20 @@ def evaluate(
     num_envs = max(1, min(num_envs, episodes))
     env = make_vector_env(cfg.env.id, num_envs, device, cfg.env.batched, **cfg.env.kwargs)
     obs, _ = env.reset(seed=(cfg.seed if seed is None else seed) + HELD_OUT_SEED_OFFSET)
-    state = model.initial_state(num_envs, device)
-    prev_a = torch.zeros(num_envs, dtype=torch.long, device=device)
-    prev_r = torch.zeros(num_envs, device=device)
-    start = torch.ones(num_envs, dtype=torch.bool, device=device)
+    acting = model.initial_acting_state(num_envs, device)
     ret = torch.zeros(num_envs, device=device)
     successes: list[float] = []
     returns: list[float] = []
     while len(successes) < episodes:
-        out = model(obs.unsqueeze(1), prev_a[:, None], prev_r[:, None], state, start[:, None])
-        logits = out.logits[:, 0]
-        action = logits.argmax(-1) if greedy else Categorical(logits=logits).sample()
-        obs, reward, term, trunc, info = env.step(action)
+        acted = model.act(obs, acting, greedy)
+        obs, reward, term, trunc, info = env.step(acted.action)
         done = term | trunc
         ret += reward
         for i in torch.nonzero(done).flatten().tolist():
             successes.append(float(info["success"][i]))
             returns.append(float(ret[i]))
         ret = torch.where(done, 0.0, ret)
-        state, prev_a, prev_r, start = out.state, action, reward, done
+        acting = acting.advance(acted.state, acted.action, reward, done)
     s = np.array(successes[:episodes])
     lo, hi = wilson_interval(int(s.sum()), len(s))
     return EvalResult(len(s), float(s.mean()), lo, hi, float(np.mean(returns[:episodes])))

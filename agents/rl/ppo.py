@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 from mnemo.agents import distributed
-from mnemo.agents.rl.actor_critic import ActorCritic
+from mnemo.agents.rl.actor_critic import ACOutput, ActingState, ActorCritic
 from mnemo.agents.rl.config import RLConfig
+from mnemo.agents.rl.ppo_loss import LossOutputs, ppo_loss
 from mnemo.agents.rl.rollout import Rollout, compute_gae, sequence_minibatches
 from mnemo.agents.rl.vector_env import make_vector_env
 from mnemo.envs.batched.base import TensorVectorEnv
 from mnemo.memory.base import State, tree_leaves, tree_map, tree_map2
 from torch import Tensor
-from torch.distributions import Categorical
 
 
 @dataclass
@@ -89,10 +89,7 @@ class PPO:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         n = cfg.env.num_envs
         self.obs, _ = self.env.reset(seed=cfg.seed)
-        self.state = self.model.initial_state(n, self.device)
-        self.prev_action = torch.zeros(n, dtype=torch.long, device=self.device)
-        self.prev_reward = torch.zeros(n, device=self.device)
-        self.episode_start = torch.ones(n, dtype=torch.bool, device=self.device)
+        self.acting = self.model.initial_acting_state(n, self.device)
         self.stats = EpisodeStats(
             torch.zeros(n, device=self.device), torch.zeros(n, dtype=torch.long, device=self.device)
         )
@@ -103,10 +100,10 @@ class PPO:
         """Everything besides model and optimizer needed to continue bit-identically."""
         return {
             "obs": self.obs,
-            "core_state": self.state,
-            "prev_action": self.prev_action,
-            "prev_reward": self.prev_reward,
-            "episode_start": self.episode_start,
+            "core_state": self.acting.core,
+            "prev_action": self.acting.prev_action,
+            "prev_reward": self.acting.prev_reward,
+            "episode_start": self.acting.episode_start,
             "episode_return": self.stats.ret,
             "episode_length": self.stats.length,
             "global_step": self.global_step,
@@ -118,16 +115,23 @@ class PPO:
     def load_trainer_state(self, st: dict[str, Any]) -> None:
         to = self.device
         self.obs = st["obs"].to(to)
-        self.state = tree_map(lambda t: t.to(to), st["core_state"])
-        self.prev_action = st["prev_action"].to(to)
-        self.prev_reward = st["prev_reward"].to(to)
-        self.episode_start = st["episode_start"].to(to)
+        self.acting = tree_map(
+            lambda t: t.to(to),
+            ActingState(
+                st["core_state"], st["prev_action"], st["prev_reward"], st["episode_start"]
+            ),
+        )
         self.stats.ret = st["episode_return"].to(to)
         self.stats.length = st["episode_length"].to(to)
         self.global_step = st["global_step"]
         self.update_idx = st["update_idx"]
         self.generator.set_state(st["generator"])
         self.env.set_state(st["env"])
+
+    @property
+    def state(self) -> State:
+        """The core state acting has reached (``self.acting.core``)."""
+        return self.acting.core
 
     def check_finite_state(self) -> None:
         finite = all(bool(torch.isfinite(leaf).all()) for leaf in tree_leaves(self.state))
@@ -149,15 +153,17 @@ class PPO:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _act(self, obs: Tensor, state: State) -> Any:
+    def _forward(
+        self,
+        obs: Tensor,
+        prev_action: Tensor,
+        prev_reward: Tensor,
+        state: State,
+        episode_start: Tensor,
+    ) -> ACOutput:
+        """``self.forward`` (compiled or not) under ``amp``; the acting path's ``Forward``."""
         with self.amp():
-            out = self.forward(
-                obs.unsqueeze(1),
-                self.prev_action.unsqueeze(1),
-                self.prev_reward.unsqueeze(1),
-                state,
-                self.episode_start.unsqueeze(1),
-            )
+            out = self.forward(obs, prev_action, prev_reward, state, episode_start)
         if self.autocast:
             # Autocast can hand back a bf16 state (nn.LSTM does); the contract and the stored
             # chunk states keep the dtype they came in with.
@@ -171,40 +177,38 @@ class PPO:
         n, length = self.cfg.env.num_envs, cfg.rollout_len
         ro = Rollout.empty(n, length, tuple(self.obs.shape[1:]), self.obs.dtype, self.device)
         for t in range(length):
+            acting = self.acting
             if t % cfg.bptt_len == 0:
-                ro.chunk_states.append(self.state)
-            out = self._act(self.obs, self.state)
-            # validate_args=False: the argument checks are host syncs.
-            dist = Categorical(logits=out.logits[:, 0].float(), validate_args=False)
-            action = dist.sample()
+                ro.chunk_states.append(acting.core)
+            acted = self.model.act(self.obs, acting, forward=self._forward)
             ro.obs[:, t] = self.obs
-            ro.prev_action[:, t] = self.prev_action
-            ro.prev_reward[:, t] = self.prev_reward
-            ro.episode_start[:, t] = self.episode_start
-            ro.action[:, t] = action
-            ro.logprob[:, t] = dist.log_prob(action)
-            ro.value[:, t] = out.value[:, 0]
-            obs, reward, term, trunc, info = self.env.step(action)
+            ro.prev_action[:, t] = acting.prev_action
+            ro.prev_reward[:, t] = acting.prev_reward
+            ro.episode_start[:, t] = acting.episode_start
+            ro.action[:, t] = acted.action
+            ro.logprob[:, t] = acted.logprob
+            ro.value[:, t] = acted.value
+            obs, reward, term, trunc, info = self.env.step(acted.action)
             done = term | trunc
             self.stats.step(reward, done, info["success"])
             bootstrap = reward
             if self.can_truncate and (not self.host_env or bool(trunc.any())):
                 # A time limit is not a terminal state: bootstrap from the value of the final
                 # observation, seen through the state that led to it.
-                self.prev_action, self.prev_reward = action, reward
-                self.episode_start = torch.zeros_like(done)
-                final = self._act(info["final_obs"], out.state).value[:, 0]
+                going_on = acting.advance(acted.state, acted.action, reward, torch.zeros_like(done))
+                final = self.model.step(info["final_obs"], going_on, self._forward).value[:, 0]
                 bootstrap = reward + cfg.gamma * final * trunc.float()
             ro.reward[:, t] = bootstrap
             ro.done[:, t] = done
-            self.obs, self.state = obs, out.state
-            self.prev_action, self.prev_reward, self.episode_start = action, reward, done
-        last_value = self._act(self.obs, self.state).value[:, 0].float()
+            self.obs = obs
+            self.acting = acting.advance(acted.state, acted.action, reward, done)
+        last_value = self.model.step(self.obs, self.acting, self._forward).value[:, 0].float()
         self.global_step += self.steps_per_update
         return ro, last_value
 
     def update(self, ro: Rollout, last_value: Tensor) -> dict[str, float]:
         cfg = self.cfg.ppo
+        recon_coef = self.cfg.agent.recon_coef
         adv, ret = compute_gae(ro.reward, ro.value, ro.done, last_value, cfg.gamma, cfg.gae_lambda)
         logs: dict[str, list[float]] = {}
         for _ in range(cfg.epochs):
@@ -213,58 +217,19 @@ class PPO:
                     out = self.forward(
                         mb.obs, mb.prev_action, mb.prev_reward, mb.state, mb.episode_start
                     )
-                dist = Categorical(logits=out.logits.float())
-                logprob = dist.log_prob(mb.action)
-                log_ratio = logprob - mb.logprob
-                ratio = log_ratio.exp()
-                a = mb.advantage
-                if cfg.norm_adv:
-                    a = (a - a.mean()) / (a.std() + 1e-8)
-                pg_loss = torch.max(-a * ratio, -a * ratio.clamp(1 - cfg.clip, 1 + cfg.clip))
-                pg_loss = pg_loss.mean()
-                if cfg.clip_value:
-                    v_clip = mb.value + (out.value - mb.value).clamp(-cfg.clip, cfg.clip)
-                    v_loss = (
-                        0.5 * torch.max((out.value - mb.ret) ** 2, (v_clip - mb.ret) ** 2).mean()
-                    )
-                else:
-                    v_loss = 0.5 * ((out.value - mb.ret) ** 2).mean()
-                entropy = dist.entropy().mean()
-                loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
-                loss = loss + cfg.aux_coef * out.aux_loss
-                if self.cfg.agent.recon_coef > 0:
+                recon = None
+                if recon_coef > 0:
                     recon = self.model.reconstruction_loss(out.features, mb.obs)
-                    loss = loss + self.cfg.agent.recon_coef * recon
-                    logs.setdefault("losses/reconstruction", []).append(float(recon.detach()))
+                outputs = LossOutputs(out.logits, out.value, out.aux_loss, recon)
+                loss, metrics = ppo_loss(outputs, mb, cfg, recon_coef)
                 if distributed.any_rank(not bool(torch.isfinite(loss))):
-                    parts = {
-                        "policy": pg_loss,
-                        "value": v_loss,
-                        "entropy": entropy,
-                        "aux": out.aux_loss,
-                    }
-                    bad = [k for k, v in parts.items() if not bool(torch.isfinite(v))]
-                    raise NonFiniteError(
-                        f"non-finite loss ({', '.join(bad) or 'on another rank'}) at step "
-                        f"{self.global_step} (update {self.update_idx + 1}); "
-                        "the last good checkpoint is kept"
-                    )
+                    self._raise_non_finite_loss(metrics)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 distributed.all_reduce_grads(self.model)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
-                with torch.no_grad():
-                    approx_kl = ((ratio - 1) - log_ratio).mean()
-                    clipfrac = ((ratio - 1).abs() > cfg.clip).float().mean()
-                for k, v in (
-                    ("losses/policy", pg_loss),
-                    ("losses/value", v_loss),
-                    ("losses/entropy", entropy),
-                    ("losses/approx_kl", approx_kl),
-                    ("losses/clipfrac", clipfrac),
-                    ("memory/aux_loss", out.aux_loss),
-                ):
+                for k, v in metrics.items():
                     logs.setdefault(k, []).append(float(v.detach()))
         y, v = ret.flatten(), ro.value.flatten()
         var_y = y.var()
@@ -273,6 +238,21 @@ class PPO:
         result = {k: float(np.mean(v)) for k, v in logs.items()}
         result["losses/explained_variance"] = explained
         return result
+
+    def _raise_non_finite_loss(self, metrics: dict[str, Tensor]) -> None:
+        """Name the loss parts that are not finite (none on this rank: another rank's are)."""
+        parts = {
+            "policy": metrics["losses/policy"],
+            "value": metrics["losses/value"],
+            "entropy": metrics["losses/entropy"],
+            "aux": metrics["memory/aux_loss"],
+        }
+        bad = [k for k, v in parts.items() if not bool(torch.isfinite(v))]
+        raise NonFiniteError(
+            f"non-finite loss ({', '.join(bad) or 'on another rank'}) at step "
+            f"{self.global_step} (update {self.update_idx + 1}); "
+            "the last good checkpoint is kept"
+        )
 
     def set_lr(self, frac_left: float) -> None:
         for group in self.optimizer.param_groups:

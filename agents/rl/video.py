@@ -25,7 +25,6 @@ from mnemo.agents.rl.actor_critic import ActorCritic
 from mnemo.agents.rl.config import RLConfig
 from PIL import Image
 from torch import Tensor
-from torch.distributions import Categorical
 
 MAX_FRAMES = 200
 """Frames kept per episode: longer episodes are subsampled evenly so event files stay small."""
@@ -140,16 +139,12 @@ def record_episode(
     try:
         obs, _ = env.reset(seed=seed)
         frames, stride = [env.render()], 1
-        state = model.initial_state(1, device)
-        prev_a = torch.zeros(1, 1, dtype=torch.long, device=device)
-        prev_r = torch.zeros(1, 1, device=device)
-        start = torch.ones(1, 1, dtype=torch.bool, device=device)
+        acting = model.initial_acting_state(1, device)
+        not_done = torch.zeros(1, dtype=torch.bool, device=device)
         ret, success, t = 0.0, None, 0
         for t in range(1, max_steps + 1):  # t is the episode length afterwards
-            o = torch.as_tensor(np.asarray(obs), device=device)[None, None]
-            out = model(o, prev_a, prev_r, state, start)
-            logits = out.logits[0, 0]
-            action = int(logits.argmax() if greedy else Categorical(logits=logits).sample())
+            acted = model.act(torch.as_tensor(np.asarray(obs), device=device)[None], acting, greedy)
+            action = int(acted.action[0])
             obs, reward, term, trunc, info = env.step(action)
             ret += float(reward)
             if t % stride == 0:
@@ -162,10 +157,8 @@ def record_episode(
                 if t % stride:
                     frames.append(env.render())
                 break
-            state = out.state
-            prev_a = torch.tensor([[action]], device=device)
-            prev_r = torch.tensor([[float(reward)]], device=device)
-            start = torch.zeros(1, 1, dtype=torch.bool, device=device)
+            reward_t = torch.tensor([float(reward)], device=device)
+            acting = acting.advance(acted.state, acted.action, reward_t, not_done)
     finally:
         if hook is not None:
             hook.remove()
