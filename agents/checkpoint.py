@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from mnemo.agents import distributed
+from mnemo.agents.errors import CheckpointError
 
 
 def save_atomic(obj: Any, path: str | Path) -> Path:
@@ -35,17 +36,19 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict (a run dir means its checkpoints/last.pt).
 
-    Raises ``FileNotFoundError`` for a missing file, ``ValueError`` for an unreadable one.
+    Raises ``CheckpointError`` for a missing or unreadable file.
     """
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoints" / "last.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # a truncated or foreign file
-        raise ValueError(f"{path} is not a readable mnemo checkpoint ({type(e).__name__})") from e
+        raise CheckpointError(
+            f"{path} is not a readable mnemo checkpoint ({type(e).__name__})"
+        ) from e
 
 
 def run_dir_of(path: str | Path) -> Path:
@@ -103,7 +106,7 @@ def this_rank_state(ckpt: dict[str, Any]) -> Any:
     world = distributed.world_size()
     if len(ranks) != world:
         how = f"torchrun --nproc_per_node {len(ranks)}" if len(ranks) > 1 else "one process"
-        raise ValueError(
+        raise CheckpointError(
             f"the checkpoint was written by {len(ranks)} data-parallel rank(s) and this run has "
             f"{world}; resume it with {how}"
         )

@@ -5,35 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
-"""Errors that mean the user must change something: one line, exit code 2, no traceback."""
+from mnemo.agents.errors import CheckpointError, UserError, exit_codes
 
 
-def _friendly(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except USER_ERRORS as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            print(f"error: {msg}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt as e:
-            print(f"interrupted: {e or 'the last checkpoint is kept'}", file=sys.stderr)
-            return 130
-        except RuntimeError as e:
-            from mnemo.agents.rl.ppo import NonFiniteError
-
-            if not isinstance(e, NonFiniteError):
-                raise
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-
-    return run
-
-
-@_friendly
+@exit_codes
 def cmd_train(args: argparse.Namespace) -> int:
     from mnemo.agents.checkpoint import load_checkpoint, run_dir_of
     from mnemo.agents.config_loader import apply_overrides, from_dict
@@ -48,13 +24,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         resume = load_checkpoint(args.resume)
         if resume.get("kind") == "mnemo-lm":
-            raise ValueError(
+            raise CheckpointError(
                 f"{args.resume} is a language-model run; resume it with `mnemo lm train --resume`"
             )
         cfg = from_dict(RLConfig, apply_overrides(resume["config"], overrides))
         check_names(cfg)
     elif args.config is None:
-        raise ValueError("give a config file (e.g. configs/recall_lstm.yaml) or --resume RUN_DIR")
+        raise UserError("give a config file (e.g. configs/recall_lstm.yaml) or --resume RUN_DIR")
     else:
         cfg = load_rl_config(args.config, overrides)
     if args.check:
@@ -74,7 +50,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-@_friendly
+@exit_codes
 def cmd_eval(args: argparse.Namespace) -> int:
     from mnemo.agents.rl.evaluate import evaluate, load_agent
 
@@ -101,7 +77,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-@_friendly
+@exit_codes
 def cmd_compare(args: argparse.Namespace) -> int:
     from mnemo.agents.experiments.compare import compare
 
@@ -123,7 +99,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
-@_friendly
+@exit_codes
 def cmd_envs(args: argparse.Namespace) -> int:
     import gymnasium as gym
     from mnemo.envs.batched import has_twin
@@ -137,7 +113,7 @@ def cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
-@_friendly
+@exit_codes
 def cmd_cores(args: argparse.Namespace) -> int:
     from mnemo import memory
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from mnemo.agents.errors import UserError
 from torch import nn
 
 __all__ = [
@@ -65,7 +66,7 @@ def init_from_env(device: str) -> str:
     if on_cuda:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if local >= torch.cuda.device_count():
-            raise ValueError(
+            raise UserError(
                 f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPUs are visible; "
                 "lower torchrun's --nproc_per_node"
             )

@@ -7,6 +7,10 @@ import signal
 import threading
 import time
 
+from mnemo.agents.errors import Interrupted
+
+__all__ = ["REPEAT_GRACE_S", "GracefulStop", "Interrupted"]
+
 REPEAT_GRACE_S = 1.0
 """A second SIGINT this soon after the first counts as the same Ctrl-C: under torchrun a
 terminal's Ctrl-C reaches every worker twice (from the terminal, then forwarded by torchrun)."""
@@ -30,12 +34,10 @@ class GracefulStop:
             self.requested = True
             self._first_at = time.monotonic()
         elif time.monotonic() - self._first_at > REPEAT_GRACE_S:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt(
+                "stopped at once by a second Ctrl-C; the last checkpoint is kept"
+            )
 
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-
-
-class Interrupted(KeyboardInterrupt):
-    """Training stopped by Ctrl-C after writing a checkpoint."""

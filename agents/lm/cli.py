@@ -1,36 +1,18 @@
 """``mnemo lm train | eval | sample``: the language model's commands.
 
-``add_lm_parser(subparsers)`` is called by agents/cli.py. Every command returns an exit code;
-a user error (bad config, bad data, missing checkpoint) prints one line ``error: ...`` to
-stderr and returns 2.
+``add_lm_parser(subparsers)`` is called by agents/cli.py. Every command returns an exit code
+(agents/errors.py): a user error (bad config, bad data, missing checkpoint) prints one line
+``error: ...`` to stderr and returns 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import yaml
-
-
-def _user_errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except (ValueError, FileNotFoundError) as e:  # ConfigError and DataError are ValueErrors
-            text = str(e).strip()
-            print(f"error: {text.splitlines()[0] if text else type(e).__name__}", file=sys.stderr)
-            return 2
-        except FloatingPointError as e:  # a diverged run: not the user's input, still one line
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt as e:
-            print(f"interrupted: {e or 'the last checkpoint is kept'}", file=sys.stderr)
-            return 130
-
-    return run
+from mnemo.agents.errors import CheckpointError, UserError, exit_codes
 
 
 def parse_options(items: list[str]) -> dict[str, Any]:
@@ -39,7 +21,7 @@ def parse_options(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"option {item!r} must look like name=value")
+            raise UserError(f"option {item!r} must look like name=value")
         try:
             out[key] = yaml.safe_load(raw)
         except yaml.YAMLError:
@@ -75,11 +57,11 @@ def load_model(path: str, device: str, core_overrides: dict[str, Any] | None = N
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
-        raise ValueError(f"checkpoint weights do not fit the model ({first})") from e
+        raise CheckpointError(f"checkpoint weights do not fit the model ({first})") from e
     return model.to(dev).eval(), cfg
 
 
-@_user_errors
+@exit_codes
 def cmd_train(args: argparse.Namespace) -> int:
     from mnemo.agents import distributed
     from mnemo.agents.checkpoint import run_dir_of
@@ -97,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = resume_config(resume, args.config, overrides)
         run_dir = run_dir_of(args.resume)
     elif args.config is None:
-        raise ValueError("give a config file (e.g. configs/lm_lstm.yaml) or --resume RUN_DIR")
+        raise UserError("give a config file (e.g. configs/lm_lstm.yaml) or --resume RUN_DIR")
     else:
         cfg = load_lm_config(args.config, overrides)
     if args.check:
@@ -130,7 +112,7 @@ def check(cfg) -> int:
     return 0
 
 
-@_user_errors
+@exit_codes
 def cmd_eval(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -141,16 +123,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.batch_size < 1 or args.segment_len < 0:
-        raise ValueError("--batch-size must be >= 1 and --segment-len >= 0")
+        raise UserError("--batch-size must be >= 1 and --segment-len >= 0")
     model, cfg = load_model(args.checkpoint, args.device, parse_options(args.core_option))
     syn = dataclasses.asdict(cfg.data.synthetic)
     for key, value in parse_options(args.synthetic).items():
         if key not in syn:
-            raise ValueError(f"--synthetic: no option {key!r}; valid: {', '.join(sorted(syn))}")
+            raise UserError(f"--synthetic: no option {key!r}; valid: {', '.join(sorted(syn))}")
         syn[key] = value
     corpus = load_corpus(args.data or cfg.data.path, args.split, syn)
     if len(corpus) - corpus.n_docs < 1:
-        raise ValueError(f"{corpus.name}: every document is one byte long; nothing to predict")
+        raise UserError(f"{corpus.name}: every document is one byte long; nothing to predict")
     seg_len = args.segment_len or cfg.train.segment_len
     streams = document_streams(corpus, args.batch_size, args.max_bytes)
     res = evaluate(model, streams, seg_len, args.device, cfg.train.amp, progress=args.progress)
@@ -167,12 +149,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-@_user_errors
+@exit_codes
 def cmd_sample(args: argparse.Namespace) -> int:
     from mnemo.agents.lm.sample import generate, printable
 
     if args.bytes < 0:
-        raise ValueError(f"--bytes must be >= 0, got {args.bytes}")
+        raise UserError(f"--bytes must be >= 0, got {args.bytes}")
     model, cfg = load_model(args.checkpoint, args.device)
     prompt = args.prompt.encode("utf-8")
     out = generate(

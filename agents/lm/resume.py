@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import torch
 from mnemo.agents.checkpoint import load_checkpoint, rng_state, set_rng_state
 from mnemo.agents.config_loader import ConfigError, apply_overrides, from_dict, to_dict
+from mnemo.agents.errors import CheckpointError
 from mnemo.agents.lm.config import LMConfig, check_core, load_lm_config
 from mnemo.memory.base import State, tree_map
 from torch import nn
@@ -43,7 +44,9 @@ def load_lm_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint written by ``mnemo lm train`` (a file or a run folder)."""
     ckpt = load_checkpoint(path)
     if ckpt.get("kind") != KIND:
-        raise ValueError(f"{path} is not a language-model checkpoint (made by `mnemo lm train`)")
+        raise CheckpointError(
+            f"{path} is not a language-model checkpoint (made by `mnemo lm train`)"
+        )
     return ckpt
 
 
@@ -74,7 +77,7 @@ def resume_config(ckpt: dict[str, Any], path: str | None, overrides: list[str]) 
     """The config to continue ``ckpt`` with: the YAML at ``path`` if given, else the
     checkpoint's own, plus ``overrides`` (e.g. ``train.steps=4000``)."""
     if "ranks" not in ckpt:
-        raise ValueError("this checkpoint predates resumable LM runs (no data position saved)")
+        raise CheckpointError("this checkpoint predates resumable LM runs (no data position saved)")
     if path is not None:
         cfg = load_lm_config(path, overrides)
     else:
@@ -115,7 +118,7 @@ def restore(
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
-        raise ValueError(f"checkpoint weights do not fit the model ({first})") from e
+        raise CheckpointError(f"checkpoint weights do not fit the model ({first})") from e
     optimizer.load_state_dict(ckpt["optimizer"])
     set_rng_state(mine["rng"], device)
     state = tree_map(lambda t: t.to(device), mine["state"])

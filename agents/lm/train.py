@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from mnemo.agents import distributed
-from mnemo.agents.checkpoint import save_with_ranks, this_rank_state
+from mnemo.agents import distributed, run_loop
 from mnemo.agents.config_loader import ConfigError, to_dict
-from mnemo.agents.interrupt import GracefulStop, Interrupted
+from mnemo.agents.errors import NonFiniteError
 from mnemo.agents.lm.config import DataConfig, LMConfig
 from mnemo.agents.lm.data import (
     Corpus,
@@ -42,6 +42,7 @@ from mnemo.agents.lm.resume import Position, checkpoint, rank_state, restore
 from mnemo.agents.lm.sample import generate, printable
 from mnemo.memory.base import State, tree_leaves
 from torch import Tensor, nn
+from tqdm import tqdm
 
 
 @dataclass
@@ -109,10 +110,6 @@ def segment_loss(model: ByteLM, seg: Segment, state, device, cfg: LMConfig):
     return nats, out.aux_loss.float(), out.state
 
 
-class NonFiniteError(FloatingPointError):
-    """The loss, the core's aux loss, the carried state or the gradient became NaN or inf."""
-
-
 def check_finite(step: int, nats: Tensor, aux: Tensor, state: State) -> None:
     """Stop before a non-finite step touches the weights (one host sync for all three)."""
     leaves = [torch.isfinite(leaf).all() for leaf in tree_leaves(state)]
@@ -127,6 +124,145 @@ def check_finite(step: int, nats: Tensor, aux: Tensor, state: State) -> None:
         )
 
 
+class LMTrainer:
+    """The byte LM as a ``run_loop.Trainer``: one iteration is one optimizer step over
+    ``detach_every`` consecutive segments, the core state carried across them."""
+
+    def __init__(self, cfg: LMConfig, resume: dict | None, mine: dict | None) -> None:
+        self.cfg, t = cfg, cfg.train
+        self.device = device = resolve_device(cfg.device)
+        world, rank = distributed.world_size(), distributed.rank()
+        train_corpus, val_corpus = load_corpora(cfg.data)
+        self.streams = training_streams(train_corpus, t.batch_size * world, t.segment_len).rows(
+            rank * t.batch_size, (rank + 1) * t.batch_size
+        )
+        self.n_segments = self.streams.n_segments(t.segment_len)
+        self.val_streams = document_streams(val_corpus, t.batch_size, t.eval_bytes)
+        self.prompt = bytes(val_corpus.data[:64].tolist())
+        self.model = build_model(cfg.core.name, cfg.core.d_model, cfg.core.options).to(device)
+        distributed.broadcast_params(self.model)  # ranks seed differently; all start from rank 0's
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.pos = Position(0, 0, self.model.initial_state(t.batch_size, device), 0.0, 0)
+        if resume:
+            self.pos = restore(self.model, self.optimizer, resume, mine, device)
+        self.step0 = self.pos.step
+        self.bytes_per_step = t.batch_size * t.segment_len * t.detach_every * world
+        self.busy = 0.0  # seconds spent in training steps only (no evaluation, samples, saves)
+        self.log_busy = 0.0
+        self.train_bpb, self.val = float("nan"), None
+        self.clip = t.grad_clip if t.grad_clip > 0 else math.inf  # inf: only measure the norm
+        self.model.train()
+
+    @property
+    def iteration(self) -> int:
+        return self.pos.step
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        return self.pos.step, self.cfg.train.steps
+
+    @property
+    def done(self) -> bool:
+        return self.pos.step >= self.cfg.train.steps
+
+    def texts(self) -> dict[str, str]:
+        return {
+            "config": "```\n" + str(to_dict(self.cfg)) + "\n```",
+            "model": f"{self.cfg.core.name}: {n_params(self.model):,} parameters",
+        }
+
+    def step(self) -> dict[str, float]:
+        t0 = time.perf_counter()
+        nats = self.optimize(self.pos.step + 1)
+        dt = time.perf_counter() - t0
+        self.busy += dt
+        self.log_busy += dt
+        step, segments, state, log_nats, log_n = self.pos
+        self.pos = Position(step, segments, state, log_nats + nats, log_n + 1)
+        if step % self.cfg.run.log_every and step != self.cfg.train.steps:
+            return {}
+        return self.log_scalars()
+
+    def optimize(self, step: int) -> float:
+        """One optimizer step (``step`` counts from 1); returns its mean loss in nats."""
+        t, model, device = self.cfg.train, self.model, self.device
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(step - 1, self.cfg)
+        consumed, state = self.pos.segments, self.pos.state
+        loss = torch.zeros((), device=device)
+        nats_sum = torch.zeros((), device=device)
+        aux_sum = torch.zeros((), device=device)
+        for _ in range(t.detach_every):
+            seg = self.streams.segment(consumed % self.n_segments, t.segment_len)
+            consumed += 1
+            nats, aux, state = segment_loss(model, seg, state, device, self.cfg)
+            loss = loss + (nats + t.aux_coef * aux) / t.detach_every
+            nats_sum = nats_sum + nats.detach() / t.detach_every
+            aux_sum = aux_sum + aux.detach()
+        check_finite(step, nats_sum, aux_sum, state)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        distributed.all_reduce_grads(model)
+        # Same on every rank (averaged gradients), so all ranks stop together.
+        if not math.isfinite(float(nn.utils.clip_grad_norm_(model.parameters(), self.clip))):
+            raise NonFiniteError(f"non-finite gradient at step {step}")
+        self.optimizer.step()
+        state = model.detach(state)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        self.pos = self.pos._replace(step=step, segments=consumed, state=state)
+        return float(nats_sum)
+
+    def log_scalars(self) -> dict[str, float]:
+        """Means over the steps since the last log, which they then start over from."""
+        step, segments, state, log_nats, log_n = self.pos
+        self.train_bpb = distributed.rank_mean(log_nats / log_n / LN2)
+        tokens_per_s = log_n * self.bytes_per_step / max(self.log_busy, 1e-9)
+        self.pos = Position(step, segments, state, 0.0, 0)
+        self.log_busy = 0.0
+        return {
+            "train/bits_per_byte": self.train_bpb,
+            "train/tokens_per_s": tokens_per_s,
+            "train/lr": self.optimizer.param_groups[0]["lr"],
+        }
+
+    def after_step(self, writer: Any) -> None:
+        """Rank 0 alone evaluates and samples."""
+        step, t = self.pos.step, self.cfg.train
+        if not distributed.is_main():
+            return
+        if step % t.eval_every == 0 or step == t.steps:
+            self.val = evaluate(self.model, self.val_streams, t.segment_len, self.device, t.amp)
+            for k, v in self.val.scalars("val").items():
+                writer.add_scalar(k, v, step)
+            if self.cfg.run.progress:
+                tqdm.write(f"step {step}: val bits/byte {self.val.bits_per_byte:.4f}")
+        if t.sample_every and t.sample_bytes and step % t.sample_every == 0:
+            self.write_sample(writer, step)
+
+    def write_sample(self, writer: Any, step: int) -> None:
+        t = self.cfg.train
+        text = generate(
+            self.model, self.prompt, t.sample_bytes, 0.8, 0, self.device, seed=step, amp=t.amp
+        )
+        writer.add_text("sample", f"```\n{printable(self.prompt)}|{printable(text)}\n```", step)
+
+    def postfix(self) -> dict[str, str]:
+        return {} if math.isnan(self.train_bpb) else {"bpb": f"{self.train_bpb:.3f}"}
+
+    def checkpoint(self) -> tuple[Callable[[], dict[str, Any]], Any]:
+        here = self.pos  # as it is now, not when rank 0 builds the dict
+
+        def shared() -> dict[str, Any]:
+            return checkpoint(self.model, self.optimizer, self.cfg, here)
+
+        return shared, rank_state(here, self.device)
+
+    def finish(self, writer: Any) -> None:
+        if distributed.is_main() and self.cfg.train.sample_bytes and self.pos.step > self.step0:
+            self.write_sample(writer, self.cfg.train.steps)
+
+
 def train(cfg: LMConfig, resume: dict | None = None, run_dir: Path | None = None) -> TrainResult:
     """Train a byte-level LM as ``cfg`` says; write checkpoints and TensorBoard logs.
 
@@ -134,138 +270,15 @@ def train(cfg: LMConfig, resume: dict | None = None, run_dir: Path | None = None
     rank r reads streams r*B..(r+1)*B-1 of B*world, gradients are averaged over ranks, and
     rank 0 alone evaluates and writes the run folder.
     """
-    from tqdm import tqdm
-
-    cfg = distributed.setup(cfg)  # under torchrun: this rank's device and seed + rank
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    mine = this_rank_state(resume) if resume else None  # another world size fails here
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    t = cfg.train
-    world, main = distributed.world_size(), distributed.is_main()
-    train_corpus, val_corpus = load_corpora(cfg.data)
-    rank = distributed.rank()
-    streams = training_streams(train_corpus, t.batch_size * world, t.segment_len).rows(
-        rank * t.batch_size, (rank + 1) * t.batch_size
+    cfg, mine = run_loop.prepare(cfg, resume)
+    trainer = LMTrainer(cfg, resume, mine)
+    run_dir = run_dir or run_loop.new_run_dir(cfg.run.dir, f"lm-{cfg.core.name}")
+    wall = run_loop.run(trainer, run_dir, cfg.run, resumed=resume is not None)
+    steps = trainer.pos.step - trainer.step0
+    tokens_per_s = steps * trainer.bytes_per_step / trainer.busy if trainer.busy else 0.0
+    return TrainResult(
+        run_dir, trainer.pos.step, wall, tokens_per_s, trainer.train_bpb, trainer.val
     )
-    n_segments = streams.n_segments(t.segment_len)
-    val_streams = document_streams(val_corpus, t.batch_size, t.eval_bytes)
-    model = build_model(cfg.core.name, cfg.core.d_model, cfg.core.options).to(device)
-    distributed.broadcast_params(model)  # ranks seed differently; all start from rank 0's
-    optimizer = make_optimizer(model, cfg)
-    run_dir = run_dir or Path(
-        cfg.run.dir or f"runs/lm-{cfg.core.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    last = run_dir / "checkpoints" / "last.pt"
-    pos = Position(0, 0, model.initial_state(t.batch_size, device), 0.0, 0)
-    if resume:
-        pos = restore(model, optimizer, resume, mine, device)
-    step, consumed, state = pos.step, pos.segments, pos.state
-    log_nats, log_n = pos.log_nats, pos.log_n
-    # purge_step drops events the stopped run logged after its checkpoint (TensorBoard hides
-    # steps >= purge_step, so + 1 keeps the checkpoint's own step).
-    writer = distributed.tb_writer(str(run_dir), purge_step=step + 1 if resume else None)
-    if not resume:
-        writer.add_text("config", "```\n" + str(to_dict(cfg)) + "\n```")
-        writer.add_text("model", f"{cfg.core.name}: {n_params(model):,} parameters")
-    prompt = bytes(val_corpus.data[:64].tolist())
-
-    def write_sample(step: int) -> None:
-        text = generate(model, prompt, t.sample_bytes, 0.8, 0, device, seed=step, amp=t.amp)
-        writer.add_text("sample", f"```\n{printable(prompt)}|{printable(text)}\n```", step)
-
-    def validate(step: int) -> EvalResult:
-        res = evaluate(model, val_streams, t.segment_len, device, t.amp)
-        for k, v in res.scalars("val").items():
-            writer.add_scalar(k, v, step)
-        return res
-
-    def save() -> None:  # a collective: every rank calls it at the same steps
-        here = Position(step, consumed, state, log_nats, log_n)
-        save_with_ranks(
-            lambda: checkpoint(model, optimizer, cfg, here), rank_state(here, device), last
-        )
-
-    bytes_per_step = t.batch_size * t.segment_len * t.detach_every * world
-    bar = tqdm(
-        total=t.steps, initial=step, unit="step", disable=not cfg.run.progress, dynamic_ncols=True
-    )
-    log_busy = 0.0
-    busy = 0.0  # seconds spent in training steps only (no evaluation, sampling, checkpoints)
-    train_bpb, val = float("nan"), None
-    t0, step0 = time.perf_counter(), step
-    clip = t.grad_clip if t.grad_clip > 0 else math.inf  # inf: only measure the norm
-    model.train()
-    with GracefulStop() as stop:
-        try:
-            while step < t.steps:
-                step += 1
-                step_t0 = time.perf_counter()
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step - 1, cfg)
-                loss = torch.zeros((), device=device)
-                nats_sum = torch.zeros((), device=device)
-                aux_sum = torch.zeros((), device=device)
-                for _ in range(t.detach_every):
-                    seg = streams.segment(consumed % n_segments, t.segment_len)
-                    consumed += 1
-                    nats, aux, state = segment_loss(model, seg, state, device, cfg)
-                    loss = loss + (nats + t.aux_coef * aux) / t.detach_every
-                    nats_sum = nats_sum + nats.detach() / t.detach_every
-                    aux_sum = aux_sum + aux.detach()
-                check_finite(step, nats_sum, aux_sum, state)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                distributed.all_reduce_grads(model)
-                # Same on every rank (averaged gradients), so all ranks stop together.
-                if not math.isfinite(float(nn.utils.clip_grad_norm_(model.parameters(), clip))):
-                    raise NonFiniteError(f"non-finite gradient at step {step}")
-                optimizer.step()
-                state = model.detach(state)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                dt = time.perf_counter() - step_t0
-                busy += dt
-                log_busy += dt
-                log_nats += float(nats_sum)
-                log_n += 1
-                bar.update(1)
-                if step % cfg.run.log_every == 0 or step == t.steps:
-                    train_bpb = distributed.rank_mean(log_nats / log_n / LN2)
-                    writer.add_scalar("train/bits_per_byte", train_bpb, step)
-                    writer.add_scalar(
-                        "train/tokens_per_s", log_n * bytes_per_step / max(log_busy, 1e-9), step
-                    )
-                    writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
-                    bar.set_postfix(bpb=f"{train_bpb:.3f}")
-                    log_nats, log_n, log_busy = 0.0, 0, 0.0
-                if main and (step % t.eval_every == 0 or step == t.steps):
-                    val = validate(step)
-                    if cfg.run.progress:
-                        bar.write(f"step {step}: val bits/byte {val.bits_per_byte:.4f}")
-                if main and t.sample_every and t.sample_bytes and step % t.sample_every == 0:
-                    write_sample(step)
-                # Ranks may see Ctrl-C at different steps; they must stop at the same one.
-                stopping = distributed.any_rank(stop.requested)
-                if step % cfg.run.checkpoint_every == 0 or step == t.steps or stopping:
-                    save()
-                if stopping:
-                    raise Interrupted(f"stopped at step {step}; checkpoint: {last}")
-            if main and t.sample_bytes and step > step0:
-                write_sample(t.steps)
-        except NonFiniteError as e:
-            kept = "the last good checkpoint is kept" if last.exists() else "no checkpoint kept"
-            raise NonFiniteError(f"{e}; {kept}") from None
-        finally:
-            bar.close()
-            writer.close()
-    wall = time.perf_counter() - t0
-    tokens_per_s = (step - step0) * bytes_per_step / busy if busy else 0.0
-    return TrainResult(run_dir, step, wall, tokens_per_s, train_bpb, val)
 
 
-__all__ = ["DataError", "NonFiniteError", "TrainResult", "load_corpora", "train"]
+__all__ = ["DataError", "LMTrainer", "NonFiniteError", "TrainResult", "load_corpora", "train"]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from mnemo.agents.rl.config import AgentConfig, CoreConfig
-from mnemo.agents.rl.encoders import make_encoder
+from mnemo.agents.rl.encoders import UnsupportedSpaceError, make_encoder
 from mnemo.memory.base import State
 from torch import Tensor, nn
 from torch.distributions import Categorical
@@ -98,7 +98,7 @@ class ActorCritic(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(action_space, spaces.Discrete):
-            raise ValueError(
+            raise UnsupportedSpaceError(
                 f"action space {action_space} is not supported; mnemo's agent needs Discrete"
             )
         self.n_actions = int(action_space.n)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from gymnasium import spaces
+from mnemo.agents.errors import ConfigError
 from torch import Tensor, nn
 
 SUPPORTED = (
@@ -13,7 +14,7 @@ SUPPORTED = (
 )
 
 
-class UnsupportedSpaceError(ValueError):
+class UnsupportedSpaceError(ConfigError):
     pass
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from mnemo.agents import distributed
+from mnemo.agents.errors import NonFiniteError
 from mnemo.agents.rl.actor_critic import ACOutput, ActingState, ActorCritic
 from mnemo.agents.rl.config import RLConfig
 from mnemo.agents.rl.ppo_loss import LossOutputs, ppo_loss
@@ -56,10 +57,6 @@ class EpisodeStats:
                 out[name] = np.zeros(0)
             buf.clear()
         return out
-
-
-class NonFiniteError(RuntimeError):
-    """A loss or core state became NaN or infinite; the message names the step and quantity."""
 
 
 class PPO:

@@ -21,6 +21,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from mnemo.agents.errors import ConfigError
 from mnemo.agents.rl.actor_critic import ActorCritic
 from mnemo.agents.rl.config import RLConfig
 from PIL import Image
@@ -101,7 +102,7 @@ def make_render_env(cfg: RLConfig) -> gym.Env:
     try:
         env = gym.make(cfg.env.id, render_mode="rgb_array", **cfg.env.kwargs)
     except TypeError as e:
-        raise ValueError(f"{cfg.env.id} cannot render rgb_array frames ({e})") from e
+        raise ConfigError(f"{cfg.env.id} cannot render rgb_array frames ({e})") from e
     space = env.observation_space
     # gymnasium's Dict space answers `"image" in space` with False: look in .spaces.
     if isinstance(space, gym.spaces.Dict) and "image" in space.spaces:

@@ -1,0 +1,170 @@
+"""The training loop both heads share: run folder, TensorBoard, progress bar, Ctrl-C,
+checkpoints. ``mnemo train`` (PPO) and ``mnemo lm train`` plug in a ``Trainer``.
+
+As in SB3, where ``learn()`` is apart from the algorithm, a trainer knows how to take one
+step and what its checkpoint holds; this module owns everything around it:
+
+- rank 0 alone creates the run folder and writes TensorBoard events (other ranks get a
+  ``NullWriter``); a resumed run purges the events the stopped run logged after its checkpoint;
+- the scalars a step returns are logged at the trainer's ``step`` (the x-axis);
+- a checkpoint (atomic, every rank's state, ``save_with_ranks``) every
+  ``run.checkpoint_every`` iterations, on Ctrl-C and at the end;
+- the first Ctrl-C finishes the step in flight, checkpoints on every rank at the same step,
+  and raises ``Interrupted`` naming the checkpoint; a second one stops at once;
+- a ``NonFiniteError`` says whether a good checkpoint is kept.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from mnemo.agents import distributed
+from mnemo.agents.checkpoint import save_with_ranks, this_rank_state
+from mnemo.agents.errors import Interrupted, NonFiniteError
+from mnemo.agents.interrupt import GracefulStop
+from tqdm import tqdm
+
+__all__ = ["Trainer", "new_run_dir", "prepare", "run", "seed_everything"]
+
+
+class Trainer(Protocol):
+    """One head's training, one iteration at a time (a PPO update, an LM optimizer step)."""
+
+    @property
+    def iteration(self) -> int:
+        """Iterations done; the checkpoint cadence counts these."""
+        ...
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """(step, total): the x-axis of logs and the progress bar (env steps, optimizer steps)."""
+        ...
+
+    @property
+    def done(self) -> bool:
+        """True once training should end (all iterations done, or an early stop)."""
+        ...
+
+    def texts(self) -> dict[str, str]:
+        """TensorBoard texts to write when a run starts (not on resume): tag -> markdown."""
+        ...
+
+    def step(self) -> dict[str, float]:
+        """Train one iteration; returns the scalars to log now (empty between log steps)."""
+        ...
+
+    def after_step(self, writer: Any) -> None:
+        """Per-step extras on top of the scalars (validation, samples, videos)."""
+        ...
+
+    def postfix(self) -> dict[str, str]:
+        """What the progress bar shows beside the count."""
+        ...
+
+    def checkpoint(self) -> tuple[Callable[[], dict[str, Any]], Any]:
+        """(what every rank shares, built on rank 0 only; this rank's own state)."""
+        ...
+
+    def finish(self, writer: Any) -> None:
+        """Called once after the last iteration's checkpoint, before the writer closes."""
+        ...
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare(cfg: Any, resume: dict[str, Any] | None) -> tuple[Any, Any]:
+    """Join torchrun's process group, set threads and seeds; returns this rank's config and,
+    when resuming, this rank's entry of the checkpoint (another world size fails here, before
+    anything is built)."""
+    cfg = distributed.setup(cfg)  # under torchrun: this rank's device and seed + rank
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    mine = this_rank_state(resume) if resume else None
+    seed_everything(cfg.seed)
+    return cfg, mine
+
+
+def new_run_dir(configured: str | None, name: str) -> Path:
+    """``run.dir`` if the config sets it, else ``runs/<name>-<date>-<time>``."""
+    if configured:
+        return Path(configured)
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run(trainer: Trainer, run_dir: Path, run_cfg: Any, resumed: bool) -> float:
+    """Train until ``trainer.done``; returns the wall-clock seconds the loop took.
+
+    ``run_cfg`` supplies ``checkpoint_every`` and ``progress``. Raises ``Interrupted`` after
+    the first Ctrl-C (once the checkpoint is written) and ``NonFiniteError`` on divergence.
+    """
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+    last = run_dir / "checkpoints" / "last.pt"
+    step, total = trainer.progress
+    # purge_step drops events logged after the checkpoint by the run that died (TensorBoard
+    # hides steps >= purge_step, so + 1 keeps the checkpoint's own step).
+    writer = distributed.tb_writer(str(run_dir), purge_step=step + 1 if resumed else None)
+    if not resumed:
+        for tag, text in trainer.texts().items():
+            writer.add_text(tag, text)
+    bar = tqdm(
+        total=total, initial=step, unit="step", disable=not run_cfg.progress, dynamic_ncols=True
+    )
+    saved_at = -1  # the iteration of the last checkpoint this process wrote
+    t0 = time.perf_counter()
+    with GracefulStop() as stop:
+        try:
+            while not trainer.done:
+                stopping = _iterate(trainer, writer, stop)
+                if trainer.iteration % run_cfg.checkpoint_every == 0 or stopping:
+                    saved_at = _save(trainer, last)
+                before, (step, _) = step, trainer.progress
+                bar.update(step - before)
+                bar.set_postfix(trainer.postfix())
+                if stopping:
+                    raise Interrupted(f"stopped at step {step}; checkpoint: {last}")
+            if saved_at != trainer.iteration:  # a run always ends with its checkpoint
+                _save(trainer, last)
+            trainer.finish(writer)
+        except NonFiniteError as e:
+            raise _kept(e, last) from None
+        finally:
+            bar.close()
+            writer.close()
+    return time.perf_counter() - t0
+
+
+def _iterate(trainer: Trainer, writer: Any, stop: GracefulStop) -> bool:
+    """One iteration with its logging; returns True when any rank asked to stop."""
+    scalars = trainer.step()
+    step = trainer.progress[0]
+    for k, v in scalars.items():
+        writer.add_scalar(k, v, step)
+    trainer.after_step(writer)
+    # Ranks may see Ctrl-C at different steps; they must stop at the same one.
+    return distributed.any_rank(stop.requested)
+
+
+def _save(trainer: Trainer, last: Path) -> int:
+    """Checkpoint to ``last`` (a collective: every rank calls it at the same iterations);
+    returns the iteration saved."""
+    shared, mine = trainer.checkpoint()
+    save_with_ranks(shared, mine, last)
+    return trainer.iteration
+
+
+def _kept(e: NonFiniteError, last: Path) -> NonFiniteError:
+    """``e`` saying whether a checkpoint survives (checkpoints are only written before it)."""
+    kept = "the last good checkpoint is kept" if last.exists() else "no checkpoint kept"
+    msg = str(e).removesuffix("; the last good checkpoint is kept")  # PPO's own wording
+    return NonFiniteError(f"{msg}; {kept}")
