@@ -7,22 +7,17 @@ env-steps/s of an acting step for a batch of envs, then the tokens/s of a traini
 accepts (``mem_len`` for trxl/gtrxl, ``n_mem`` for compressive, ...); cores with none get one row.
 
     python benchmarks/cores.py            # full table
-    python benchmarks/cores.py --quick    # small sizes, few repeats (a smoke run)
+    python benchmarks/cores.py --quick    # tiny sizes, few repeats (a smoke run)
     python benchmarks/cores.py --cores trxl gtrxl --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from mnemo.memory.base import tree_map
 
 from mnemo import memory
@@ -86,7 +81,7 @@ def bench(name: str, opts: dict, args: argparse.Namespace, device: torch.device)
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="sizes 64/256, few repeats")
+    p.add_argument("--quick", action="store_true", help="sizes 16/64, tiny batches, 3 repeats")
     p.add_argument("--cores", nargs="*", default=None, help="default: every registered core")
     p.add_argument("--sizes", nargs="*", type=int, default=None, help="default 64 256 1024")
     p.add_argument("--d-model", type=int, default=64)
@@ -98,10 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    sizes = args.sizes or ([64, 256] if args.quick else [64, 256, 1024])
-    args.reps = args.reps or (10 if args.quick else 50)
+    sizes = args.sizes or ([16, 64] if args.quick else [64, 256, 1024])
+    args.reps = args.reps or (3 if args.quick else 50)
     if args.quick:
-        args.segment = min(args.segment, 64)
+        args.segment, args.act_batch, args.train_batch = 32, 8, 4
     device = torch.device(args.device)
     names = args.cores or memory.core_names()
     print(
@@ -114,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(head)
     print("-" * len(head))
+    failed: list[str] = []
     for name in names:
         options = memory.core_options(name)
         knob = next((k for k in SIZE_KNOBS if k in options), None)
@@ -122,7 +118,11 @@ def main(argv: list[str] | None = None) -> None:
             label = f"{knob}={size}" if knob else "-"
             try:
                 r = bench(name, opts, args, device)
-            except Exception as e:  # a core that cannot take this size: say so, keep going
+            except memory.CoreConfigError as e:  # a size this core does not take: say so
+                print(f"{name:<14}{label:<16}  skipped: {e}")
+                continue
+            except Exception as e:  # a broken core: say so, keep going, fail at the end
+                failed.append(f"{name} {label}")
                 print(f"{name:<14}{label:<16}  failed: {type(e).__name__}: {e}")
                 continue
             print(
@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{r['act_sps']:>24,.0f}{r['train_tps']:>16,.0f}",
                 flush=True,
             )
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -13,19 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 import gymnasium as gym
+import mnemo.envs  # noqa: F401  (registers mnemo's envs)
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import mnemo.envs  # noqa: F401  (registers mnemo's envs)
 from mnemo.envs.batched import make_batched
 
 

@@ -33,12 +33,8 @@ import argparse
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from mnemo.agents.config_loader import ConfigError
 from mnemo.agents.lm.config import load_lm_config
 from mnemo.agents.lm.model import build_model, n_params
@@ -103,10 +99,12 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], help="extra key.sub=value override")
-    p.add_argument("--quick", action="store_true", help="30 steps, width 16: a smoke run")
+    p.add_argument("--quick", action="store_true", help="10 steps, width 16: a smoke run")
     args = p.parse_args()
     if args.quick:
-        args.steps, args.d_model, args.eval_bytes = 30, 16, 5_000
+        args.steps, args.d_model, args.eval_bytes = 10, 16, 2_000
+        args.batch_size, args.segment_len = 4, 32
+        args.set = ["data.synthetic.docs=40", *args.set]
     cores = args.cores or memory.core_names()
     print(
         f"data {args.data}, {args.steps} steps x {args.batch_size} streams x "

@@ -4,18 +4,15 @@ One call over T tokens (the training / language-model path), forward only and fo
 backward, for T = 1k, 4k, 16k by default, plus acting one token at a time (T=1 calls).
 
     python benchmarks/titans_scaling.py [--lengths 1024 4096 16384] [--variants mac mag]
+    python benchmarks/titans_scaling.py --quick     # a smoke run: T = 64, 256 at width 16
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mnemo import memory
 
@@ -58,7 +55,10 @@ def main() -> None:
     p.add_argument("--window", type=int, default=16)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-backward", action="store_true", help="skip forward+backward timing")
+    p.add_argument("--quick", action="store_true", help="T = 64, 256, width 16: a smoke run")
     args = p.parse_args()
+    if args.quick:
+        args.lengths, args.d_model, args.chunk_size, args.window = [64, 256], 16, 8, 8
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 

@@ -11,6 +11,7 @@ The env is KeyChest-Match (delay 16) when it has a tensor twin, else the recall 
 
     python benchmarks/train_speed.py                          # CPU: all cores + twin + peers
     python benchmarks/train_speed.py --cores lstm --updates 5
+    python benchmarks/train_speed.py --quick                  # a smoke run: tiny N, width 16
     python benchmarks/train_speed.py --device cuda --num-envs 16384 --autocast bf16 \
         --twin-envs 16384 1048576                             # the GPU targets
     pip install -e .[bench]                                   # the peers (sb3-contrib)
@@ -23,18 +24,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 import gymnasium as gym
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from mnemo.agents.rl.config import load_rl_config
 from mnemo.agents.rl.ppo import PPO  # importing agents registers mnemo's envs
 from mnemo.envs.batched import has_twin, make_batched
@@ -169,7 +165,8 @@ def peer_sps(kind: str, env_id: str, args: argparse.Namespace) -> float:
     return steps / (time.perf_counter() - t0)
 
 
-def run_peers(args: argparse.Namespace, env_id: str, ours_lstm: float | None) -> None:
+def run_peers(args: argparse.Namespace, env_id: str, ours_lstm: float | None) -> bool:
+    """Print the peers' rows (those installed) and ours on their envs; False if ours failed."""
     print(
         f"\nPeers on minigrid {env_id} ({args.peer_envs} envs, ImgObsWrapper; rollout "
         f"{args.rollout_len}, 4 epochs x 4 minibatches, lr 1e-3, hidden {args.hidden}):"
@@ -199,6 +196,7 @@ def run_peers(args: argparse.Namespace, env_id: str, ours_lstm: float | None) ->
                 f"  ours (twin, N={args.num_envs}) / RecurrentPPO: {ours_lstm / recurrent:.1f}x"
                 "  (target on this CPU: >= 10x)"
             )
+    return sync_lstm is not None
 
 
 def main() -> None:
@@ -215,8 +213,9 @@ def main() -> None:
     p.add_argument(
         "--threads",
         type=int,
-        default=min(2, os.cpu_count() or 1),
-        help="torch CPU threads, ours and the peers' alike (default: 2, this project's CPU)",
+        default=None,
+        help="torch CPU threads, ours and the peers' alike (default: 2, this project's CPU; "
+        "1 with --quick)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the actor-critic")
     p.add_argument("--autocast", default="none", choices=("none", "bf16"))
@@ -225,7 +224,13 @@ def main() -> None:
     p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--peer-envs", type=int, default=8)
     p.add_argument("--peer-steps", type=int, default=8192, help="timed env steps per peer")
+    p.add_argument("--quick", action="store_true", help="N=8, rollout 16, width 16: a smoke run")
     args = p.parse_args()
+    if args.quick:
+        args.num_envs, args.rollout_len, args.hidden, args.updates = 8, 16, 16, 1
+        args.twin_seconds, args.twin_envs, args.peer_envs, args.peer_steps = 0.2, [8], 4, 64
+    # A smoke run times nothing worth a second thread; one avoids oversubscribing a busy CPU.
+    args.threads = args.threads or (1 if args.quick else min(2, os.cpu_count() or 1))
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     args.num_envs = args.num_envs or (8192 if device.type == "cuda" else 128)
@@ -240,10 +245,12 @@ def main() -> None:
     )
     print(f"{'core':12s} {'steps/s':>12s} {'peak GPU MiB':>13s}  load")
     results: dict[str, float] = {}
+    failed: list[str] = []
     for core in cores:
         try:
             sps, peak = ours_sps(args, core, env_id, args.num_envs)
         except Exception as e:  # one broken core must not hide the others' figures
+            failed.append(core)
             print(f"{core:12s} error: {type(e).__name__}: {str(e).splitlines()[0][:80]}")
             continue
         results[core] = sps
@@ -252,8 +259,10 @@ def main() -> None:
     for n in args.twin_envs or [args.num_envs]:
         twin = twin_sps(env_id, n, args.twin_seconds, device)
         print(f"{'twin alone':12s} {twin:>12,.0f} {'':>13s}  {load()}  (random actions, N={n})")
-    if peers:
-        run_peers(args, env_id, results.get("lstm"))
+    if peers and not run_peers(args, env_id, results.get("lstm")):
+        failed.append("lstm on minigrid envs")
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
