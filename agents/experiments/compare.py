@@ -72,6 +72,12 @@ def _split(text: str, what: str) -> list[str]:
     return items
 
 
+CLOSED_CHANNELS = ("agent.prev_action=false", "agent.prev_reward=false")
+"""Every compared run, whatever its config says: a policy can keep the cue in its own previous
+actions (or rewards it chose) and read it back, a memory without a core. The control ``none``
+must not have it, and every core sees the same inputs as the control."""
+
+
 def plan_runs(
     cores: str | Sequence[str],
     env_ids: str | Sequence[str],
@@ -101,12 +107,19 @@ def plan_runs(
         raise ConfigError(f"--steps must be >= 1, got {steps}")
     if eval_episodes < 1:
         raise ConfigError(f"--eval-episodes must be >= 1, got {eval_episodes}")
+    for text in overrides:
+        key, _, value = text.partition("=")
+        if key in ("agent.prev_action", "agent.prev_reward") and value.lower() != "false":
+            raise ConfigError(
+                f"{key}: mnemo compare never feeds a core its previous action or reward (the "
+                "memoryless control must see what every core sees, and cannot take them)"
+            )
     for core in cores:
         try:  # the name here; each core's options below, in check_names
             memory.validate_core(core, {})
         except memory.CoreConfigError as e:
             raise ConfigError(str(e)) from e
-    base = load_config(RLConfig, config, list(overrides))
+    base = load_config(RLConfig, config, [*overrides, *CLOSED_CHANNELS])
     if steps is not None:
         base.ppo.total_steps = steps
     if not base.threads:

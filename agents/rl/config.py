@@ -40,10 +40,14 @@ class CoreConfig(CoreSection):
 class AgentConfig:
     encoder_hidden: int = 64
     """Hidden width of the observation encoder (MLP or CNN head)."""
-    prev_action: bool = True
-    """Feed the previous action (one-hot) to the core."""
-    prev_reward: bool = True
-    """Feed the previous reward to the core."""
+    prev_action: bool = False
+    """Feed the previous action (one-hot) to the core. Off by default: where actions are free
+    (Recall's delay, KeyChest's distractor room) a policy can keep the cue in its own actions and
+    read it back one step later, a memory that needs no core. The memoryless control ``none``
+    refuses it, and ``mnemo compare`` never feeds it to any core."""
+    prev_reward: bool = False
+    """Feed the previous reward to the core (off by default, refused by ``none``, never fed in
+    ``mnemo compare``: a policy that chooses to eat an apple or not writes into it)."""
     recon_coef: float = 0.0
     """Weight of the observation-reconstruction auxiliary loss (0 = off)."""
 
@@ -115,6 +119,10 @@ class RunConfig(RunSection):
             raise ConfigError(f"run.video_every must be >= 0, got {self.video_every}")
 
 
+MEMORYLESS = "none"
+"""The control core: it has no state, and must see nothing that could stand in for one."""
+
+
 @dataclass
 class RLConfig(MachineSection):
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -132,6 +140,12 @@ class RLConfig(MachineSection):
         super().validate()  # device
         if self.autocast not in ("none", "bf16"):
             raise ConfigError(f"autocast must be 'none' or 'bf16', got {self.autocast!r}")
+        for key in ("prev_action", "prev_reward"):
+            if self.core.name == MEMORYLESS and getattr(self.agent, key):
+                raise ConfigError(
+                    f"agent.{key}: the memoryless control 'none' cannot take it (a policy can "
+                    f"carry the cue in its own actions and read them back); set agent.{key}=false"
+                )
 
 
 def load_rl_config(path: str | None, overrides: list[str] | None = None) -> RLConfig:
