@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from mnemo.agents import distributed
 from mnemo.agents.errors import CheckpointError
 

@@ -99,12 +99,54 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _count(text: str) -> int:
+    """``'4e6'`` or ``'4000000'`` -> 4000000 (argparse type for step budgets)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of env steps, got {text!r}") from None
+    if not value.is_integer() or value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(value)
+
+
+def _delays(text: str) -> list[int]:
+    try:
+        return [int(d) for d in text.split(",") if d]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected delays like 16,64,256, got {text!r}") from None
+
+
+@exit_codes
+def cmd_ladder(args: argparse.Namespace) -> int:
+    from mnemo.agents.experiments.ladder import ladder
+
+    cores = [c for c in args.cores.split(",") if c]
+    paths, errors = ladder(
+        cores,
+        args.delays,
+        args.seeds,
+        args.out,
+        args.steps,
+        jobs=args.jobs,
+        config=args.config,
+        overrides=args.overrides,
+        eval_episodes=args.eval_episodes,
+        command="mnemo " + " ".join(sys.argv[1:]),
+    )
+    for line in errors:
+        print(f"run failed: {line}", file=sys.stderr)
+    if paths:
+        print("wrote " + ", ".join(str(p) for p in paths))
+    return 1 if errors else 0
+
+
 @exit_codes
 def cmd_envs(args: argparse.Namespace) -> int:
     import gymnasium as gym
-    from mnemo.envs.batched import has_twin
 
     from mnemo import envs
+    from mnemo.envs.batched import has_twin
 
     for env_id in envs.mnemo_env_ids():
         spec = gym.spec(env_id)
@@ -159,6 +201,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--eval-episodes", type=int, default=100, help="held-out episodes per run")
     c.add_argument("overrides", nargs="*", help="key.sub=value overrides for every run")
     c.set_defaults(func=cmd_compare)
+
+    lad = sub.add_parser(
+        "ladder", help="success and cost per env step against delay, per core (recall task)"
+    )
+    lad.add_argument("--cores", default="lstm,gru,none", help="comma-separated cores")
+    lad.add_argument(
+        "--delays", type=_delays, default=[16, 64, 256, 1024], help="e.g. 16,64,256,1024"
+    )
+    lad.add_argument("--steps", type=_count, required=True, help="env steps per run, e.g. 4e6")
+    lad.add_argument("--seeds", type=int, default=3, help="seeds per (core, delay)")
+    lad.add_argument("--out", required=True, help="output folder (rerun it to resume)")
+    lad.add_argument("--jobs", type=int, default=1, help="runs at a time (processes)")
+    lad.add_argument("--config", default=None, help="base YAML config (default: built-in)")
+    lad.add_argument("--eval-episodes", type=int, default=100, help="held-out episodes per run")
+    lad.add_argument("overrides", nargs="*", help="key.sub=value overrides for every run")
+    lad.set_defaults(func=cmd_ladder)
 
     sub.add_parser("envs", help="list mnemo's environments").set_defaults(func=cmd_envs)
     sub.add_parser("cores", help="list memory cores and their options").set_defaults(func=cmd_cores)

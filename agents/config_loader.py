@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
 from mnemo.agents.errors import ConfigError
 
 T = TypeVar("T")

@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from mnemo.agents.errors import UserError
 from torch import nn
+
+from mnemo.agents.errors import UserError
 
 __all__ = [
     "NullWriter",

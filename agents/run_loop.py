@@ -24,11 +24,12 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
 from mnemo.agents import distributed
 from mnemo.agents.checkpoint import save_with_ranks, this_rank_state
 from mnemo.agents.errors import Interrupted, NonFiniteError
 from mnemo.agents.interrupt import GracefulStop
-from tqdm import tqdm
 
 __all__ = ["Trainer", "new_run_dir", "prepare", "run", "seed_everything"]
 

@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 
 import torch
-from mnemo.memory.base import tree_map
 
 from mnemo import memory
+from mnemo.memory.base import tree_map
 
 SIZE_KNOBS = ("mem_len", "n_mem", "window", "memory_size")
 """Option names taken as a core's memory size, in order of preference."""

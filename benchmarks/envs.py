@@ -18,9 +18,10 @@ import time
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 import gymnasium as gym
-import mnemo.envs  # noqa: F401  (registers mnemo's envs)
 import numpy as np
 import torch
+
+import mnemo.envs  # noqa: F401  (registers mnemo's envs)
 from mnemo.envs.batched import make_batched
 
 

@@ -35,12 +35,12 @@ import tempfile
 import time
 
 import torch
+
+from mnemo import memory
 from mnemo.agents.config_loader import ConfigError
 from mnemo.agents.lm.config import load_lm_config
 from mnemo.agents.lm.model import build_model, n_params
 from mnemo.agents.lm.train import train
-
-from mnemo import memory
 
 SYNTHETIC = [
     "data.synthetic.compact=true",

@@ -31,11 +31,11 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 import gymnasium as gym
 import torch
+
+from mnemo import memory
 from mnemo.agents.rl.config import load_rl_config
 from mnemo.agents.rl.ppo import PPO  # importing agents registers mnemo's envs
 from mnemo.envs.batched import has_twin, make_batched
-
-from mnemo import memory
 
 KEYCHEST = "mnemo/KeyChest-Match-D16-v0"
 RECALL = "mnemo/Recall-D16-v0"

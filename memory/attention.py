@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from mnemo.memory.options import CoreOptions, option
 from torch import Tensor, nn
+
+from mnemo.memory.options import CoreOptions, option
 
 RelFn = Callable[[Tensor], Tensor]
 """Maps position scores by distance (B, H, T, P) to scores by key (B, H, T, K)."""

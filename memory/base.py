@@ -18,8 +18,9 @@ from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
 import torch
-from mnemo.memory.options import CoreOptions
 from torch import Tensor, nn
+
+from mnemo.memory.options import CoreOptions
 
 State = Any
 """A pytree of tensors whose leaves all have the batch as their first dimension."""

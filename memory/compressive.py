@@ -37,12 +37,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from mnemo.memory.attention import BlockOptions, TransformerBlock, gather_rel
 from mnemo.memory.base import CoreOutput, MemoryCore, State
 from mnemo.memory.options import option
 from mnemo.memory.registry import register_core
 from mnemo.memory.trxl import last_start
-from torch import Tensor, nn
 
 COMPRESSIONS = ("conv", "max", "mean", "most_used")
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor, nn
+
 from mnemo.memory.base import CoreOutput, MemoryCore, State
 from mnemo.memory.options import CoreOptions, option
 from mnemo.memory.registry import register_core
-from torch import Tensor, nn
 
 
 @dataclass(frozen=True)

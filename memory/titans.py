@@ -44,13 +44,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import Tensor, nn
+
 from mnemo.memory.base import CoreOutput, MemoryCore, State, tree_map2, where_rows
 from mnemo.memory.neural_memory import NeuralMemory
 from mnemo.memory.options import CoreOptions, option
 from mnemo.memory.registry import register_core
 from mnemo.memory.titans_layout import ChunkLayout, chunk_layout
 from mnemo.memory.window_attention import SlidingWindowAttention
-from torch import Tensor, nn
 
 VARIANTS = ("lmm", "mac", "mag", "mal")
 ASK_HOST_ON = ("cpu",)

@@ -31,11 +31,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor, nn
+
 from mnemo.memory.attention import BlockOptions, RelFn, TransformerBlock, rel_shift
 from mnemo.memory.base import CoreOutput, MemoryCore, State
 from mnemo.memory.options import option
 from mnemo.memory.registry import register_core
-from torch import Tensor, nn
 
 
 @dataclass(frozen=True)

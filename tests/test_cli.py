@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from mnemo.agents.cli import main
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mnemo.agents.cli import main
 
 TINY = [
     "env.id=mnemo/Recall-D8-v0",

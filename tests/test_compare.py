@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from mnemo.agents.checkpoint import load_checkpoint
 from mnemo.agents.cli import main
 from mnemo.agents.experiments.stats import bootstrap_ci, first_step_reaching, iqm

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mnemo.memory.base import tree_leaves
-from mnemo.memory.compressive import COMPRESSIONS
 
 from mnemo import memory
+from mnemo.memory.base import tree_leaves
+from mnemo.memory.compressive import COMPRESSIONS
 
 D, B = 16, 3
 SMALL = {"n_mem": 4, "n_cmem": 3, "compression_rate": 3, "n_layers": 2, "n_heads": 2}

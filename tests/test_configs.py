@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from mnemo.agents.cli import main
 from mnemo.agents.config_loader import ConfigError, merge, read_yaml
 from mnemo.agents.lm.config import LMConfig, load_lm_config

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+
 from mnemo.agents.config_loader import ConfigError
 from mnemo.agents.experiments.compare import plan_runs
 from mnemo.agents.rl.actor_critic import ActingState, ActorCritic

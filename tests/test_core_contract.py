@@ -10,9 +10,9 @@ import dataclasses
 
 import pytest
 import torch
-from mnemo.memory.base import State, index_state, tree_leaves
 
 from mnemo import memory
+from mnemo.memory.base import State, index_state, tree_leaves
 
 D = 16
 B = 4

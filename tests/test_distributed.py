@@ -8,8 +8,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import mnemo.agents.distributed as distributed
 import torch
+
+import mnemo.agents.distributed as distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [

@@ -9,10 +9,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from mnemo.agents.checkpoint import load_checkpoint
-from mnemo.agents.cli import main
 from test_distributed import TINY, torchrun
 from test_lm_resume import assert_same_tensors
+
+from mnemo.agents.checkpoint import load_checkpoint
+from mnemo.agents.cli import main
 
 WORKER = """
 import json, sys

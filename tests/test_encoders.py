@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
+
 from mnemo.agents.rl.encoders import MINIGRID_CELL_VALUES, GridEncoder, UnsupportedSpaceError
 
 

@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import mnemo.agents.lm.train as lm_train
 import mnemo.agents.rl.ppo as ppo
 import mnemo.agents.rl.train as rl_train
-import pytest
 from mnemo.agents import interrupt
 from mnemo.agents.checkpoint import load_checkpoint
 from mnemo.agents.cli import main

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import signal
 
-import mnemo.agents.interrupt as interrupt
 import pytest
+
+import mnemo.agents.interrupt as interrupt
 from mnemo.agents.interrupt import GracefulStop
 
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from minigrid.core.constants import OBJECT_TO_IDX
 from minigrid.wrappers import ImgObsWrapper
-from mnemo.envs.keychest.common import CHEST, CUE
-from mnemo.envs.keychest.match import CHEST_SLOTS
 
 from mnemo import envs
+from mnemo.envs.keychest.common import CHEST, CUE
+from mnemo.envs.keychest.match import CHEST_SLOTS
 
 VARIANTS = ("Match", "Fetch", "Return")
 

@@ -9,6 +9,7 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 import numpy as np
 import pytest
 import torch
+
 from mnemo.envs.batched import TWINS, make_batched
 from mnemo.envs.batched.keychest import BatchedKeyChestMatch
 from mnemo.envs.keychest.common import PHASES

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from mnemo.agents.rl.config import load_rl_config
 from mnemo.agents.rl.ppo import PPO
 from mnemo.agents.rl.train import train

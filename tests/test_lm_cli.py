@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from mnemo.agents.lm.cli import add_lm_parser
-from mnemo.agents.lm.config import load_lm_config
 
 from mnemo import memory
+from mnemo.agents.lm.cli import add_lm_parser
+from mnemo.agents.lm.config import load_lm_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from mnemo.agents.lm import synthetic
 from mnemo.agents.lm.config import LMConfig
 from mnemo.agents.lm.data import (

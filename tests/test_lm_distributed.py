@@ -9,10 +9,11 @@ import textwrap
 from pathlib import Path
 
 import torch
-from mnemo.agents.checkpoint import load_checkpoint
-from mnemo.agents.cli import main
 from test_distributed import torchrun
 from test_lm_resume import assert_same_tensors, lm_train_args
+
+from mnemo.agents.checkpoint import load_checkpoint
+from mnemo.agents.cli import main
 
 # Each run: (name, argv, segment_loss call at which rank 0 alone gets SIGINT, or null).
 WORKER = """

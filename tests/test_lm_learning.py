@@ -15,10 +15,10 @@ import math
 
 import pytest
 import torch
-from mnemo.agents.lm.config import load_lm_config
-from mnemo.agents.lm.train import train
 
 from mnemo import memory
+from mnemo.agents.lm.config import load_lm_config
+from mnemo.agents.lm.train import train
 
 CHANCE = math.log2(26)
 TASK = [

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from mnemo import memory
 from mnemo.agents.lm.data import document_streams, from_documents
 from mnemo.agents.lm.evaluate import evaluate
 from mnemo.agents.lm.model import ByteLM
 from mnemo.agents.lm.sample import generate
-
-from mnemo import memory
 
 D = 16
 

@@ -9,10 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-import mnemo.agents.lm.train as lm_train
 import numpy as np
 import pytest
 import torch
+
+import mnemo.agents.lm.train as lm_train
 from mnemo.agents.checkpoint import load_checkpoint, save_atomic
 from mnemo.agents.cli import main
 

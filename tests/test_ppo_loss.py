@@ -14,6 +14,7 @@ import math
 
 import pytest
 import torch
+
 from mnemo.agents.rl.config import PPOConfig
 from mnemo.agents.rl.ppo_loss import LossOutputs, ppo_loss
 from mnemo.agents.rl.rollout import SequenceBatch

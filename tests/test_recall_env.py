@@ -1,14 +1,15 @@
 from __future__ import annotations
 
 import gymnasium as gym
-import mnemo.envs  # noqa: F401
 import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import mnemo.envs  # noqa: F401
 from mnemo.envs.batched import make_batched
 from mnemo.envs.recall import RecallEnv
-from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 
 @pytest.mark.parametrize("env_id", ["mnemo/Recall-D8-v0", "mnemo/Recall-D32-v0"])

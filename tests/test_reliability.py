@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from mnemo.agents.checkpoint import load_checkpoint
 from mnemo.agents.cli import main
 from mnemo.agents.rl.config import load_rl_config

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import torch
+from torch.distributions import Categorical
+
 from mnemo.agents.rl.actor_critic import ActingState
 from mnemo.agents.rl.config import load_rl_config
 from mnemo.agents.rl.ppo import PPO
 from mnemo.agents.rl.rollout import compute_gae, sequence_minibatches
 from mnemo.memory.base import tree_map
-from torch.distributions import Categorical
 
 
 def brute_gae(reward, value, done, last_value, gamma, lam):

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
 from mnemo.agents import run_loop
 from mnemo.agents.checkpoint import load_checkpoint
 from mnemo.agents.errors import Interrupted, NonFiniteError
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
 @dataclass

@@ -8,11 +8,11 @@ from contextlib import contextmanager
 
 import pytest
 import torch
+
+from mnemo import memory
 from mnemo.agents.rl.config import ConfigError, load_rl_config
 from mnemo.agents.rl.ppo import PPO
 from mnemo.envs.batched.recall import BatchedRecall
-
-from mnemo import memory
 
 SYNC_METHODS = ("item", "cpu", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__")
 """Tensor methods that copy a value to the host: each one is a device sync on cuda."""

@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
-from mnemo.memory.attention import GRUGate, RelMultiHeadAttention, gather_rel, rel_shift, sinusoid
-from mnemo.memory.trxl import rel_shift_window
 
 from mnemo import memory
+from mnemo.memory.attention import GRUGate, RelMultiHeadAttention, gather_rel, rel_shift, sinusoid
+from mnemo.memory.trxl import rel_shift_window
 
 D, B = 16, 3
 

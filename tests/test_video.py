@@ -7,14 +7,15 @@ import io
 from pathlib import Path
 
 import gymnasium as gym
-import mnemo.envs  # noqa: F401
 import numpy as np
 import pytest
 import torch
-from mnemo.agents.cli import main
-from mnemo.agents.rl.video import MAX_FRAMES, frames_to_gif, log_gif, subsample
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
+
+import mnemo.envs  # noqa: F401
+from mnemo.agents.cli import main
+from mnemo.agents.rl.video import MAX_FRAMES, frames_to_gif, log_gif, subsample
 
 TINY = [
     "env.id=mnemo/Recall-D8-v0",
@@ -96,13 +97,12 @@ def test_eval_video_writes_gifs(tmp_path: Path, capsys: pytest.CaptureFixture[st
 @pytest.mark.parametrize("core", ["trxl", "gtrxl", "compressive", "titans_mac", "titans_lmm"])
 def test_inspect_images(core: str, tmp_path: Path) -> None:
     """Attention cores show where they looked; Titans shows its memory's retrieval loss."""
+    from mnemo import memory
     from mnemo.agents.experiments.plots import inspection_images
     from mnemo.agents.rl.actor_critic import ActorCritic
     from mnemo.agents.rl.config import RLConfig
     from mnemo.agents.rl.video import record_episode
     from mnemo.memory.base import MemoryCore
-
-    from mnemo import memory
 
     if core not in memory.core_names():
         pytest.skip(f"core {core} is not registered yet")

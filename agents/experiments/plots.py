@@ -225,3 +225,46 @@ class _quiet:
 
     def __exit__(self, *exc: object) -> None:
         self._ctx.__exit__(*exc)
+
+
+def plot_ladder(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """``mnemo ladder``'s figure: eval success (IQM, 95% CI) and cost per env step against
+    delay, one line per core. ``rows`` are per (core, delay) with ``delay``, ``iqm``,
+    ``ci_low``, ``ci_high`` and, where measured, ``us_per_step``."""
+    plt = _plt()
+    cores = list(dict.fromkeys(r["core"] for r in rows))
+    delays = sorted({r["delay"] for r in rows})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
+    for i, core in enumerate(cores):
+        mine = sorted((r for r in rows if r["core"] == core), key=lambda r: r["delay"])
+        d = np.array([r["delay"] for r in mine], dtype=float)
+        y = np.array([r["iqm"] for r in mine])
+        err = np.stack([y - [r["ci_low"] for r in mine], [r["ci_high"] for r in mine] - y])
+        colour = plt.cm.tab10(i % 10)
+        left.errorbar(d, y, yerr=err, marker="o", capsize=3, color=colour, label=core)
+        costed = [r for r in mine if "us_per_step" in r]
+        if costed:
+            right.plot(
+                [r["delay"] for r in costed],
+                [r["us_per_step"] for r in costed],
+                marker="o",
+                color=colour,
+                label=core,
+            )
+    left.axhline(0.25, color="grey", lw=0.8, ls=":", label="chance")
+    left.set(xlabel="delay (steps)", ylabel="eval success (IQM)", ylim=(-0.02, 1.02))
+    left.set_title("how far memory reaches")
+    right.set(xlabel="delay (steps)", ylabel="us per env step (PPO iteration)")
+    right.set_title("what it costs")
+    right.set_yscale("log")
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(delays, [str(d) for d in delays])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import yaml
+
 from mnemo.agents.errors import CheckpointError, UserError, exit_codes
 
 
@@ -35,13 +36,12 @@ def load_model(path: str, device: str, core_overrides: dict[str, Any] | None = N
     ``core_overrides`` (e.g. a longer ``mem_len``) are applied only where the core has that
     option; the others are reported on stderr and ignored.
     """
+    from mnemo import memory
     from mnemo.agents.config_loader import from_dict
     from mnemo.agents.lm.config import LMConfig
     from mnemo.agents.lm.model import build_model
     from mnemo.agents.lm.resume import load_lm_checkpoint
     from mnemo.agents.lm.train import resolve_device
-
-    from mnemo import memory
 
     ckpt = load_lm_checkpoint(path)
     cfg = from_dict(LMConfig, ckpt["config"])
@@ -100,6 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def check(cfg) -> int:
     """Build what training would (corpora, streams, model) without training; print the config."""
     import yaml
+
     from mnemo.agents.config_loader import to_dict
     from mnemo.agents.lm.data import training_streams
     from mnemo.agents.lm.model import build_model
@@ -117,6 +118,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import dataclasses
 
     import torch
+
     from mnemo.agents.lm.data import document_streams, load_corpus
     from mnemo.agents.lm.evaluate import evaluate
 

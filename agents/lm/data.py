@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from torch import Tensor
+
 from mnemo.agents.config_loader import ConfigError
 from mnemo.agents.lm import synthetic
-from torch import Tensor
 
 SPLITS = ("train", "validation", "test")
 SYNTHETIC = ("recall", "needle")

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
+
 from mnemo.agents.lm.data import Streams
 from mnemo.agents.lm.model import ByteLM
-from torch import Tensor
 
 LN2 = math.log(2.0)
 N_BUCKETS = 32

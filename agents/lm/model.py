@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from mnemo.memory.base import State
 from torch import Tensor, nn
 
 from mnemo import memory
+from mnemo.memory.base import State
 
 VOCAB = 256
 

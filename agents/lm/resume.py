@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from torch import nn
+
 from mnemo.agents.checkpoint import load_checkpoint, rng_state, set_rng_state
 from mnemo.agents.config_loader import ConfigError, apply_overrides, from_dict, to_dict
 from mnemo.agents.errors import CheckpointError
 from mnemo.agents.lm.config import LMConfig, check_core, load_lm_config
 from mnemo.memory.base import State, tree_map
-from torch import nn
 
 KIND = "mnemo-lm"
 FROZEN = ("data", "core", "train.batch_size", "train.segment_len", "seed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from mnemo.agents.lm.evaluate import autocast
 from mnemo.agents.lm.model import ByteLM
 

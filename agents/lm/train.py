@@ -22,6 +22,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
 from mnemo.agents import distributed, run_loop
 from mnemo.agents.config_loader import ConfigError, to_dict
 from mnemo.agents.errors import NonFiniteError
@@ -41,8 +44,6 @@ from mnemo.agents.lm.model import ByteLM, build_model, n_params
 from mnemo.agents.lm.resume import Position, checkpoint, rank_state, restore
 from mnemo.agents.lm.sample import generate, printable
 from mnemo.memory.base import State, tree_leaves
-from torch import Tensor, nn
-from tqdm import tqdm
 
 
 @dataclass

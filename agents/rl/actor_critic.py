@@ -17,13 +17,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from gymnasium import spaces
-from mnemo.agents.rl.config import AgentConfig, CoreConfig
-from mnemo.agents.rl.encoders import UnsupportedSpaceError, make_encoder
-from mnemo.memory.base import State
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
 from mnemo import memory
+from mnemo.agents.rl.config import AgentConfig, CoreConfig
+from mnemo.agents.rl.encoders import UnsupportedSpaceError, make_encoder
+from mnemo.memory.base import State
 
 
 class ACOutput(NamedTuple):

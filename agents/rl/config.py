@@ -184,6 +184,7 @@ def check_names(cfg: RLConfig) -> None:
 def describe(cfg: Any) -> str:
     """The resolved config as YAML, for logs and TensorBoard."""
     import yaml
+
     from mnemo.agents.config_loader import to_dict
 
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 from gymnasium import spaces
-from mnemo.agents.errors import ConfigError
 from torch import Tensor, nn
+
+from mnemo.agents.errors import ConfigError
 
 SUPPORTED = (
     "Box with 1 dimension (MLP), Box (H, W, C) with small integer cells such as minigrid's "

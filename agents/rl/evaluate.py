@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from mnemo.agents.checkpoint import load_checkpoint
 from mnemo.agents.config_loader import from_dict
 from mnemo.agents.rl.actor_critic import ActorCritic

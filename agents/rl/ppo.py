@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
+
 from mnemo.agents import distributed
 from mnemo.agents.errors import NonFiniteError
 from mnemo.agents.rl.actor_critic import ACOutput, ActingState, ActorCritic
@@ -23,7 +25,6 @@ from mnemo.agents.rl.rollout import Rollout, compute_gae, sequence_minibatches
 from mnemo.agents.rl.vector_env import make_vector_env
 from mnemo.envs.batched.base import TensorVectorEnv
 from mnemo.memory.base import State, tree_leaves, tree_map, tree_map2
-from torch import Tensor
 
 
 @dataclass

@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from mnemo.agents.rl.config import PPOConfig
-from mnemo.agents.rl.rollout import SequenceBatch
 from torch import Tensor
 from torch.distributions import Categorical
+
+from mnemo.agents.rl.config import PPOConfig
+from mnemo.agents.rl.rollout import SequenceBatch
 
 
 class LossOutputs(NamedTuple):

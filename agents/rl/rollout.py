@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from mnemo.memory.base import State, cat_states, index_state
 from torch import Tensor
+
+from mnemo.memory.base import State, cat_states, index_state
 
 
 @dataclass

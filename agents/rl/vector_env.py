@@ -12,10 +12,11 @@ import pickle
 from typing import Any
 
 import gymnasium as gym
-import mnemo.envs  # noqa: F401  (registers mnemo's envs)
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+import mnemo.envs  # noqa: F401  (registers mnemo's envs)
 from mnemo.envs.batched import has_twin, make_batched
 
 

@@ -21,11 +21,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from PIL import Image
+from torch import Tensor
+
 from mnemo.agents.errors import ConfigError
 from mnemo.agents.rl.actor_critic import ActorCritic
 from mnemo.agents.rl.config import RLConfig
-from PIL import Image
-from torch import Tensor
 
 MAX_FRAMES = 200
 """Frames kept per episode: longer episodes are subsampled evenly so event files stay small."""
@@ -208,8 +209,9 @@ def write_episode_gifs(
 ) -> list[Path]:
     """Write ``episodes`` episodes as ``out_dir/episode_NNN_{success,fail}.gif``, log them to a
     TensorBoard event file in ``out_dir`` too, and save the memory heatmaps as PNGs."""
-    from mnemo.agents.experiments.plots import inspection_images
     from torch.utils.tensorboard import SummaryWriter
+
+    from mnemo.agents.experiments.plots import inspection_images
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ from typing import Any
 
 import gymnasium as gym
 import torch
+
 from mnemo.envs.batched.base import TensorVectorEnv
 from mnemo.envs.batched.keychest import BatchedKeyChestMatch
 from mnemo.envs.batched.recall import BatchedRecall

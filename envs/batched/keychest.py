@@ -28,6 +28,7 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from minigrid.core.constants import COLOR_TO_IDX, DIR_TO_VEC, OBJECT_TO_IDX
+
 from mnemo.envs.batched.base import TensorVectorEnv
 from mnemo.envs.keychest.common import (
     APPLE_CELLS,

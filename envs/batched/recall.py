@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
+
 from mnemo.envs.batched.base import TensorVectorEnv
 
 

@@ -1,0 +1,234 @@
+"""``mnemo ladder``: how far each core's memory reaches, and what it costs per env step.
+
+For every core and every delay D of the recall task, one ordinary ``mnemo compare`` run per
+seed at the same env-step budget (so runs, result files and resume behave exactly as there),
+then, in a fresh process per (core, delay), the cost of a PPO iteration: seconds per env step
+and the peak memory it adds. Outputs in OUT: ``ladder.md`` (success and steps to 0.9 per core
+and delay, cost per core and delay), ``ladder.png`` (success against delay; cost against
+delay), and compare's ``results.csv`` with every run.
+
+Each core is given memory that spans the delay, by one rule per family (``ladder_overrides``):
+the recurrent cores get chrono initialisation up to D steps and one-episode rollout windows
+(D + 2 steps); Transformer-XL keeps D + 2 steps of memory (16-step segments); the compressive
+transformer keeps a quarter in its FIFO memory and compresses the rest 4:1; Titans keeps its
+attention span and gets one-episode windows, so its neural memory carries the rest. The rest
+of the config is the built-in default (or ``--config``) plus overrides, as in ``mnemo
+compare``.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from collections.abc import Sequence
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from mnemo.agents.config_loader import ConfigError, from_dict
+from mnemo.agents.experiments.compare import (
+    RunSpec,
+    execute,
+    load_result,
+    plan_runs,
+    summarize,
+    write_csv,
+)
+from mnemo.agents.rl.config import RLConfig
+
+COST_ENVS = 32
+"""Envs per cost measurement: enough to amortise per-step overheads, small at D = 1024."""
+
+
+def recall_id(delay: int) -> str:
+    import gymnasium as gym
+
+    from mnemo import envs
+
+    env_id = f"mnemo/Recall-D{delay}-v0"
+    if env_id not in gym.registry:
+        known = sorted(
+            int(i.split("-D")[1].split("-")[0]) for i in envs.mnemo_env_ids() if "Recall" in i
+        )
+        raise ConfigError(f"--delays: no recall task at delay {delay}; registered: {known}")
+    return env_id
+
+
+def ladder_overrides(core: str, delay: int) -> list[str]:
+    """The config keys that give ``core`` memory spanning ``delay`` (see the module docstring)."""
+    episode = delay + 2
+    windows = [f"ppo.rollout_len={episode}", f"ppo.bptt_len={episode}"]
+    if core in ("lstm", "gru"):
+        return [*windows, f"core.chrono={max(delay, 3)}"]
+    # Transformers carry the episode in their memory: 16-step segments, windows that fit them.
+    segments = ["ppo.bptt_len=16", f"ppo.rollout_len={16 * math.ceil(episode / 16)}"]
+    if core in ("trxl", "gtrxl"):
+        return [f"core.mem_len={episode}", *segments]
+    if core == "compressive":
+        n_mem = math.ceil(episode / 4)
+        n_cmem = math.ceil((episode - n_mem) / 4)
+        return [
+            f"core.n_mem={n_mem}",
+            f"core.n_cmem={n_cmem}",
+            "core.compression_rate=4",
+            *segments,
+        ]
+    return windows  # none, titans_*: one-episode windows
+
+
+def plan_ladder(
+    cores: Sequence[str],
+    delays: Sequence[int],
+    seeds: int,
+    out: Path,
+    steps: int,
+    config: str | None = None,
+    overrides: Sequence[str] = (),
+    eval_episodes: int = 100,
+) -> list[RunSpec]:
+    """Every (core, delay, seed) run, each config checked before anything trains."""
+    if not cores or not delays:
+        raise ConfigError("give at least one core (--cores) and one delay (--delays)")
+    specs: list[RunSpec] = []
+    for delay in delays:
+        for core in cores:
+            specs += plan_runs(
+                [core],
+                [recall_id(delay)],
+                seeds,
+                out,
+                steps,
+                config,
+                [*overrides, *ladder_overrides(core, delay)],
+                eval_episodes,
+            )
+    return specs
+
+
+def _measure(config: dict[str, Any], iterations: int) -> tuple[float, float]:
+    """(seconds per env step, peak MB added) of PPO iterations, in this (fresh) process."""
+    import torch
+
+    from mnemo.agents.rl.ppo import PPO
+
+    cfg = from_dict(RLConfig, config)
+    cfg.env.num_envs = COST_ENVS
+    torch.set_num_threads(cfg.threads or 1)
+    torch.manual_seed(cfg.seed)
+    # ru_maxrss is the process's peak (KiB on Linux): what envs, model, rollout storage and the
+    # iterations' activations add to a process that has only imported torch and mnemo.
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ppo = PPO(cfg)
+    ppo.iterate()  # warm-up: first-call allocations and lazy inits, not timed
+    t0 = time.perf_counter()
+    for _ in range(iterations):
+        ppo.iterate()
+    per_step = (time.perf_counter() - t0) / (iterations * ppo.steps_per_update)
+    added = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    return per_step, max(added, 0.0)
+
+
+def measure_costs(specs: list[RunSpec], iterations: int = 3) -> dict[tuple[str, int], dict]:
+    """Cost per (core, delay) from the first seed's config, each in a fresh process."""
+    from mnemo.agents.experiments.plots import env_delay
+
+    firsts = {}
+    for s in specs:
+        firsts.setdefault((s.core, env_delay(s.env)), s)
+    costs = {}
+    ctx = get_context("spawn")
+    for key, spec in firsts.items():
+        with ctx.Pool(1) as pool:
+            per_step, mb = pool.apply(_measure, (spec.config, iterations))
+        costs[key] = {"us_per_step": per_step * 1e6, "peak_mb": mb}
+    return costs
+
+
+def write_ladder(
+    results: list[dict[str, Any]], costs: dict[tuple[str, int], dict], out: Path, command: str
+) -> list[Path]:
+    """ladder.md and ladder.png from the runs' results and the costs."""
+    from mnemo.agents.experiments.plots import env_delay, plot_ladder
+
+    rows = summarize(results)
+    for r in rows:
+        r["delay"] = env_delay(r["env"])
+        r.update(costs.get((r["core"], r["delay"]), {}))
+    cores = list(dict.fromkeys(r["core"] for r in rows))
+    delays = sorted({r["delay"] for r in rows})
+    cell = {(r["core"], r["delay"]): r for r in rows}
+    head = "| core | " + " | ".join(f"D={d}" for d in delays) + " |"
+    rule = "|---|" + "---|" * len(delays)
+    success = [head, rule]
+    cost = [head, rule]
+    for core in cores:
+        marks, prices = [], []
+        for d in delays:
+            r = cell.get((core, d))
+            if r is None:
+                marks.append("")
+                prices.append("")
+                continue
+            s90 = r["median_steps_to_90"]
+            reach = "-" if s90 is None else f"{s90 / 1e6:.2g}M"
+            marks.append(f"{r['iqm']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] ({reach})")
+            prices.append(
+                f"{r['us_per_step']:.0f} us, {r['peak_mb']:.0f} MB" if "us_per_step" in r else ""
+            )
+        success.append(f"| {core} | " + " | ".join(marks) + " |")
+        cost.append(f"| {core} | " + " | ".join(prices) + " |")
+    steps = max(r["steps"] for r in results)
+    seeds = max(r["seeds"] for r in rows)
+    plot = plot_ladder(rows, out / "ladder.png")
+    text = [
+        "# mnemo ladder",
+        "",
+        f"`{command}`",
+        "",
+        f"Recall at each delay, {steps:,} env steps per run, {seeds} seed(s) per cell. Eval "
+        "success of the final greedy policy on held-out seeds (IQM across seeds, 95% bootstrap "
+        "CI), then the median env steps at which the training success rate reached 0.9 "
+        "(- : never), over the seeds that reached it. Chance is 0.25.",
+        "",
+        *success,
+        "",
+        f"Cost of a PPO iteration ({COST_ENVS} envs, the same config, one process each): "
+        "microseconds per env step, and the peak memory that envs, model, rollout and "
+        "iterations add to a process that has imported torch and mnemo.",
+        "",
+        *cost,
+        "",
+        f"![ladder]({plot.name})",
+    ]
+    (out / "ladder.md").write_text("\n".join(text) + "\n")
+    return [out / "ladder.md", plot]
+
+
+def ladder(
+    cores: Sequence[str],
+    delays: Sequence[int],
+    seeds: int,
+    out: str | Path,
+    steps: int,
+    jobs: int = 1,
+    config: str | None = None,
+    overrides: Sequence[str] = (),
+    eval_episodes: int = 100,
+    progress: bool = True,
+    command: str = "ladder()",
+) -> tuple[list[Path], list[str]]:
+    """Run the ladder (resuming what an earlier call left), write its table and plot.
+
+    Returns the written paths and the error lines of runs that failed (rerun to retry them).
+    """
+    out = Path(out)
+    specs = plan_ladder(cores, delays, seeds, out, steps, config, overrides, eval_episodes)
+    out.mkdir(parents=True, exist_ok=True)
+    errors = execute(specs, jobs, progress)
+    results = [load_result(s.result_path) for s in specs if s.result_path.is_file()]
+    if not results:
+        return [], errors
+    write_csv(results, out / "results.csv")
+    costs = measure_costs(specs)
+    return write_ladder(results, costs, out, command), errors
