@@ -21,7 +21,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -164,17 +163,9 @@ def _nan_to_none(x: float | None) -> float | None:
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from mnemo.agents.checkpoint import write_atomic
+
+    write_atomic(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
 
 
 def resumable_checkpoint(run_dir: Path, cfg: RLConfig) -> dict[str, Any] | None:
