@@ -48,3 +48,17 @@ def test_gru_solves_recall_d64(tmp_path: Path) -> None:
     )
     res = train(cfg)
     assert res.steps_to_target is not None, f"GRU stuck at {res.final_success:.2f}"
+
+
+@pytest.mark.slow
+def test_lstm_solves_recall_d256(tmp_path: Path) -> None:
+    # configs/recall_d256_lstm.yaml (chrono init, one-episode windows): seed 1 reached 0.9 at
+    # 16.0M steps (566 s while other runs shared the CPU; ~48k steps/s on a quiet one), seed 0 at
+    # 13.9M in an exploratory run of the same algorithm.
+    torch.set_num_threads(1)
+    cfg = load_rl_config(
+        "configs/recall_d256_lstm.yaml",
+        [f"run.dir={tmp_path / 'run'}", "run.progress=false", "seed=1"],
+    )
+    res = train(cfg)
+    assert res.steps_to_target is not None, f"LSTM stuck at {res.final_success:.2f}"
