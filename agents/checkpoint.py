@@ -1,11 +1,24 @@
 """Checkpoints written atomically (a crash mid-write never leaves a half-written file), and
-the per-rank pieces a data-parallel run needs to resume exactly: RNG states and a world size."""
+the per-rank pieces a data-parallel run needs to resume exactly: RNG states and a world size.
+
+Opening a checkpoint runs no code from it: it is read with ``torch.load(weights_only=True)``,
+so it may hold only tensors and plain containers (dicts, lists, tuples, numbers, strings,
+bytes); everything mnemo writes is such. The one exception, the pickled gymnasium envs of an
+unbatched PPO run, is unpickled by ``safe_unpickle``, which accepts only env, space and numpy
+classes. Every record of the file carries the CRC-32 ``torch.save`` writes; ``load_checkpoint``
+verifies them, so a damaged file is refused rather than resumed (and then saved over).
+"""
 
 from __future__ import annotations
 
+import glob
+import io
 import os
+import pickle
 import random
+import re
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -14,7 +27,7 @@ import numpy as np
 import torch
 
 from mnemo.agents import distributed
-from mnemo.agents.errors import CheckpointError
+from mnemo.agents.errors import CheckpointError, ConfigError
 
 
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
@@ -22,8 +35,11 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     a crash mid-write never leaves a half-written file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)  # left by a save that was killed (kill -9 skips cleanup)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600; a file gets what open() gives
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -35,33 +51,107 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_atomic(obj: Any, path: str | Path) -> Path:
     """``torch.save`` ``obj`` to ``path`` atomically."""
     return write_atomic(path, lambda f: torch.save(obj, f))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint dict (a run dir means its checkpoints/last.pt).
+_LEGACY_NUMPY = (np.ndarray, np.dtype, np.dtypes.UInt32DType)
+"""What the numpy RNG state of checkpoints written before it was stored as a tensor needs."""
 
-    Raises ``CheckpointError`` for a missing or unreadable file.
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict (a run dir means its checkpoints/last.pt), running no code
+    from it.
+
+    Raises ``CheckpointError`` for a missing, damaged, unreadable or unsafe file, and for one
+    that is not a dict.
     """
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoints" / "last.pt"
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    _verify_crc(path)
+    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's _reconstruct, any version
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals([reconstruct, *_LEGACY_NUMPY]):
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only met an object it will not build
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"{path} is not a readable mnemo checkpoint: it holds an object that is not plain "
+            f"data{what}; refused, nothing in it was run"
+        ) from None
     except Exception as e:  # a truncated or foreign file
         raise CheckpointError(
             f"{path} is not a readable mnemo checkpoint ({type(e).__name__})"
         ) from e
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is not a mnemo checkpoint (it holds no dict)")
+    return ckpt
+
+
+def _verify_crc(path: Path) -> None:
+    """Refuse a file whose records fail the CRC-32 ``torch.save`` stored with them."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable mnemo checkpoint ({type(e).__name__})"
+        ) from None
+    if bad is not None:
+        raise CheckpointError(
+            f"{path} is damaged: its record {bad} fails its CRC-32 checksum (the file changed "
+            "after it was written); use a backup or start the run again"
+        )
 
 
 def run_dir_of(path: str | Path) -> Path:
     """The run folder of ``--resume PATH``: PATH itself, or RUN/checkpoints/last.pt's RUN."""
     path = Path(path)
     return path.parent.parent if path.suffix == ".pt" else path
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; a core's ``options`` stay one value."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "options":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_frozen(
+    saved: dict[str, Any], now: dict[str, Any], frozen: tuple[str, ...], defaults: dict[str, Any]
+) -> None:
+    """Fail in one line if config ``now`` changes a ``frozen`` key (or a key under one) of the
+    checkpoint's config ``saved``: the keys that fix the model's shapes, the data, the envs or
+    the random streams, which a resume must keep to continue the same run.
+
+    A key the saved config lacks (its run predates the key) counts as its value in
+    ``defaults`` (the config class's defaults, as a dict).
+    """
+    old, new, default = _flat(saved), _flat(now), _flat(defaults)
+    for key in sorted(old.keys() | new.keys()):
+        if not any(key == f or key.startswith(f + ".") for f in frozen):
+            continue
+        was = old.get(key, default.get(key))
+        if was != new.get(key):
+            raise ConfigError(
+                f"cannot resume with {key} changed (checkpoint: {was!r}, now: "
+                f"{new.get(key)!r}); {', '.join(frozen)} must stay as they were"
+            )
 
 
 def to_cpu(obj: Any) -> Any:
@@ -79,9 +169,11 @@ def to_cpu(obj: Any) -> Any:
 
 def rng_state(device: torch.device | str = "cpu") -> dict[str, Any]:
     """This process's torch, numpy and Python RNG states (and the CUDA one on a GPU)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
     st: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        # Plain data, not numpy's tuple with an ndarray: weights_only loads it.
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
         "python": random.getstate(),
     }
     if torch.device(device).type == "cuda":
@@ -91,7 +183,8 @@ def rng_state(device: torch.device | str = "cpu") -> dict[str, Any]:
 
 def set_rng_state(st: dict[str, Any], device: torch.device | str = "cpu") -> None:
     torch.set_rng_state(st["torch"])
-    np.random.set_state(st["numpy"])
+    kind, keys, *rest = st["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
     random.setstate(st["python"])
     if "cuda" in st and torch.device(device).type == "cuda":
         torch.cuda.set_rng_state(st["cuda"], device)
@@ -118,3 +211,60 @@ def this_rank_state(ckpt: dict[str, Any]) -> Any:
             f"{world}; resume it with {how}"
         )
     return ranks[distributed.rank()]
+
+
+_SAFE_NUMPY = {
+    ("numpy", "dtype"),
+    ("numpy", "ndarray"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy.random._pickle", "__bit_generator_ctor"),
+    ("numpy.random._pickle", "__generator_ctor"),
+    ("numpy.random._pickle", "__randomstate_ctor"),
+    ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+    ("copyreg", "_reconstructor"),
+    ("builtins", "object"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "slice"),
+    ("builtins", "complex"),
+}
+_ENV_MODULES = ("mnemo.envs.", "minigrid.", "gymnasium.", "numpy.random.")
+
+
+class _EnvUnpickler(pickle.Unpickler):
+    """Unpickles envs and nothing else: classes from env, space and numpy modules (built with
+    ``__new__`` and their state, or their constructor), mnemo.envs functions, and numpy's
+    array and RNG rebuilders. Anything else (``os.system``, ``builtins.eval``...) is refused
+    before it can run."""
+
+    def __init__(self, data: bytes, trusted: tuple[str, ...]) -> None:
+        super().__init__(io.BytesIO(data))
+        self.trusted = _ENV_MODULES + trusted
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_NUMPY:
+            return super().find_class(module, name)
+        if (module + ".").startswith(self.trusted):
+            found = super().find_class(module, name)
+            if isinstance(found, type) or module.startswith("mnemo.envs."):
+                return found
+        raise CheckpointError(
+            f"the checkpoint's env state holds {module}.{name}, which is not part of an env; "
+            "refused, nothing in it was run"
+        )
+
+
+def safe_unpickle(data: bytes, trusted: tuple[str, ...] = ()) -> Any:
+    """``pickle.loads(data)`` for pickled envs, refusing any other global (see
+    ``_EnvUnpickler``); ``trusted`` adds module prefixes (an outside env's package, ``"pkg."``)."""
+    try:
+        return _EnvUnpickler(data, trusted).load()
+    except CheckpointError:
+        raise
+    except Exception as e:
+        raise CheckpointError(
+            f"the checkpoint's env state is unreadable ({type(e).__name__})"
+        ) from e

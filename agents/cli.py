@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 
@@ -11,10 +12,10 @@ from mnemo.agents.errors import CheckpointError, UserError, exit_codes
 
 @exit_codes
 def cmd_train(args: argparse.Namespace) -> int:
-    from mnemo.agents.checkpoint import load_checkpoint, run_dir_of
-    from mnemo.agents.config_loader import apply_overrides, from_dict
+    from mnemo.agents.checkpoint import check_frozen, load_checkpoint, run_dir_of
+    from mnemo.agents.config_loader import apply_overrides, from_dict, to_dict
     from mnemo.agents.rl.config import RLConfig, check_names, describe, load_rl_config
-    from mnemo.agents.rl.train import train
+    from mnemo.agents.rl.train import FROZEN, train
 
     overrides = list(args.overrides)
     if args.config and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
@@ -27,8 +28,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CheckpointError(
                 f"{args.resume} is a language-model run; resume it with `mnemo lm train --resume`"
             )
-        cfg = from_dict(RLConfig, apply_overrides(resume["config"], overrides))
-        check_names(cfg)
+        if args.config is not None:  # the file's keys that may change; frozen ones must match
+            cfg = load_rl_config(args.config, overrides)
+        else:
+            cfg = from_dict(RLConfig, apply_overrides(copy.deepcopy(resume["config"]), overrides))
+            check_names(cfg)
+        check_frozen(resume["config"], to_dict(cfg), FROZEN, to_dict(RLConfig()))
     elif args.config is None:
         raise UserError("give a config file (e.g. configs/recall_lstm.yaml) or --resume RUN_DIR")
     else:

@@ -4,7 +4,10 @@
   change something. ``error: <one line>``, exit 2.
 - ``NonFiniteError``: training diverged (NaN or inf). ``error: <one line>``, exit 1.
 - ``KeyboardInterrupt`` (``Interrupted`` once a checkpoint is written): ``interrupted: <line>``,
-  exit 130.
+  exit 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP), as a shell
+  reports a process that a signal ended. While a command runs, SIGTERM and SIGHUP (what
+  ``timeout``, ``docker stop``, SLURM and a closed terminal send) raise ``Interrupted`` as
+  Ctrl-C raises ``KeyboardInterrupt``; a training loop turns the first into a checkpoint.
 - anything else is a bug in mnemo: its traceback, exit 1.
 
 Code that validates user input raises a ``UserError`` subclass; a plain ``ValueError`` or
@@ -14,17 +17,21 @@ Code that validates user input raises a ``UserError`` subclass; a plain ``ValueE
 from __future__ import annotations
 
 import functools
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 __all__ = [
+    "STOP_SIGNALS",
     "CheckpointError",
     "ConfigError",
     "Interrupted",
     "NonFiniteError",
     "UserError",
     "exit_codes",
+    "signal_name",
 ]
 
 A = TypeVar("A")
@@ -53,8 +60,28 @@ class NonFiniteError(FloatingPointError):
     the quantity. Not the user's input, so exit code 1, but still one line."""
 
 
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+"""The signals that ask a command to stop (SIGHUP does not exist on Windows)."""
+
+
+def signal_name(signum: int) -> str:
+    """``'Ctrl-C'`` for SIGINT, else the signal's name (``'SIGTERM'``)."""
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
 class Interrupted(KeyboardInterrupt):
-    """Training stopped by Ctrl-C after writing a checkpoint; the message names it."""
+    """A stop asked by a signal: after writing a checkpoint (the message names it) or, for
+    a second one, at once. ``signum`` gives the exit code, 128 + signum."""
+
+    def __init__(self, message: str = "", signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = int(signum)
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(f"stopped by {signal_name(signum)}", signum)
 
 
 def _first_line(e: BaseException) -> str:
@@ -68,6 +95,12 @@ def exit_codes(command: Callable[[A], int]) -> Callable[[A], int]:
 
     @functools.wraps(command)
     def run(args: A) -> int:
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM and SIGHUP would kill the process without a word: raise like Ctrl-C.
+            for signum in STOP_SIGNALS:
+                if signum != signal.SIGINT and signal.getsignal(signum) == signal.SIG_DFL:
+                    previous[signum] = signal.signal(signum, _raise_interrupted)
         try:
             return command(args)
         except UserError as e:
@@ -77,8 +110,11 @@ def exit_codes(command: Callable[[A], int]) -> Callable[[A], int]:
             print(f"error: {_first_line(e) or type(e).__name__}", file=sys.stderr)
             return 1
         except KeyboardInterrupt as e:
-            line = _first_line(e)
-            print(f"interrupted: {line}" if line else "interrupted", file=sys.stderr)
-            return 130
+            line = _first_line(e) or "stopped by Ctrl-C"
+            print(f"interrupted: {line}", file=sys.stderr)
+            return 128 + getattr(e, "signum", signal.SIGINT)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     return run

@@ -1,5 +1,6 @@
-"""Ctrl-C for training loops: the first finishes the step in flight and checkpoints, the next
-stops at once. Shared by ``mnemo train`` and ``mnemo lm train``."""
+"""Stopping a training loop cleanly on Ctrl-C, SIGTERM or SIGHUP (what ``timeout``, ``docker
+stop``, SLURM pre-emption and a closed terminal send): the first finishes the step in flight
+and checkpoints, the next stops at once. Shared by ``mnemo train`` and ``mnemo lm train``."""
 
 from __future__ import annotations
 
@@ -7,37 +8,46 @@ import signal
 import threading
 import time
 
-from mnemo.agents.errors import Interrupted
+from mnemo.agents.errors import STOP_SIGNALS, Interrupted, signal_name
 
 __all__ = ["REPEAT_GRACE_S", "GracefulStop", "Interrupted"]
 
 REPEAT_GRACE_S = 1.0
-"""A second SIGINT this soon after the first counts as the same Ctrl-C: under torchrun a
-terminal's Ctrl-C reaches every worker twice (from the terminal, then forwarded by torchrun)."""
+"""A second signal this soon after the first counts as the same one: under torchrun a
+terminal's Ctrl-C (or a closed terminal's SIGHUP) reaches every worker twice (from the
+terminal, then forwarded by torchrun)."""
 
 
 class GracefulStop:
-    """First Ctrl-C: finish the update in flight, checkpoint, stop. Second: stop at once."""
+    """First stop signal: finish the update in flight, checkpoint, stop. Second: stop at once.
+
+    ``signum`` is the first signal received (None until one is)."""
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
         self._first_at = 0.0
 
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum: int, frame: object) -> None:
         if not self.requested:
             self.requested = True
+            self.signum = signum
             self._first_at = time.monotonic()
         elif time.monotonic() - self._first_at > REPEAT_GRACE_S:
-            raise KeyboardInterrupt(
-                "stopped at once by a second Ctrl-C; the last checkpoint is kept"
+            raise Interrupted(
+                f"stopped at once by a second {signal_name(signum)}; the last checkpoint is kept",
+                signum,
             )
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            # None: a handler set outside Python; the default is the closest we can restore.
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)  # type: ignore[arg-type]
+        self._previous.clear()

@@ -9,14 +9,16 @@ step and what its checkpoint holds; this module owns everything around it:
 - the scalars a step returns are logged at the trainer's ``step`` (the x-axis);
 - a checkpoint (atomic, every rank's state, ``save_with_ranks``) every
   ``run.checkpoint_every`` iterations, on Ctrl-C and at the end;
-- the first Ctrl-C finishes the step in flight, checkpoints on every rank at the same step,
-  and raises ``Interrupted`` naming the checkpoint; a second one stops at once;
+- the first Ctrl-C, SIGTERM or SIGHUP finishes the step in flight, checkpoints on every rank
+  at the same step, and raises ``Interrupted`` naming the checkpoint and the signal (the exit
+  code is 128 + its number); a second one stops at once;
 - a ``NonFiniteError`` says whether a good checkpoint is kept.
 """
 
 from __future__ import annotations
 
 import random
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +30,7 @@ from tqdm import tqdm
 
 from mnemo.agents import distributed
 from mnemo.agents.checkpoint import save_with_ranks, this_rank_state
-from mnemo.agents.errors import Interrupted, NonFiniteError
+from mnemo.agents.errors import Interrupted, NonFiniteError, signal_name
 from mnemo.agents.interrupt import GracefulStop
 
 __all__ = ["Trainer", "new_run_dir", "prepare", "run", "seed_everything"]
@@ -106,7 +108,8 @@ def run(trainer: Trainer, run_dir: Path, run_cfg: Any, resumed: bool) -> float:
     """Train until ``trainer.done``; returns the wall-clock seconds the loop took.
 
     ``run_cfg`` supplies ``checkpoint_every`` and ``progress``. Raises ``Interrupted`` after
-    the first Ctrl-C (once the checkpoint is written) and ``NonFiniteError`` on divergence.
+    the first Ctrl-C, SIGTERM or SIGHUP (once the checkpoint is written) and
+    ``NonFiniteError`` on divergence.
     """
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -132,8 +135,12 @@ def run(trainer: Trainer, run_dir: Path, run_cfg: Any, resumed: bool) -> float:
                 before, (step, _) = step, trainer.progress
                 bar.update(step - before)
                 bar.set_postfix(trainer.postfix())
-                if stopping:
-                    raise Interrupted(f"stopped at step {step}; checkpoint: {last}")
+                if stopping:  # a rank that got no signal itself stops as if by Ctrl-C
+                    signum = stop.signum or signal.SIGINT
+                    raise Interrupted(
+                        f"stopped at step {step}; checkpoint: {last} ({signal_name(signum)})",
+                        signum,
+                    )
             if saved_at != trainer.iteration:  # a run always ends with its checkpoint
                 _save(trainer, last)
             trainer.finish(writer)

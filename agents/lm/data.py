@@ -12,6 +12,7 @@ over each whole document. ``episode_start`` is True at every document's first by
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,13 @@ class Corpus:
     @property
     def n_docs(self) -> int:
         return int(self.doc_start.sum())
+
+    def fingerprint(self) -> str:
+        """What was read, as a resume checks it: size, documents and a hash of the bytes and
+        document starts (a path names a file; its content may change)."""
+        h = hashlib.sha256(self.data.numpy().tobytes())
+        h.update(self.doc_start.numpy().tobytes())
+        return f"{len(self)} bytes in {self.n_docs} documents, sha256 {h.hexdigest()[:16]}"
 
     @property
     def has_marks(self) -> bool:

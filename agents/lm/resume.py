@@ -17,10 +17,12 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from mnemo.agents import checkpoint as checkpoint_rules
 from mnemo.agents.checkpoint import load_checkpoint, rng_state, set_rng_state
-from mnemo.agents.config_loader import ConfigError, apply_overrides, from_dict, to_dict
+from mnemo.agents.config_loader import apply_overrides, from_dict, to_dict
 from mnemo.agents.errors import CheckpointError
 from mnemo.agents.lm.config import LMConfig, check_core, load_lm_config
+from mnemo.agents.lm.data import DataError
 from mnemo.memory.base import State, tree_map
 
 KIND = "mnemo-lm"
@@ -51,27 +53,9 @@ def load_lm_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "options":
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def check_frozen(saved: dict[str, Any], cfg: LMConfig) -> None:
     """Fail in one line if ``cfg`` changes a FROZEN key of the checkpoint's config."""
-    old, new = _flat(saved), _flat(to_dict(cfg))
-    for key in sorted(old.keys() | new.keys()):
-        if not any(key == f or key.startswith(f + ".") for f in FROZEN):
-            continue
-        if old.get(key) != new.get(key):
-            raise ConfigError(
-                f"cannot resume with {key} changed (checkpoint: {old.get(key)!r}, now: "
-                f"{new.get(key)!r}); {', '.join(FROZEN)} must stay as they were"
-            )
+    checkpoint_rules.check_frozen(saved, to_dict(cfg), FROZEN, to_dict(LMConfig()))
 
 
 def resume_config(ckpt: dict[str, Any], path: str | None, overrides: list[str]) -> LMConfig:
@@ -89,10 +73,16 @@ def resume_config(ckpt: dict[str, Any], path: str | None, overrides: list[str]) 
 
 
 def checkpoint(
-    model: nn.Module, optimizer: torch.optim.Optimizer, cfg: LMConfig, pos: Position
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    cfg: LMConfig,
+    pos: Position,
+    data: str | None = None,
 ) -> dict[str, Any]:
-    """What every rank shares (rank 0 writes it); ``ranks`` is added from ``rank_state``."""
+    """What every rank shares (rank 0 writes it); ``ranks`` is added from ``rank_state``.
+    ``data`` is the training corpus's ``fingerprint()``."""
     return {
+        "data_fingerprint": data,
         "kind": KIND,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -113,8 +103,18 @@ def restore(
     ckpt: dict[str, Any],
     mine: dict[str, Any],
     device: torch.device,
+    data: str | None = None,
 ) -> Position:
-    """Load weights, optimizer and this rank's RNG into place; returns where to go on from."""
+    """Load weights, optimizer and this rank's RNG into place; returns where to go on from.
+
+    ``data`` is the training corpus's ``fingerprint()``: a resume must read the same bytes.
+    """
+    saved = ckpt.get("data_fingerprint")
+    if saved is not None and data is not None and saved != data:
+        raise DataError(
+            f"cannot resume: data.path {ckpt['config']['data']['path']!r} holds other bytes than "
+            f"the run read (checkpoint: {saved}; now: {data})"
+        )
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:

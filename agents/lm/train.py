@@ -134,6 +134,7 @@ class LMTrainer:
         self.device = device = resolve_device(cfg.device)
         world, rank = distributed.world_size(), distributed.rank()
         train_corpus, val_corpus = load_corpora(cfg.data)
+        self.data_id = train_corpus.fingerprint()  # a resume must read the same bytes
         self.streams = training_streams(train_corpus, t.batch_size * world, t.segment_len).rows(
             rank * t.batch_size, (rank + 1) * t.batch_size
         )
@@ -145,7 +146,7 @@ class LMTrainer:
         self.optimizer = make_optimizer(self.model, cfg)
         self.pos = Position(0, 0, self.model.initial_state(t.batch_size, device), 0.0, 0)
         if resume:
-            self.pos = restore(self.model, self.optimizer, resume, mine, device)
+            self.pos = restore(self.model, self.optimizer, resume, mine, device, self.data_id)
         self.step0 = self.pos.step
         self.bytes_per_step = t.batch_size * t.segment_len * t.detach_every * world
         self.busy = 0.0  # seconds spent in training steps only (no evaluation, samples, saves)
@@ -255,7 +256,7 @@ class LMTrainer:
         here = self.pos  # as it is now, not when rank 0 builds the dict
 
         def shared() -> dict[str, Any]:
-            return checkpoint(self.model, self.optimizer, self.cfg, here)
+            return checkpoint(self.model, self.optimizer, self.cfg, here, self.data_id)
 
         return shared, rank_state(here, self.device)
 

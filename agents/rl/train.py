@@ -10,14 +10,29 @@ from pathlib import Path
 from typing import Any
 
 from mnemo.agents import distributed, run_loop
-from mnemo.agents.checkpoint import rng_state, set_rng_state
+from mnemo.agents.checkpoint import rng_state, safe_unpickle, set_rng_state
 from mnemo.agents.config_loader import to_dict
 from mnemo.agents.errors import Interrupted
 from mnemo.agents.interrupt import GracefulStop
 from mnemo.agents.rl.config import RLConfig, describe
 from mnemo.agents.rl.ppo import PPO
 
-__all__ = ["GracefulStop", "Interrupted", "TrainResult", "train"]
+__all__ = ["FROZEN", "GracefulStop", "Interrupted", "TrainResult", "train"]
+
+FROZEN = (
+    "env.id",
+    "env.num_envs",
+    "env.kwargs",
+    "env.batched",
+    "core",
+    "agent",
+    "seed",
+    "ppo.rollout_len",
+    "ppo.bptt_len",
+)
+"""Config keys ``--resume`` must keep: they fix the envs in flight, the model's shapes, the
+rollout and BPTT layout and the random streams. The rest (``ppo.total_steps``, ``ppo.lr``,
+``run.*``, ``device``...) may change."""
 
 
 @dataclass
@@ -60,6 +75,10 @@ def rank_states(ckpt: dict) -> dict:
 def restore(ppo: PPO, ckpt: dict, mine: dict) -> list[tuple[int, float]]:
     """Put a fresh PPO back exactly where ``ckpt`` was taken, with this rank's state ``mine``;
     returns the success history."""
+    env_state = mine["trainer"]["env"]
+    if isinstance(env_state, bytes):  # pickled gymnasium envs: check before they are unpickled
+        package = ckpt["config"]["env"]["id"].partition(":")
+        safe_unpickle(env_state, (package[0] + ".",) if package[1] else ())
     ppo.model.load_state_dict(ckpt["model"])
     ppo.optimizer.load_state_dict(ckpt["optimizer"])
     ppo.load_trainer_state(mine["trainer"])
