@@ -63,11 +63,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     res = evaluate(
         model, cfg, args.episodes, greedy=not args.stochastic, seed=args.seed, device=args.device
     )
-    print(
-        f"{cfg.core.name} on {cfg.env.id}: success {res.success_rate:.3f} "
-        f"(95% CI {res.ci_low:.3f}-{res.ci_high:.3f}) over {res.episodes} held-out episodes, "
-        f"mean return {res.mean_return:.3f}"
-    )
+    print(f"{cfg.core.name} on {cfg.env.id}: {res.summary()}")
     if args.video:
         from mnemo.agents.rl.evaluate import HELD_OUT_SEED_OFFSET
         from mnemo.agents.rl.video import write_episode_gifs

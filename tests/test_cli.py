@@ -36,7 +36,7 @@ TINY = [
         ("core.mem_len=3", "unknown config key 'core.mem_len' for core 'lstm'"),
         ("env.kwargs={delay: -2}", "delay must be"),
         ("device=tpu", "device must be"),
-        ("env.id=Blackjack-v1", "observation space Tuple"),
+        ("env.id=envs_for_tests:Tiny-Text-v0", "observation space Text"),
         ("env.id=Pendulum-v1", "needs Discrete"),
     ],
 )

@@ -43,6 +43,7 @@ def test_stored_chunk_states_replay_acting_exactly() -> None:
         None,
         [
             "env.num_envs=6",
+            "ppo.minibatches=3",
             "ppo.rollout_len=24",
             "ppo.bptt_len=8",
             "env.id=mnemo/Recall-D8-v0",
@@ -68,7 +69,7 @@ def test_stored_chunk_states_replay_acting_exactly() -> None:
 def test_act_samples_as_categorical_and_folds_the_env_answer_in() -> None:
     """``act`` draws what ``Categorical.sample`` draws from the same seed, with or without an
     explicit generator; greedy takes the argmax; ``advance`` carries the step to the next."""
-    cfg = load_rl_config(None, ["env.num_envs=5", "env.id=mnemo/Recall-D8-v0"])
+    cfg = load_rl_config(None, ["env.num_envs=5", "ppo.minibatches=1", "env.id=mnemo/Recall-D8-v0"])
     ppo = PPO(cfg)
     model, env_obs = ppo.model, ppo.obs
     acting = model.initial_acting_state(5, "cpu")

@@ -40,6 +40,7 @@ CSV_COLUMNS = [
     "sps",
     "train_success",
     "eval_success",
+    "eval_return",
     "steps_to_90",
     "run_dir",
 ]
@@ -204,7 +205,8 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         "wall_s": round(result.wall_s, 3),
         "sps": round(result.sps, 1),
         "train_success": _nan_to_none(result.final_success),
-        "eval_success": ev.success_rate,
+        "eval_success": _nan_to_none(ev.success_rate),  # None: the env reports no success
+        "eval_return": ev.mean_return,
         "eval_ci": [ev.ci_low, ev.ci_high],
         "eval_episodes": ev.episodes,
         "steps_to_90": first_step_reaching(result.history, 0.9),
@@ -219,8 +221,10 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
 def load_result(path: Path) -> dict[str, Any]:
     r = json.loads(path.read_text())
     r["history"] = [(s, float("nan") if v is None else v) for s, v in r["history"]]
-    if r["train_success"] is None:
-        r["train_success"] = float("nan")
+    for key in ("train_success", "eval_success"):
+        if r.get(key) is None:
+            r[key] = float("nan")
+    r.setdefault("eval_return", float("nan"))  # result files from before it was recorded
     return r
 
 
@@ -274,6 +278,8 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ev = [r["eval_success"] for r in runs]
         reached = sorted(r["steps_to_90"] for r in runs if r["steps_to_90"] is not None)
         lo, hi = bootstrap_ci(ev, "iqm")
+        rets = [r.get("eval_return", float("nan")) for r in runs]
+        ret_lo, ret_hi = bootstrap_ci(rets, "iqm")
         rows.append(
             {
                 "core": core,
@@ -283,6 +289,9 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "ci_low": lo,
                 "ci_high": hi,
                 "train_iqm": iqm([r["train_success"] for r in runs]),
+                "return_iqm": iqm(rets),
+                "return_ci_low": ret_lo,
+                "return_ci_high": ret_hi,
                 "reached_90": len(reached),
                 "median_steps_to_90": reached[len(reached) // 2] if reached else None,
                 "sps": sum(r["sps"] for r in runs) / len(runs),
@@ -299,6 +308,15 @@ def write_csv(results: list[dict[str, Any]], path: Path) -> None:
             w.writerow({k: "" if r.get(k) is None else r[k] for k in CSV_COLUMNS})
 
 
+def _na(x: float) -> str:
+    """A table cell: the number, or n/a where it is not available (NaN)."""
+    return "n/a" if math.isnan(x) else f"{x:.3f}"
+
+
+def _with_ci(x: float, lo: float, hi: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
 def write_markdown(rows: list[dict[str, Any]], path: Path, plots: list[Path], command: str) -> None:
     lines = [
         "# mnemo compare",
@@ -307,17 +325,20 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, plots: list[Path], co
         "",
         "Eval success: greedy policy on held-out env seeds after training; IQM across seeds with "
         "a 95% percentile-bootstrap CI (2000 resamples). Steps to 90%: median over the seeds whose "
-        "training success rate (per update) reached 0.9.",
+        "training success rate (per update) reached 0.9. n/a: the env reports no success "
+        "(set env.success_return to define it); the eval return is there to compare instead.",
         "",
-        "| core | env | seeds | eval success IQM [95% CI] | train success IQM "
-        "| steps to 90% (seeds reached) | SPS |",
-        "|---|---|---:|---|---:|---|---:|",
+        "| core | env | seeds | eval success IQM [95% CI] | eval return IQM [95% CI] "
+        "| train success IQM | steps to 90% (seeds reached) | SPS |",
+        "|---|---|---:|---|---|---:|---|---:|",
     ]
     for r in sorted(rows, key=lambda r: (r["env"], r["core"])):
         s90 = r["median_steps_to_90"]
         lines.append(
             f"| {r['core']} | {r['env']} | {r['seeds']} "
-            f"| {r['iqm']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['train_iqm']:.3f} "
+            f"| {_with_ci(r['iqm'], r['ci_low'], r['ci_high'])} "
+            f"| {_with_ci(r['return_iqm'], r['return_ci_low'], r['return_ci_high'])} "
+            f"| {_na(r['train_iqm'])} "
             f"| {'-' if s90 is None else f'{s90:,}'} ({r['reached_90']}/{r['seeds']}) "
             f"| {r['sps']:,.0f} |"
         )

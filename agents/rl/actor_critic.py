@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from gymnasium import spaces
 from torch import Tensor, nn
@@ -22,7 +21,7 @@ from torch.distributions import Categorical
 
 from mnemo import memory
 from mnemo.agents.rl.config import AgentConfig, CoreConfig
-from mnemo.agents.rl.encoders import UnsupportedSpaceError, make_encoder
+from mnemo.agents.rl.encoders import UnsupportedSpaceError, make_encoder, packed_size
 from mnemo.memory.base import State
 
 
@@ -113,9 +112,8 @@ class ActorCritic(nn.Module):
         # (Pleines et al. 2023) found TrXL beat GRU only with this auxiliary loss.
         self.recon: nn.Linear | None = None
         if agent.recon_coef > 0:
-            space = obs_space.spaces["image"] if isinstance(obs_space, spaces.Dict) else obs_space
-            discrete = isinstance(space, spaces.Discrete)
-            n_out = int(space.n) if discrete else int(np.prod(space.shape))
+            discrete = isinstance(obs_space, spaces.Discrete)
+            n_out = int(obs_space.n) if discrete else packed_size(obs_space)
             self.recon = nn.Linear(core.d_model, n_out)
 
     def reconstruction_loss(self, features: Tensor, obs: Tensor) -> Tensor:

@@ -18,13 +18,17 @@ from mnemo.agents.config_sections import CoreSection, MachineSection, RunSection
 @dataclass
 class EnvConfig:
     id: str = "mnemo/Recall-D16-v0"
-    """Gymnasium env id (``mnemo envs`` lists mnemo's own)."""
+    """Any registered gymnasium env id (``mnemo envs`` lists mnemo's own), or ``package:EnvId``
+    to import the package that registers it first (gymnasium's convention)."""
     num_envs: int = 128
     """Envs stepped in parallel."""
     batched: bool = True
     """Use the env's tensor twin when it has one (``mnemo envs`` marks them)."""
     kwargs: dict = field(default_factory=dict)
     """Extra env constructor kwargs, e.g. ``{delay: 64}``."""
+    success_return: float | None = None
+    """Count an episode as a success when its return reaches this. Unset, success is what the
+    env reports in ``info["success"]``, and "not available" (NaN, n/a) on envs that report none."""
 
     def validate(self) -> None:
         if self.num_envs < 1:
@@ -89,7 +93,10 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     norm_adv: bool = True
     target_success: float = 0.0
-    """Stop early once the recent success rate reaches this (0 = never)."""
+    """Stop early once the recent success rate reaches this (0 = never). Needs an env that
+    reports success, or ``env.success_return``."""
+    target_return: float | None = None
+    """Stop early once the recent mean episodic return reaches this (unset = never)."""
 
     def validate(self) -> None:
         for name in ("total_steps", "rollout_len", "bptt_len", "epochs", "minibatches"):
@@ -138,6 +145,11 @@ class RLConfig(MachineSection):
 
     def validate(self) -> None:
         super().validate()  # device
+        if self.env.num_envs % self.ppo.minibatches:
+            raise ConfigError(
+                f"ppo.minibatches ({self.ppo.minibatches}) must divide env.num_envs "
+                f"({self.env.num_envs}): minibatches are whole env sequences"
+            )
         if self.autocast not in ("none", "bf16"):
             raise ConfigError(f"autocast must be 'none' or 'bf16', got {self.autocast!r}")
         for key in ("prev_action", "prev_reward"):
@@ -155,14 +167,29 @@ def load_rl_config(path: str | None, overrides: list[str] | None = None) -> RLCo
 
 
 def check_names(cfg: RLConfig) -> None:
-    """Fail early, in one line, on an unknown env id, core name or core option."""
+    """Fail early, in one line, on an unknown env id, core name or core option, or a success
+    target on an env that cannot say what success is."""
     import gymnasium as gym
 
     from mnemo import envs, memory
+    from mnemo.agents.rl.vector_env import reports_success, resolve_env_id
 
-    if cfg.env.id not in gym.registry:
+    try:
+        name = resolve_env_id(cfg.env.id)
+    except ImportError as e:
+        package = cfg.env.id.rpartition(":")[0]
+        raise ConfigError(f"env.id {cfg.env.id!r}: cannot import {package!r}: {e}") from e
+    if name not in gym.registry:
         ours = ", ".join(envs.mnemo_env_ids())
-        raise ConfigError(f"env.id: unknown env {cfg.env.id!r}; mnemo envs: {ours}")
+        raise ConfigError(
+            f"env.id: unknown env {cfg.env.id!r}; mnemo envs: {ours}; or any registered "
+            "gymnasium id, or 'package:EnvId' to import the package that registers it"
+        )
+    if cfg.ppo.target_success and cfg.env.success_return is None and not reports_success(name):
+        raise ConfigError(
+            f"ppo.target_success: {cfg.env.id} does not report success; set "
+            "env.success_return=<return that counts as a success> or use ppo.target_return"
+        )
     try:  # core name, option names, types and values, and the width: one line if wrong
         memory.validate_core(cfg.core.name, cfg.core.options, cfg.core.d_model)
     except memory.CoreConfigError as e:

@@ -22,9 +22,26 @@ HELD_OUT_SEED_OFFSET = 1_000_003
 class EvalResult:
     episodes: int
     success_rate: float
+    """NaN where the env reports no success and ``env.success_return`` is unset."""
     ci_low: float
     ci_high: float
     mean_return: float
+    return_ci_low: float = float("nan")
+    return_ci_high: float = float("nan")
+    """95% normal-approximation interval of the mean return."""
+
+    def summary(self) -> str:
+        """One line: success with its Wilson CI (or n/a), and the mean return with its CI."""
+        if math.isnan(self.success_rate):
+            success = "success n/a (the env reports none; set env.success_return to define it)"
+        else:
+            success = (
+                f"success {self.success_rate:.3f} (95% CI {self.ci_low:.3f}-{self.ci_high:.3f})"
+            )
+        return (
+            f"{success} over {self.episodes} held-out episodes, mean return "
+            f"{self.mean_return:.3f} (95% CI {self.return_ci_low:.3f}-{self.return_ci_high:.3f})"
+        )
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -71,11 +88,18 @@ def evaluate(
         obs, reward, term, trunc, info = env.step(acted.action)
         done = term | trunc
         ret += reward
+        threshold = cfg.env.success_return
         for i in torch.nonzero(done).flatten().tolist():
-            successes.append(float(info["success"][i]))
+            said = float(info["success"][i])
+            successes.append(said if threshold is None else float(ret[i] >= threshold))
             returns.append(float(ret[i]))
         ret = torch.where(done, 0.0, ret)
         acting = acting.advance(acted.state, acted.action, reward, done)
+    r = np.array(returns[:episodes])
+    half = 1.96 * float(r.std(ddof=1)) / math.sqrt(len(r)) if len(r) > 1 else float("nan")
     s = np.array(successes[:episodes])
+    s = s[~np.isnan(s)]  # episodes whose env said nothing
+    rate = float(s.mean()) if len(s) else float("nan")
     lo, hi = wilson_interval(int(s.sum()), len(s))
-    return EvalResult(len(s), float(s.mean()), lo, hi, float(np.mean(returns[:episodes])))
+    mean = float(r.mean())
+    return EvalResult(len(r), rate, lo, hi, mean, mean - half, mean + half)

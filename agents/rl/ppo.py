@@ -22,17 +22,22 @@ from mnemo.agents.rl.actor_critic import ACOutput, ActingState, ActorCritic
 from mnemo.agents.rl.config import RLConfig
 from mnemo.agents.rl.ppo_loss import LossOutputs, ppo_loss
 from mnemo.agents.rl.rollout import Rollout, compute_gae, sequence_minibatches
-from mnemo.agents.rl.vector_env import make_vector_env
+from mnemo.agents.rl.vector_env import make_vector_env, warn_if_no_twin
 from mnemo.envs.batched.base import TensorVectorEnv
 from mnemo.memory.base import State, tree_leaves, tree_map, tree_map2
 
 
 @dataclass
 class EpisodeStats:
-    """Per-env running sums, kept on the device; read out once per rollout."""
+    """Per-env running sums, kept on the device; read out once per rollout.
+
+    ``success`` is NaN where the env did not report one; with ``success_return`` set, an episode
+    succeeds when its return reaches it (whatever the env says).
+    """
 
     ret: Tensor
     length: Tensor
+    success_return: float | None = None
     finished_return: list[Tensor] = field(default_factory=list)
     finished_length: list[Tensor] = field(default_factory=list)
     finished_success: list[Tensor] = field(default_factory=list)
@@ -40,20 +45,25 @@ class EpisodeStats:
     def step(self, reward: Tensor, done: Tensor, success: Tensor) -> None:
         self.ret += reward
         self.length += 1
-        # Store masked values: no host sync here.
+        if self.success_return is not None:
+            success = self.ret >= self.success_return
+        # Store masked values: no host sync here. Success is stored for every finished episode
+        # (NaN where not available) and picked out by the finished returns' mask.
         self.finished_return.append(torch.where(done, self.ret, torch.nan))
         self.finished_length.append(torch.where(done, self.length.float(), torch.nan))
-        self.finished_success.append(torch.where(done, success.float(), torch.nan))
+        self.finished_success.append(success.float())
         self.ret = torch.where(done, 0.0, self.ret)
         self.length = torch.where(done, 0, self.length)
 
     def flush(self) -> dict[str, np.ndarray]:
         out = {}
+        finished = None
         for name in ("return", "length", "success"):
             buf = getattr(self, f"finished_{name}")
             if buf:
                 v = torch.stack(buf).flatten().cpu().numpy()
-                out[name] = v[~np.isnan(v)]
+                finished = ~np.isnan(v) if finished is None else finished
+                out[name] = v[finished]
             else:
                 out[name] = np.zeros(0)
             buf.clear()
@@ -72,6 +82,7 @@ class PPO:
         self.model = ActorCritic(
             self.env.single_observation_space, self.env.single_action_space, cfg.core, cfg.agent
         ).to(self.device)
+        warn_if_no_twin(self.env, cfg.env.id, cfg.env.batched)  # once the agent fits the env
         # Data-parallel ranks seed differently, so all start from rank 0's weights.
         distributed.broadcast_params(self.model)
         # Keep ``self.model`` uncompiled: checkpoints and evaluation use its state_dict as is.
@@ -89,7 +100,9 @@ class PPO:
         self.obs, _ = self.env.reset(seed=cfg.seed)
         self.acting = self.model.initial_acting_state(n, self.device)
         self.stats = EpisodeStats(
-            torch.zeros(n, device=self.device), torch.zeros(n, dtype=torch.long, device=self.device)
+            torch.zeros(n, device=self.device),
+            torch.zeros(n, dtype=torch.long, device=self.device),
+            cfg.env.success_return,
         )
         self.global_step = 0
         self.update_idx = 0
@@ -190,12 +203,14 @@ class PPO:
             done = term | trunc
             self.stats.step(reward, done, info["success"])
             bootstrap = reward
-            if self.can_truncate and (not self.host_env or bool(trunc.any())):
+            # minigrid sets both when the goal is reached at max_steps: that end is terminal.
+            cut = trunc & ~term
+            if self.can_truncate and (not self.host_env or bool(cut.any())):
                 # A time limit is not a terminal state: bootstrap from the value of the final
                 # observation, seen through the state that led to it.
                 going_on = acting.advance(acted.state, acted.action, reward, torch.zeros_like(done))
                 final = self.model.step(info["final_obs"], going_on, self._forward).value[:, 0]
-                bootstrap = reward + cfg.gamma * final * trunc.float()
+                bootstrap = reward + cfg.gamma * final * cut.float()
             ro.reward[:, t] = bootstrap
             ro.done[:, t] = done
             self.obs = obs
@@ -270,6 +285,8 @@ class PPO:
         if len(episodes["return"]):
             scalars["charts/episodic_return"] = float(episodes["return"].mean())
             scalars["charts/episodic_length"] = float(episodes["length"].mean())
-            scalars["charts/success_rate"] = float(episodes["success"].mean())
+            success = episodes["success"][~np.isnan(episodes["success"])]
+            if len(success):  # not written where the env reports none: never a false 0
+                scalars["charts/success_rate"] = float(success.mean())
             scalars["charts/episodes"] = float(len(episodes["return"]))
         return scalars

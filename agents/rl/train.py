@@ -44,7 +44,8 @@ class TrainResult:
     final_success: float
     """Success rate over the last update's finished episodes (nan if none finished)."""
     steps_to_target: int | None
-    """Env steps at which ``ppo.target_success`` was first reached (None if never)."""
+    """Env steps at which ``ppo.target_success`` or ``ppo.target_return`` was first reached
+    (None if never)."""
     history: list[tuple[int, float]] = field(default_factory=list)
     """(env step, success rate) after every update."""
 
@@ -122,6 +123,10 @@ class PPOTrainer:
         target = cfg.ppo.target_success
         if target and self.success >= target:
             self.steps_to_target = ppo.global_step
+        if cfg.ppo.target_return is not None:
+            ret = distributed.rank_mean(scalars.get("charts/episodic_return", float("nan")))
+            if ret >= cfg.ppo.target_return:
+                self.steps_to_target = ppo.global_step
         return scalars if ppo.update_idx % cfg.run.log_every == 0 else {}
 
     def after_step(self, writer: Any) -> None:
@@ -132,7 +137,8 @@ class PPOTrainer:
             log_episode(writer, ppo.model, cfg, ppo.global_step, cfg.seed + ppo.update_idx)
 
     def postfix(self) -> dict[str, str]:
-        return {"sps": f"{self.sps:.0f}", "success": f"{self.success:.2f}"}
+        success = "n/a" if self.success != self.success else f"{self.success:.2f}"  # NaN: n/a
+        return {"sps": f"{self.sps:.0f}", "success": success}
 
     def checkpoint(self) -> tuple[Callable[[], dict[str, Any]], Any]:
         return lambda: checkpoint(self.ppo, self.cfg, self.history), rank_state(self.ppo)
