@@ -8,7 +8,10 @@ help text.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mnemo.agents.config_loader import ConfigError
 
@@ -63,3 +66,30 @@ class MachineSection:
     def validate(self) -> None:
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
+
+def check_model_size(build: Callable[[], Any], what: str) -> None:
+    """Refuse, in one line, a model whose training would not fit in this machine's memory.
+
+    ``build`` runs on torch's ``meta`` device, so nothing is allocated: the constructor checks
+    its arguments and the parameter count is read off. Training holds the weights, their
+    gradients and Adam's two moments, 4x the weights; more than half the machine's memory for
+    that alone is refused (it would be killed by the OOM killer, or thrash, before step 1).
+    """
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = build()
+    except (RuntimeError, MemoryError, OverflowError) as e:
+        first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise ConfigError(f"{what} cannot be built with these sizes: {first}") from e
+    n = sum(p.numel() for p in model.parameters())
+    need = 4 * sum(p.numel() * p.element_size() for p in model.parameters())
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > total / 2:
+        raise ConfigError(
+            f"{what} has {n:,} parameters: weights, gradients and Adam's moments need "
+            f"~{need / 2**30:.1f} GiB, more than half of this machine's {total / 2**30:.0f} GiB; "
+            "lower core.d_model or the core's sizes"
+        )

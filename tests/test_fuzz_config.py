@@ -94,6 +94,10 @@ def test_fuzzed_yaml_files(text: str, tmp_path_factory: pytest.TempPathFactory) 
         ["train", "--check", "configs/recall_lstm.yaml", "core.d_model=0"],
         ["train", "--check", "configs/recall_lstm.yaml", "env.num_envs=-3"],
         ["train", "--check", "configs/recall_lstm.yaml", "core.num_layers=0"],
+        # Too large to train here: refused from a meta-device build, nothing allocated (a real
+        # build of the LM at this width once took 23 GB before the OOM killer stopped it).
+        ["train", "--check", "configs/recall_lstm.yaml", "core.d_model=200000"],
+        ["lm", "train", "--check", "configs/lm_lstm.yaml", "core.d_model=13019386"],
         ["train", "--check", "missing.yaml"],
         ["train", "--resume", "no/such/run"],
         ["eval", "no/such/checkpoint.pt"],

@@ -11,7 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mnemo.agents.config_loader import ConfigError, load_config
-from mnemo.agents.config_sections import CoreSection, MachineSection, RunSection
+from mnemo.agents.config_sections import (
+    CoreSection,
+    MachineSection,
+    RunSection,
+    check_model_size,
+)
 
 MAX_SYNTHETIC_BYTES = 2**30
 
@@ -169,4 +174,10 @@ def load_lm_config(path: str | None, overrides: list[str] | None = None) -> LMCo
     """Load an LMConfig from YAML (or defaults) plus ``key.sub=value`` overrides."""
     cfg = load_config(LMConfig, path, overrides)
     check_core(cfg.core.name, cfg.core.options)
+    from mnemo.agents.lm.model import build_model
+
+    check_model_size(
+        lambda: build_model(cfg.core.name, cfg.core.d_model, cfg.core.options),
+        f"the {cfg.core.name!r} language model",
+    )
     return cfg

@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mnemo.agents.config_loader import ConfigError, load_config
-from mnemo.agents.config_sections import CoreSection, MachineSection, RunSection
+from mnemo.agents.config_sections import (
+    CoreSection,
+    MachineSection,
+    RunSection,
+    check_model_size,
+)
 
 
 @dataclass
@@ -198,14 +203,11 @@ def check_names(cfg: RLConfig) -> None:
         gym.make(cfg.env.id, **cfg.env.kwargs).close()
     except (TypeError, ValueError) as e:
         raise ConfigError(f"env.kwargs for {cfg.env.id}: {e}") from e
-    # Building the core finds sizes too large to allocate before any work starts.
-    try:
-        memory.make_core(cfg.core.name, cfg.core.d_model, **cfg.core.options)
-    except (RuntimeError, MemoryError) as e:  # e.g. a size too large to allocate
-        first = str(e).splitlines()[0][:160]
-        raise ConfigError(
-            f"core {cfg.core.name!r} cannot be built with these sizes: {first}"
-        ) from e
+    # Building the core (on the meta device) finds sizes too large to train before any work.
+    check_model_size(
+        lambda: memory.make_core(cfg.core.name, cfg.core.d_model, **cfg.core.options),
+        f"core {cfg.core.name!r}",
+    )
 
 
 def describe(cfg: Any) -> str:
