@@ -70,9 +70,8 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for v in args.variants:
-        core = memory.make_core(
-            f"titans_{v}", args.d_model, chunk_size=args.chunk_size, window=args.window
-        )
+        window = {"window": args.window} if v in ("mag", "mal") else {}  # MAC/LMM refuse it
+        core = memory.make_core(f"titans_{v}", args.d_model, chunk_size=args.chunk_size, **window)
         act = time_steps(core, args.batch, 4 * args.chunk_size, args.d_model)
         for t in args.lengths:
             n_tok = t * args.batch

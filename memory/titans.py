@@ -30,7 +30,15 @@ Departures from the paper:
   would let token j see tokens after j, which an acting agent cannot do).
 - MAC: the retrieved token h_i is visible to segment tokens j >= i only (the paper's prefix
   [p | h | S] would show h_i, a function of x_i, to earlier tokens); the segment length equals
-  the memory's chunk size. MAG/MAL use no positional encoding.
+  the memory's chunk size.
+- Positions: rotary (RoFormer) on the attention's queries and keys: MAC numbers the retrieved
+  tokens 0..c-1 and the segment c..2c-1 (the paper's layout [p | h | S]); MAG/MAL use the
+  distance inside the sliding window. Persistent tokens have no position (their scores use the
+  unrotated query). The paper does not say; titans-pytorch uses rotary as well. Without
+  positions, swapping two tokens inside the window left the outputs unchanged (6e-8), so
+  MAC/MAG/MAL outputs differ from before this change.
+- ``ablate_memory`` (the attention-only control) removes MAC's retrieved tokens from the
+  attention: it attends over persistent tokens and the segment only.
 - Persistent tokens are attention context only; they are not written into the memory (a
   learned M_0 plays that role).
 - Pre-norm residual blocks with a feed-forward block, as usual for Transformers; the memory
@@ -40,7 +48,6 @@ Departures from the paper:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -48,53 +55,13 @@ from torch import Tensor, nn
 
 from mnemo.memory.base import CoreOutput, MemoryCore, State, tree_map2, where_rows
 from mnemo.memory.neural_memory import NeuralMemory
-from mnemo.memory.options import CoreOptions, option
 from mnemo.memory.registry import register_core
 from mnemo.memory.titans_layout import ChunkLayout, chunk_layout
+from mnemo.memory.titans_options import TitansOptions
 from mnemo.memory.window_attention import SlidingWindowAttention
 
-VARIANTS = ("lmm", "mac", "mag", "mal")
 ASK_HOST_ON = ("cpu",)
 """Device types where acting asks the host which chunks have work (see ``_chunk_flags``)."""
-
-
-@dataclass(frozen=True)
-class TitansOptions(CoreOptions):
-    """Options of the Titans cores (each registered name presets ``variant``)."""
-
-    variant: str = option("mac", choices=VARIANTS)
-    """"lmm", "mac", "mag" or "mal" (see the module docstring)."""
-    n_layers: int = option(1, at_least=1)
-    """Stacked layers, each with its own memory (and attention)."""
-    n_heads: int = option(2, at_least=1)
-    """Heads of the memory and of the attention (must divide ``d_model``)."""
-    chunk_size: int = option(8, at_least=1)
-    """Tokens per memory update (and MAC's segment length)."""
-    window: int = option(8, at_least=1)
-    """Tokens a sliding-window query sees, itself included (MAG, MAL)."""
-    n_persistent: int = option(4, at_least=0)
-    """Learned persistent-memory tokens (attention context; not LMM)."""
-    mem_depth: int = option(2, at_least=1)
-    """Layers of the memory MLP."""
-    mem_expand: int = option(2, at_least=1)
-    """Hidden width of the memory MLP per head width."""
-    conv_kernel: int = option(4, at_least=1)
-    """Causal depthwise convolution width after the q/k/v projections (1: none)."""
-    max_lr: float = option(0.1, at_least=0.0)
-    """Upper bound of the inner learning rate theta (keep chunk_size * max_lr near 1)."""
-    max_grad_norm: float = option(1.0, at_least=0.0)
-    """Per-token clip of the inner gradient's norm."""
-    ffn_mult: int = option(2, at_least=1)
-    """Feed-forward hidden width per ``d_model``."""
-    ablate_memory: bool = False
-    """Reads of the memory return zeros: the attention-only control of learning experiments
-    (MAG's gate becomes a constant 1/2, MAC sees no retrieved tokens, MAL's memory layer adds
-    nothing)."""
-
-    def check_width(self, d_model: int) -> str | None:
-        if d_model % self.n_heads:
-            return f"n_heads ({self.n_heads}) must divide d_model ({d_model})"
-        return None
 
 
 def _chunk_flags(lay: ChunkLayout) -> tuple[list[bool], list[bool]]:
@@ -183,6 +150,7 @@ class TitansLayer(nn.Module):
         n_tail = mem.conv_kernel - 1
         causal = torch.ones(c, c, dtype=torch.bool, device=u.device).tril()
         eye = torch.eye(c, dtype=torch.bool, device=u.device)
+        pos = torch.arange(2 * c, device=u.device)
         outs = []
         # split/unbind once: indexing inside the loop would make backward quadratic in T
         # (each slice's backward writes into a zero tensor of the full size).
@@ -196,19 +164,17 @@ class TitansLayer(nn.Module):
                     ms[k] = torch.where(fresh[:, None, None], 0.0, ms[k])
             w = ms["W"]
             q, full_q = mem.queries(uc, ms["tail_q"])
-            h = self._read(w, q.transpose(1, 2))  # (B, c, D) long-term context of the segment
-            kh, vh = self.attn.keys_values(h)
             kx, vx = self.attn.keys_values(uc)
             seen = causal[None] & real[:, None, :]  # (B, c, c)
             # The diagonal stays visible so that padding slots never get an empty softmax row.
-            mask = torch.cat([seen, seen | eye], dim=2)
-            ks, vs = torch.cat([kh, kx], 1), torch.cat([vh, vx], 1)
-            if pkv is not None:
-                b = uc.shape[0]
-                ks = torch.cat([pkv[0].expand(b, -1, -1, -1), ks], 1)
-                vs = torch.cat([pkv[1].expand(b, -1, -1, -1), vs], 1)
-                mask = torch.cat([mask.new_ones(b, c, pkv[0].shape[1]), mask], 2)
-            y = self.attn.attend(uc, ks, vs, mask)  # (B, c, D)
+            mask, ks, vs = seen | eye, kx, vx
+            if not self.ablate_memory:
+                h = self.mem.read(w, q.transpose(1, 2))  # (B, c, D) long-term context
+                kh, vh = self.attn.keys_values(h)
+                mask = torch.cat([seen, mask], dim=2)
+                ks, vs = torch.cat([kh, ks], 1), torch.cat([vh, vs], 1)
+            # Rotary positions: retrieved tokens 0..c-1 before the segment's c..2c-1.
+            y = self.attn.attend(uc, ks, vs, mask, pos[c:], pos[2 * c - ks.shape[1] :], pkv)
             qy, full_qy = mem.queries(y, ms["tail_qy"])
             outs.append(self.gate_norm(y) * torch.sigmoid(self._read(w, qy.transpose(1, 2))))
             if any_complete[i]:

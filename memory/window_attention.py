@@ -3,9 +3,10 @@
 A reusable piece for cores that need short-term attention with a state (Titans' MAG and MAL
 variants; anything else that wants local attention). Each token attends to itself and to the
 ``window - 1`` tokens before it of the same episode, plus an optional ``prefix`` of
-always-visible context tokens (e.g. Titans' persistent memory). Positions: none (no positional
-encoding; causality comes from the mask alone) -- add one upstream if a task needs order inside
-the window.
+always-visible context tokens (e.g. Titans' persistent memory). Positions: rotary (RoFormer) on
+the queries and keys of the window, so a score depends on the distance between query and key;
+prefix tokens have no position (their scores use the unrotated query), so they read the same
+from every query.
 
 The state is batch-first: projected keys and values of the last ``window - 1`` tokens and a
 validity mask. A slot is valid only while it belongs to the episode still running, so slots from
@@ -20,8 +21,9 @@ and memory are linear in T.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from mnemo.memory.rotary import rotate
 
 
 class SlidingWindowAttention(nn.Module):
@@ -63,22 +65,42 @@ class SlidingWindowAttention(nn.Module):
         kv = self.kv_proj(x).view(b, n, 2, self.n_heads, self.d_head)
         return kv[:, :, 0], kv[:, :, 1]
 
-    def attend(self, xq: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    def attend(
+        self,
+        xq: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor,
+        q_pos: Tensor,
+        k_pos: Tensor,
+        prefix: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
         """Masked attention of queries from ``xq`` over given keys and values.
 
         Args:
             xq: (B, Q, D) query inputs.
-            k, v: (B, N, H, Dh) keys and values (from ``keys_values``).
-            mask: (B, Q, N) bool, True where a query may attend. Every row needs a True.
+            k, v: (B, N, H, Dh) keys and values (from ``keys_values``), not yet rotated.
+            mask: (B, Q, N) bool, True where a query may attend. Every row needs a True
+                (among these keys or in ``prefix``).
+            q_pos, k_pos: (Q,) and (N,) positions of queries and keys (rotary; only their
+                differences matter).
+            prefix: optional keys and values (B or 1, P, H, Dh) that every query sees, without
+                a position.
 
         Returns:
             (B, Q, D) projected outputs.
         """
         b, nq, _ = xq.shape
         q = self.q_proj(xq).view(b, nq, self.n_heads, self.d_head).transpose(1, 2)  # (B,H,Q,Dh)
-        y = F.scaled_dot_product_attention(
-            q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask[:, None]
-        )  # (B, H, Q, Dh)
+        kr, v = rotate(k.transpose(1, 2), k_pos), v.transpose(1, 2)  # (B, H, N, Dh)
+        scores = rotate(q, q_pos) @ kr.transpose(-1, -2)  # (B, H, Q, N)
+        scores = scores.masked_fill(~mask[:, None], -torch.inf)
+        if prefix is not None:
+            kp, vp = (t.expand(b, -1, -1, -1).transpose(1, 2) for t in prefix)
+            scores = torch.cat([q @ kp.transpose(-1, -2), scores], dim=-1)
+            v = torch.cat([vp, v], dim=2)
+        attn = torch.softmax(scores * self.d_head**-0.5, dim=-1)
+        y = attn @ v  # (B, H, Q, Dh)
         return self.out_proj(y.transpose(1, 2).reshape(b, nq, self.d_model))
 
     def forward(
@@ -99,7 +121,7 @@ class SlidingWindowAttention(nn.Module):
         Returns:
             y (B, T, D) and the new state.
         """
-        b, w1 = x.shape[0], self.cache_len
+        w1 = self.cache_len
         if x.shape[1] == 0:
             return self.out_proj(x), state
         k_new, v_new = self.keys_values(x)  # (B, T, H, Dh)
@@ -108,8 +130,7 @@ class SlidingWindowAttention(nn.Module):
         ep_new = torch.cumsum(episode_start.long(), dim=1)  # (B, T)
         k_prev, v_prev = state["k"], state["v"]  # (B, W-1, H, Dh): keys before the block
         ep_prev = torch.where(state["valid"], 0, -1)  # (B, W-1)
-        if prefix is not None:
-            kp, vp = self.keys_values(prefix.expand(b, -1, -1))
+        pkv = self.keys_values(prefix) if prefix is not None else None
         ys = []
         # Split once and roll the previous keys along: slicing the whole sequence in the loop
         # would make backward quadratic in T.
@@ -118,16 +139,14 @@ class SlidingWindowAttention(nn.Module):
             q_len = xq.shape[1]
             ks, vs = torch.cat([k_prev, kq], 1), torch.cat([v_prev, vq], 1)  # (B, W-1+Q, H, Dh)
             eps = torch.cat([ep_prev, eq], 1)  # (B, W-1+Q)
-            qpos = torch.arange(q_len, device=x.device) + w1
-            dist = qpos[:, None] - torch.arange(w1 + q_len, device=x.device)[None, :]  # (Q, K)
+            kpos = torch.arange(w1 + q_len, device=x.device)  # the cache, then the block
+            qpos = kpos[w1:]
+            dist = qpos[:, None] - kpos[None, :]  # (Q, K)
             in_window = (dist >= 0) & (dist < self.window)
             mask = in_window[None] & (eps[:, None, :] == eq[:, :, None])  # (B, Q, K)
             k_prev, v_prev = ks[:, ks.shape[1] - w1 :], vs[:, vs.shape[1] - w1 :]
             ep_prev = eps[:, eps.shape[1] - w1 :]
-            if prefix is not None:
-                ks, vs = torch.cat([kp, ks], dim=1), torch.cat([vp, vs], dim=1)
-                mask = torch.cat([mask.new_ones(b, q_len, kp.shape[1]), mask], dim=2)
-            ys.append(self.attend(xq, ks, vs, mask))
+            ys.append(self.attend(xq, ks, vs, mask, qpos, kpos, pkv))
         y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)
 
         # The new cache keeps the last W-1 keys that belong to the episode still running.

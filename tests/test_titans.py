@@ -16,7 +16,12 @@ from mnemo.memory.titans_layout import chunk_layout
 from mnemo.memory.window_attention import SlidingWindowAttention
 
 VARIANTS = ["titans_lmm", "titans_mac", "titans_mag", "titans_mal"]
-SMALL = {"chunk_size": 4, "window": 6, "n_heads": 2}
+SMALL = {"chunk_size": 4, "n_heads": 2}
+
+
+def small(name: str) -> dict:
+    """Small options; the sliding window only where there is one (MAC and LMM refuse it)."""
+    return {**SMALL, "window": 6} if name in ("titans_mag", "titans_mal") else SMALL
 
 
 @pytest.fixture(autouse=True)
@@ -145,7 +150,7 @@ def test_memory_survives_beyond_the_attention_window() -> None:
 @pytest.mark.parametrize("name", VARIANTS)
 def test_outer_parameters_learn_through_the_inner_updates(name: str) -> None:
     torch.manual_seed(0)
-    core = memory.make_core(name, 16, **SMALL)
+    core = memory.make_core(name, 16, **small(name))
     starts = torch.zeros(2, 19, dtype=torch.bool)
     starts[:, 0] = True
     x = torch.randn(2, 19, 16)
@@ -183,20 +188,20 @@ def test_long_sequences_stay_finite(name: str) -> None:
 
 
 def brute_force_window(attn: SlidingWindowAttention, x, starts, prefix=None):
-    """Each token attends to itself and the window-1 tokens before it of its episode."""
+    """Each token attends to itself and the window-1 tokens before it of its episode, keys
+    rotated by their absolute positions in the sequence, the prefix without positions."""
     b, t, _ = x.shape
     k, v = attn.keys_values(x)
+    pkv = attn.keys_values(prefix) if prefix is not None else None
     ep = torch.cumsum(starts.long(), 1)
     ys = torch.zeros_like(x)
     for r in range(b):
         for i in range(t):
             js = [j for j in range(max(0, i - attn.window + 1), i + 1) if ep[r, j] == ep[r, i]]
             ks, vs = k[r : r + 1, js], v[r : r + 1, js]
-            if prefix is not None:
-                kp, vp = attn.keys_values(prefix)
-                ks, vs = torch.cat([kp, ks], 1), torch.cat([vp, vs], 1)
-            mask = torch.ones(1, 1, ks.shape[1], dtype=torch.bool)
-            ys[r, i] = attn.attend(x[r : r + 1, i : i + 1], ks, vs, mask)[0, 0]
+            mask = torch.ones(1, 1, len(js), dtype=torch.bool)
+            q_pos, k_pos = torch.tensor([i]), torch.tensor(js)
+            ys[r, i] = attn.attend(x[r : r + 1, i : i + 1], ks, vs, mask, q_pos, k_pos, pkv)[0, 0]
     return ys
 
 
@@ -225,3 +230,58 @@ def test_window_attention_matches_brute_force_and_steps(window: int, use_prefix:
     # Row 2 began an episode at 9: only tokens from 9 on may be valid in its cache.
     n_valid = state["valid"][2].sum().item()
     assert n_valid == min(window - 1, 13 - 9)
+
+
+@pytest.mark.parametrize("name", ["titans_mac", "titans_mag", "titans_mal"])
+def test_attention_sees_the_order_of_its_inputs(name: str) -> None:
+    # With the memory ablated the output is the attention's alone (plus per-token blocks):
+    # swapping two earlier inputs must change what the last token of the window reads.
+    torch.manual_seed(0)
+    core = memory.make_core(name, 16, **small(name), ablate_memory=True)
+    x = torch.randn(1, 4, 16)
+    swapped = x[:, [1, 0, 2, 3]]
+    starts = torch.zeros(1, 4, dtype=torch.bool)
+    starts[0, 0] = True
+    with torch.no_grad():
+        y = core(x, core.initial_state(1, "cpu"), starts).y
+        y_swapped = core(swapped, core.initial_state(1, "cpu"), starts).y
+    assert (y[0, -1] - y_swapped[0, -1]).abs().max() > 1e-3
+
+
+def test_ablated_mac_is_attention_without_retrieved_tokens() -> None:
+    torch.manual_seed(0)
+    c = SMALL["chunk_size"]
+    core = memory.make_core("titans_mac", 16, **SMALL, ablate_memory=True)
+    layer = core.layers[0]
+    x = torch.randn(2, 3 * c, 16)
+    starts = torch.zeros(2, 3 * c, dtype=torch.bool)
+    starts[:, 0] = True
+    with torch.no_grad():
+        y = core(x, core.initial_state(2, "cpu"), starts).y
+        ref = []
+        pkv = layer.attn.keys_values(layer.persistent[None])
+        causal = torch.ones(2, c, c, dtype=torch.bool).tril()
+        pos = torch.arange(c)
+        for seg in x.split(c, dim=1):  # persistent tokens + the segment, causal: nothing else
+            u = layer.norm1(seg)
+            k, v = layer.attn.keys_values(u)
+            a = layer.attn.attend(u, k, v, causal, pos, pos, pkv)
+            h = seg + layer.out_proj(layer.gate_norm(a) * 0.5)  # sigmoid(0): the constant gate
+            ref.append(h + layer.ffn(layer.norm2(h)))
+    torch.testing.assert_close(y, torch.cat(ref, 1), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("titans_mac", {"window": 64}, r"core.window has no effect: titans_mac attends within"),
+        ("titans_lmm", {"window": 4}, r"core.window has no effect: titans_lmm has no attention"),
+        ("titans_lmm", {"n_persistent": 0}, r"core.n_persistent has no effect: titans_lmm"),
+        ("titans_mag", {"mem_depth": 1, "mem_expand": 4}, r"core.mem_expand has no effect"),
+    ],
+)
+def test_options_a_variant_ignores_are_refused(name: str, options: dict, message: str) -> None:
+    with pytest.raises(memory.CoreConfigError, match=message) as info:
+        memory.validate_core(name, options, 16)
+    assert "\n" not in str(info.value)
+    memory.validate_core("titans_mag", {"window": 64, "mem_depth": 1}, 16)  # these act

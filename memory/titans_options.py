@@ -1,0 +1,69 @@
+"""Options of the Titans cores (memory/titans.py), checked once by the registry.
+
+Options a variant would ignore are refused in one line (``TitansOptions.__post_init__``), so a
+config never sets something that silently does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from mnemo.memory.options import CoreConfigError, CoreOptions, option
+
+VARIANTS = ("lmm", "mac", "mag", "mal")
+
+
+@dataclass(frozen=True)
+class TitansOptions(CoreOptions):
+    """Options of the Titans cores (each registered name presets ``variant``)."""
+
+    variant: str = option("mac", choices=VARIANTS)
+    """"lmm", "mac", "mag" or "mal" (see the module docstring)."""
+    n_layers: int = option(1, at_least=1)
+    """Stacked layers, each with its own memory (and attention)."""
+    n_heads: int = option(2, at_least=1)
+    """Heads of the memory and of the attention (must divide ``d_model``)."""
+    chunk_size: int = option(8, at_least=1)
+    """Tokens per memory update (and MAC's segment length)."""
+    window: int = option(8, at_least=1)
+    """Tokens a sliding-window query sees, itself included (MAG, MAL only: MAC attends within
+    its segment of ``chunk_size`` tokens, LMM has no attention)."""
+    n_persistent: int = option(4, at_least=0)
+    """Learned persistent-memory tokens (attention context; not LMM)."""
+    mem_depth: int = option(2, at_least=1)
+    """Layers of the memory MLP."""
+    mem_expand: int = option(2, at_least=1)
+    """Hidden width of the memory MLP per head width (``mem_depth`` >= 2 only)."""
+    conv_kernel: int = option(4, at_least=1)
+    """Causal depthwise convolution width after the q/k/v projections (1: none)."""
+    max_lr: float = option(0.1, at_least=0.0)
+    """Upper bound of the inner learning rate theta (keep chunk_size * max_lr near 1)."""
+    max_grad_norm: float = option(1.0, at_least=0.0)
+    """Per-token clip of the inner gradient's norm."""
+    ffn_mult: int = option(2, at_least=1)
+    """Feed-forward hidden width per ``d_model``."""
+    ablate_memory: bool = False
+    """Reads of the memory return zeros: the attention-only control of learning experiments
+    (MAG's gate becomes a constant 1/2, MAC sees no retrieved tokens, MAL's memory layer adds
+    nothing)."""
+
+    def __post_init__(self) -> None:
+        # An option that would do nothing is refused rather than silently ignored.
+        v = self.variant
+        no_attention = v == "lmm" and "titans_lmm has no attention"
+        ignored = {
+            "window": no_attention
+            or (v == "mac" and "titans_mac attends within its segment of chunk_size tokens"),
+            "n_persistent": no_attention,
+            "mem_expand": self.mem_depth == 1 and "a memory of mem_depth=1 has no hidden layer",
+        }
+        field = {f.name: f for f in dataclasses.fields(self)}
+        for key, why in ignored.items():
+            if why and getattr(self, key) != field[key].default:
+                raise CoreConfigError(f"core.{key} has no effect: {why}; leave it unset")
+
+    def check_width(self, d_model: int) -> str | None:
+        if d_model % self.n_heads:
+            return f"n_heads ({self.n_heads}) must divide d_model ({d_model})"
+        return None
