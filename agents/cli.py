@@ -102,12 +102,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _count(text: str) -> int:
     """``'4e6'`` or ``'4000000'`` -> 4000000 (argparse type for step budgets)."""
+    value = _whole(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _whole(text: str) -> int:
+    """``'2e4'`` -> 20000: a whole number written either way (the range is checked later)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of env steps, got {text!r}") from None
-    if not value.is_integer() or value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
     return int(value)
 
 
@@ -195,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cores", required=True, help="comma-separated, e.g. lstm,gru,gtrxl")
     c.add_argument("--envs", required=True, help="comma-separated env ids")
     c.add_argument("--seeds", type=int, default=5, help="seeds per (core, env)")
-    c.add_argument("--steps", type=int, default=None, help="env steps per run (ppo.total_steps)")
+    c.add_argument(
+        "--steps", type=_whole, default=None, help="env steps per run (ppo.total_steps), e.g. 2e4"
+    )
     c.add_argument("--out", required=True, help="output folder (rerun it to resume)")
     c.add_argument("--jobs", type=int, default=1, help="runs at a time (processes)")
     c.add_argument("--config", default=None, help="base YAML config (default: built-in)")

@@ -44,6 +44,8 @@ class RunSection:
     """Write checkpoints/last.pt every N updates (and at the end)."""
     progress: bool = True
     """Show a tqdm progress bar."""
+    overwrite: bool = False
+    """Start a fresh run in a folder that holds one (its checkpoint is replaced); else refused."""
 
     def validate(self) -> None:
         if self.log_every < 1 or self.checkpoint_every < 1:

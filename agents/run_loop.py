@@ -12,11 +12,15 @@ step and what its checkpoint holds; this module owns everything around it:
 - the first Ctrl-C, SIGTERM or SIGHUP finishes the step in flight, checkpoints on every rank
   at the same step, and raises ``Interrupted`` naming the checkpoint and the signal (the exit
   code is 128 + its number); a second one stops at once;
-- a ``NonFiniteError`` says whether a good checkpoint is kept.
+- a ``NonFiniteError`` says whether a good checkpoint is kept;
+- the run folder is the run's own: a fresh run into a folder that holds a checkpoint is
+  refused (``--resume`` continues it, ``run.overwrite=true`` replaces it), and a lock
+  (``fcntl.flock`` on ``<run_dir>/.lock``, held while the loop runs) refuses a second process.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import time
@@ -30,10 +34,12 @@ from tqdm import tqdm
 
 from mnemo.agents import distributed
 from mnemo.agents.checkpoint import save_with_ranks, this_rank_state
-from mnemo.agents.errors import Interrupted, NonFiniteError, signal_name
+from mnemo.agents.errors import Interrupted, NonFiniteError, UserError, signal_name
 from mnemo.agents.interrupt import GracefulStop
 
-__all__ = ["Trainer", "new_run_dir", "prepare", "run", "seed_everything"]
+__all__ = ["Trainer", "lock_run_dir", "new_run_dir", "prepare", "run", "seed_everything"]
+
+LOCK_FILE = ".lock"
 
 
 class Trainer(Protocol):
@@ -104,6 +110,45 @@ def new_run_dir(configured: str | None, name: str) -> Path:
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def lock_run_dir(run_dir: Path) -> int:
+    """Lock ``run_dir`` for this process (created if missing); returns the lock's file
+    descriptor: the lock holds until it is closed (or the process ends, however it ends).
+
+    Raises:
+        UserError: another process holds the lock (it is training in that folder).
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; the checkpoint check below still holds
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(
+            f"{run_dir} is in use: another process is training in it ({run_dir / LOCK_FILE} is "
+            "locked); wait for it to end, or give another run.dir"
+        ) from None
+    return fd
+
+
+def _claim(run_dir: Path, run_cfg: Any, resumed: bool) -> int | None:
+    """Lock the run folder (rank 0) and refuse a fresh run over a checkpoint."""
+    if not distributed.is_main():
+        return None
+    fd = lock_run_dir(run_dir)
+    last = run_dir / "checkpoints" / "last.pt"
+    if not resumed and last.exists() and not getattr(run_cfg, "overwrite", False):
+        os.close(fd)
+        raise UserError(
+            f"{run_dir} already holds a run ({last}): continue it with --resume {run_dir}, "
+            "or start over in it with run.overwrite=true"
+        )
+    return fd
+
+
 def run(trainer: Trainer, run_dir: Path, run_cfg: Any, resumed: bool) -> float:
     """Train until ``trainer.done``; returns the wall-clock seconds the loop took.
 
@@ -111,8 +156,15 @@ def run(trainer: Trainer, run_dir: Path, run_cfg: Any, resumed: bool) -> float:
     the first Ctrl-C, SIGTERM or SIGHUP (once the checkpoint is written) and
     ``NonFiniteError`` on divergence.
     """
-    if distributed.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
+    lock = _claim(run_dir, run_cfg, resumed)  # creates the folder on rank 0
+    try:
+        return _run(trainer, run_dir, run_cfg, resumed)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def _run(trainer: Trainer, run_dir: Path, run_cfg: Any, resumed: bool) -> float:
     last = run_dir / "checkpoints" / "last.pt"
     step, total = trainer.progress
     # purge_step drops events logged after the checkpoint by the run that died (TensorBoard

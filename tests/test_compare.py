@@ -4,6 +4,7 @@ input fails before any run; IQM and bootstrap CI."""
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import signal
 from pathlib import Path
@@ -143,3 +144,123 @@ def test_iqm_and_bootstrap() -> None:
     hist = [(10, float("nan")), (20, 0.5), (30, 0.95), (40, 0.8)]
     assert first_step_reaching(hist, 0.9) == 30
     assert first_step_reaching(hist, 0.99) is None
+
+
+def test_rerun_with_another_budget_is_refused_and_bad_results_rerun(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cmp"
+    args = compare_args(out)
+    args[args.index("lstm,none")] = "none"
+    args[args.index("--steps") + 1] = "2e2"  # accepted like overrides; 200 -> 2 updates of 128
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "is not a whole number of updates of 128" in err and "runs train 256" in err
+    table = (out / "results.md").read_text()
+    assert "runs train 256" in table and "fewer than 5 seeds are rough" in table
+    runs = sorted((out / "runs").iterdir())
+    # A half-finished run (checkpoint, no result) and a finished one: another budget touches
+    # neither, and says why in one line.
+    (runs[0] / "result.json").unlink()
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    args[args.index("--steps") + 1] = "512"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "another config" in err and "total_steps: 200 -> 512" in err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
+    args[args.index("--steps") + 1] = "200"
+    assert main(args) == 0  # the same budget finishes the half-finished run
+    capsys.readouterr()
+    # An empty or truncated result file is named, and that run alone runs again.
+    (runs[0] / "result.json").write_text("{}")
+    text = (runs[1] / "result.json").read_text()
+    (runs[1] / "result.json").write_text(text[: len(text) // 2])
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    for run in runs:
+        assert f"{run / 'result.json'}: " in err
+        assert "core" in (run / "result.json").read_text()
+    assert len(list(csv.DictReader((out / "results.csv").open()))) == 2
+
+
+def test_delays_sort_numerically_with_chance(tmp_path: Path) -> None:
+    from mnemo.agents.experiments.plots import chance_level
+    from mnemo.agents.experiments.report import table_order
+
+    envs = ["mnemo/Recall-D16-v0", "mnemo/Recall-D8-v0", "mnemo/Recall-D128-v0"]
+    rows = sorted(({"env": e, "core": "lstm"} for e in envs), key=table_order)
+    assert [r["env"] for r in rows] == [envs[1], envs[0], envs[2]]
+    assert chance_level("mnemo/Recall-D8-v0") == 0.25
+    assert chance_level("mnemo/Recall-D8-v0", {"num_symbols": 8}) == 0.125
+    assert chance_level("mnemo/KeyChest-Match-D16-v0", {"num_colors": 2}) == 0.5
+    assert chance_level("mnemo/KeyChest-Fetch-D16-v0") is None
+
+
+def test_iqm_matches_rliable() -> None:
+    metrics = pytest.importorskip("rliable.metrics")
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 4, 5, 7, 10, 16):
+        x = rng.random(n)
+        assert iqm(x) == pytest.approx(float(metrics.aggregate_iqm(x[:, None])), abs=1e-12)
+
+
+KILL_SCRIPT = """
+import sys
+from mnemo.agents.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_compare_takes_its_workers_with_it(tmp_path: Path, sig: int) -> None:
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "cmp"
+    args = ["compare", "--jobs", "2", *compare_args(out)[1:], "run.checkpoint_every=1"]
+    args[args.index("--steps") + 1] = "1e7"  # far longer than the test: killed mid-training
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, *args])
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(out.glob("runs/*/checkpoints/last.pt"))) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        workers = [k for k in _children(proc.pid) if _alive(k)]
+        assert len(workers) >= 2
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=90)
+        deadline = time.monotonic() + 90
+        while any(_alive(w) for w in workers):
+            assert time.monotonic() < deadline, "workers outlived their parent"
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM
+    assert len(list((out / "runs").iterdir())) == 2  # no queued run was started
+    assert not list(out.glob("runs/*/result.json"))

@@ -2,9 +2,14 @@
 
 Each run is an ordinary training run with its own folder (TensorBoard events, checkpoints) under
 ``OUT/runs/<core>__<env>__s<seed>``. When a run has trained and been evaluated, its
-``result.json`` is written atomically; a run with a result file is never run again, and a
-half-finished run continues from its last checkpoint (bit-identically, as ``mnemo train
---resume``), so an interrupted comparison (Ctrl-C, kill -9, a reboot) resumes where it stopped.
+``result.json`` (with the run's config) is written atomically; a run with a result file is never
+run again, and a half-finished run continues from its last checkpoint (bit-identically, as
+``mnemo train --resume``), so an interrupted comparison (Ctrl-C, SIGTERM, kill -9, a reboot)
+resumes where it stopped. A rerun whose config differs from what ``OUT`` holds (another
+``--steps``, another override) is refused in one line before anything runs: one table never
+mixes budgets, and no half-finished run is deleted. A result file that cannot be read (truncated,
+``{}``) is named in a warning and that run alone is run again. With ``--jobs > 1`` every run
+trains in its own child process, which dies with its parent (agents/experiments/workers.py).
 
 Outputs in ``OUT``: results.csv (one row per run), results.md (per core and env: final eval
 success as IQM with a 95% bootstrap CI across seeds, steps to 90% success, SPS), curves.png
@@ -15,35 +20,30 @@ delay.png (eval success against delay).
 from __future__ import annotations
 
 import copy
-import csv
-import json
 import math
 import os
 import shutil
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from mnemo.agents.config_loader import ConfigError, from_dict, load_config, to_dict
+from mnemo.agents.experiments.report import (
+    budget_notes,
+    summarize,
+    write_csv,
+    write_markdown,
+)
+from mnemo.agents.experiments.run_files import (
+    load_result,
+    pending,
+    resumable_checkpoint,
+    write_json_atomic,
+)
 from mnemo.agents.rl.config import RLConfig, check_names
 
-CSV_COLUMNS = [
-    "core",
-    "env",
-    "seed",
-    "steps",
-    "wall_s",
-    "sps",
-    "train_success",
-    "eval_success",
-    "eval_return",
-    "steps_to_90",
-    "run_dir",
-]
 RESULT_FILE = "result.json"
 
 
@@ -163,26 +163,6 @@ def _nan_to_none(x: float | None) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
-def write_json_atomic(obj: Any, path: Path) -> None:
-    from mnemo.agents.checkpoint import write_atomic
-
-    write_atomic(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
-
-
-def resumable_checkpoint(run_dir: Path, cfg: RLConfig) -> dict[str, Any] | None:
-    """The checkpoint an interrupted run left in ``run_dir``, if it was this very run."""
-    from mnemo.agents.checkpoint import load_checkpoint
-
-    last = run_dir / "checkpoints" / "last.pt"
-    if not last.is_file():
-        return None
-    try:
-        ckpt = load_checkpoint(last)
-    except Exception:  # unreadable: the run starts over, which loses nothing that was usable
-        return None
-    return ckpt if ckpt.get("config") == to_dict(cfg) else None
-
-
 def run_one(spec: RunSpec) -> dict[str, Any]:
     """Train one run, evaluate its final policy on held-out seeds, write its result file."""
     from mnemo.agents.experiments.stats import first_step_reaching
@@ -193,6 +173,9 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     run_dir = Path(spec.run_dir)
     resume = resumable_checkpoint(run_dir, cfg)
     if resume is None and run_dir.exists():  # nothing to continue: start over, events and all
+        from mnemo.agents.run_loop import lock_run_dir
+
+        os.close(lock_run_dir(run_dir))  # not while another process trains in it
         shutil.rmtree(run_dir)
     result = train(cfg, resume=resume, run_dir=run_dir if resume else None)
     model, ecfg = load_agent(str(result.run_dir), cfg.device)
@@ -213,33 +196,32 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "history": [[s, _nan_to_none(v)] for s, v in result.history],
         "env_kwargs": cfg.env.kwargs,
+        "config": spec.config,
     }
     write_json_atomic(record, spec.result_path)
     return record
 
 
-def load_result(path: Path) -> dict[str, Any]:
-    r = json.loads(path.read_text())
-    r["history"] = [(s, float("nan") if v is None else v) for s, v in r["history"]]
-    for key in ("train_success", "eval_success"):
-        if r.get(key) is None:
-            r[key] = float("nan")
-    r.setdefault("eval_return", float("nan"))  # result files from before it was recorded
-    return r
-
-
-def _worker(spec: RunSpec) -> dict[str, Any]:
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    return run_one(spec)
-
-
 def execute(specs: list[RunSpec], jobs: int = 1, progress: bool = True) -> list[str]:
-    """Run the specs that have no result file yet, ``jobs`` at a time; returns error lines."""
+    """Run the specs that have no result file yet, ``jobs`` at a time; returns error lines.
+
+    Raises:
+        ConfigError: see ``pending``; before anything runs.
+    """
     from tqdm import tqdm
 
-    todo = [s for s in specs if not s.result_path.is_file()]
+    from mnemo.agents.experiments.workers import run_in_children
+
+    todo = pending(specs)
     errors: list[str] = []
     bar = tqdm(total=len(specs), initial=len(specs) - len(todo), unit="run", disable=not progress)
+
+    def done(spec: RunSpec, error: str | None) -> None:
+        if error is not None:
+            errors.append(f"{Path(spec.run_dir).name}: {error}")
+        bar.set_description(Path(spec.run_dir).name)
+        bar.update()
+
     try:
         if jobs == 1:
             for spec in todo:
@@ -247,104 +229,14 @@ def execute(specs: list[RunSpec], jobs: int = 1, progress: bool = True) -> list[
                 try:
                     run_one(spec)
                 except Exception as e:  # one broken run must not lose the others
-                    errors.append(f"{Path(spec.run_dir).name}: {type(e).__name__}: {e}")
-                bar.update()
+                    done(spec, f"{type(e).__name__}: {e}")
+                else:
+                    done(spec, None)
         else:
-            # spawn: forking a process that already runs torch threads can deadlock.
-            with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-                futures = {pool.submit(_worker, s): s for s in todo}
-                for fut in as_completed(futures):
-                    name = Path(futures[fut].run_dir).name
-                    try:
-                        fut.result()
-                    except Exception as e:
-                        errors.append(f"{name}: {type(e).__name__}: {e}")
-                    bar.set_description(name)
-                    bar.update()
+            run_in_children(run_one, todo, jobs, done)
     finally:
         bar.close()
     return errors
-
-
-def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (core, env): eval success IQM and 95% bootstrap CI across seeds, steps to 90%, SPS."""
-    from mnemo.agents.experiments.stats import bootstrap_ci, iqm
-
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in results:
-        groups.setdefault((r["core"], r["env"]), []).append(r)
-    rows = []
-    for (core, env), runs in groups.items():
-        ev = [r["eval_success"] for r in runs]
-        reached = sorted(r["steps_to_90"] for r in runs if r["steps_to_90"] is not None)
-        lo, hi = bootstrap_ci(ev, "iqm")
-        rets = [r.get("eval_return", float("nan")) for r in runs]
-        ret_lo, ret_hi = bootstrap_ci(rets, "iqm")
-        rows.append(
-            {
-                "core": core,
-                "env": env,
-                "seeds": len(runs),
-                "iqm": iqm(ev),
-                "ci_low": lo,
-                "ci_high": hi,
-                "train_iqm": iqm([r["train_success"] for r in runs]),
-                "return_iqm": iqm(rets),
-                "return_ci_low": ret_lo,
-                "return_ci_high": ret_hi,
-                "reached_90": len(reached),
-                "median_steps_to_90": reached[len(reached) // 2] if reached else None,
-                "sps": sum(r["sps"] for r in runs) / len(runs),
-            }
-        )
-    return rows
-
-
-def write_csv(results: list[dict[str, Any]], path: Path) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in results:
-            w.writerow({k: "" if r.get(k) is None else r[k] for k in CSV_COLUMNS})
-
-
-def _na(x: float) -> str:
-    """A table cell: the number, or n/a where it is not available (NaN)."""
-    return "n/a" if math.isnan(x) else f"{x:.3f}"
-
-
-def _with_ci(x: float, lo: float, hi: float) -> str:
-    return "n/a" if math.isnan(x) else f"{x:.3f} [{lo:.3f}, {hi:.3f}]"
-
-
-def write_markdown(rows: list[dict[str, Any]], path: Path, plots: list[Path], command: str) -> None:
-    lines = [
-        "# mnemo compare",
-        "",
-        f"`{command}`",
-        "",
-        "Eval success: greedy policy on held-out env seeds after training; IQM across seeds with "
-        "a 95% percentile-bootstrap CI (2000 resamples). Steps to 90%: median over the seeds whose "
-        "training success rate (per update) reached 0.9. n/a: the env reports no success "
-        "(set env.success_return to define it); the eval return is there to compare instead.",
-        "",
-        "| core | env | seeds | eval success IQM [95% CI] | eval return IQM [95% CI] "
-        "| train success IQM | steps to 90% (seeds reached) | SPS |",
-        "|---|---|---:|---|---|---:|---|---:|",
-    ]
-    for r in sorted(rows, key=lambda r: (r["env"], r["core"])):
-        s90 = r["median_steps_to_90"]
-        lines.append(
-            f"| {r['core']} | {r['env']} | {r['seeds']} "
-            f"| {_with_ci(r['iqm'], r['ci_low'], r['ci_high'])} "
-            f"| {_with_ci(r['return_iqm'], r['return_ci_low'], r['return_ci_high'])} "
-            f"| {_na(r['train_iqm'])} "
-            f"| {'-' if s90 is None else f'{s90:,}'} ({r['reached_90']}/{r['seeds']}) "
-            f"| {r['sps']:,.0f} |"
-        )
-    lines.append("")
-    lines += [f"![{p.stem}]({p.name})" for p in plots]
-    path.write_text("\n".join(lines) + "\n")
 
 
 def compare(
@@ -369,6 +261,8 @@ def compare(
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     out = Path(out)
     specs = plan_runs(cores, env_ids, seeds, out, steps, config, overrides, eval_episodes)
+    for note in budget_notes(specs):
+        print(f"note: {note}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     errors = execute(specs, jobs, progress)
     results = [load_result(s.result_path) for s in specs if s.result_path.is_file()]
@@ -376,10 +270,11 @@ def compare(
         return results, errors
     write_csv(results, out / "results.csv")
     rows = summarize(results)
-    plots = [plot_curves(results, out / "curves.png")]
-    delay = plot_delay(rows, out / "delay.png", results[0].get("env_kwargs"))
+    kwargs = results[0].get("env_kwargs")
+    plots = [plot_curves(results, out / "curves.png", kwargs)]
+    delay = plot_delay(rows, out / "delay.png", kwargs)
     if delay is not None:
         plots.append(delay)
     command = "mnemo " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else "compare()"
-    write_markdown(rows, out / "results.md", plots, command)
+    write_markdown(rows, out / "results.md", plots, command, budget_notes(specs))
     return results, errors

@@ -100,9 +100,49 @@ def _on_grid(history: Sequence[Sequence[float]], grid: np.ndarray) -> np.ndarray
     return np.where(idx >= 0, vals[np.clip(idx, 0, None)], np.nan)
 
 
-def plot_curves(results: list[dict[str, Any]], path: str | Path) -> Path:
-    """Training success against env steps: one panel per env, one line per core (mean over
-    seeds, shaded between the worst and the best seed)."""
+CHANCE_KWARG = {
+    "mnemo.envs.recall:RecallEnv": "num_symbols",
+    "mnemo.envs.keychest.match:KeyChestMatchEnv": "num_colors",
+}
+"""Tasks whose success by guessing is 1 / (this constructor argument)."""
+
+
+def chance_level(env_id: str, kwargs: dict[str, Any] | None = None) -> float | None:
+    """Success rate of a uniform guess at the decision, where the task defines it: recall
+    1/num_symbols, KeyChest-Match 1/num_colors (``kwargs`` over the registered ones, else the
+    constructor's default); None for any other env."""
+    import importlib
+    import inspect
+
+    import gymnasium as gym
+
+    from mnemo import envs  # noqa: F401  (registers mnemo's ids)
+
+    if env_id not in gym.registry:
+        return None
+    spec = gym.spec(env_id)
+    name = CHANCE_KWARG.get(spec.entry_point) if isinstance(spec.entry_point, str) else None
+    if name is None:
+        return None
+    given = {**(spec.kwargs or {}), **(kwargs or {})}
+    if name not in given:
+        module, _, cls = spec.entry_point.partition(":")
+        param = inspect.signature(getattr(importlib.import_module(module), cls)).parameters[name]
+        given[name] = param.default
+    return 1.0 / int(given[name])
+
+
+def _chance_line(ax: Any, chance: float | None) -> None:
+    if chance is not None:
+        ax.axhline(chance, color="grey", lw=0.8, ls=":", label=f"chance ({chance:.2g})")
+
+
+def plot_curves(
+    results: list[dict[str, Any]], path: str | Path, kwargs: dict[str, Any] | None = None
+) -> Path:
+    """Training success against env steps: one panel per env (by task, then delay as a
+    number), one line per core (mean over seeds, shaded between the worst and the best seed),
+    and the chance level where the task defines one."""
     plt = _plt()
     env_ids = sorted({r["env"] for r in results}, key=lambda e: (task_name(e), env_delay(e) or 0))
     cores = list(dict.fromkeys(r["core"] for r in results))
@@ -123,6 +163,7 @@ def plot_curves(results: list[dict[str, Any]], path: str | Path) -> Path:
                 lo, hi = np.nanmin(curves, 0), np.nanmax(curves, 0)
             ax.plot(grid, mean, color=colours[core], label=f"{core} ({len(runs)} seeds)")
             ax.fill_between(grid, lo, hi, color=colours[core], alpha=0.15, linewidth=0)
+        _chance_line(ax, chance_level(env_id, kwargs))
         ax.set(title=env_id, xlabel="env steps", ylabel="training success rate", ylim=(-0.02, 1.02))
         ax.xaxis.set_major_formatter(_steps_formatter())
         ax.grid(alpha=0.3)
@@ -182,7 +223,8 @@ def plot_delay(
     rows: list[dict[str, Any]], path: str | Path, kwargs: dict[str, Any] | None = None
 ) -> Path | None:
     """Final eval success (IQM, 95% bootstrap CI) against delay, one line per core, one panel
-    per task that was run at two or more delays. ``rows`` are results.md's per (core, env) rows.
+    per task that was run at two or more delays, with the task's chance level where it has one.
+    ``rows`` are results.md's per (core, env) rows.
     Returns None (and draws nothing) when no task has several delays."""
     by_task: dict[str, set[int]] = defaultdict(set)
     for r in rows:
@@ -209,7 +251,10 @@ def plot_delay(
             ax.errorbar(
                 d, y, yerr=err, marker="o", capsize=3, color=plt.cm.tab10(i % 10), label=core
             )
-        delays = sorted({env_delay(r["env"], kwargs) for r in rows if task_name(r["env"]) == task})
+        envs = [r["env"] for r in rows if task_name(r["env"]) == task]
+        chances = {chance_level(e, kwargs) for e in envs}
+        _chance_line(ax, chances.pop() if len(chances) == 1 else None)
+        delays = sorted({env_delay(e, kwargs) for e in envs})
         _delay_axis(ax, delays)
         ax.set(title=task, ylabel="eval success (IQM)", ylim=(-0.02, 1.02))
     fig.tight_layout()
@@ -257,7 +302,7 @@ def plot_ladder(rows: list[dict[str, Any]], path: str | Path) -> Path:
                 color=colour,
                 label=core,
             )
-    left.axhline(0.25, color="grey", lw=0.8, ls=":", label="chance")
+    _chance_line(left, chance_level(rows[0]["env"]) if rows else None)
     left.set(ylabel="eval success (IQM)", ylim=(-0.02, 1.02))
     left.set_title("how far memory reaches")
     right.set(ylabel="us per env step (PPO iteration)")
