@@ -50,7 +50,28 @@ class TrainResult:
     """(env step, success rate) after every update."""
 
 
-def checkpoint(ppo: PPO, cfg: RLConfig, history: list[tuple[int, float]]) -> dict:
+class RecentEpisodes:
+    """Success and return over the last updates holding >= ``least`` finished episodes: what
+    ``ppo.target_success`` / ``target_return`` are judged on (one update's few episodes are
+    noisy)."""
+
+    def __init__(self, least: int, window: list[list[float]] | None = None) -> None:
+        self.least = least
+        self.window = [list(w) for w in window or []]  # [episodes, success sum, return sum]
+
+    def add(self, episodes: float, success: float, ret: float) -> None:
+        if episodes > 0:
+            self.window.append([episodes, success * episodes, ret * episodes])
+        while len(self.window) > 1 and sum(w[0] for w in self.window[1:]) >= self.least:
+            self.window.pop(0)
+
+    def mean(self, column: int) -> float:
+        """Mean success (column 1) or return (2); NaN until ``least`` episodes have finished."""
+        n = sum(w[0] for w in self.window)
+        return sum(w[column] for w in self.window) / n if n >= self.least else float("nan")
+
+
+def checkpoint(ppo: PPO, cfg: RLConfig, history: list[tuple[int, float]], recent=None) -> dict:
     return {
         "model": ppo.model.state_dict(),
         "optimizer": ppo.optimizer.state_dict(),
@@ -58,6 +79,7 @@ def checkpoint(ppo: PPO, cfg: RLConfig, history: list[tuple[int, float]]) -> dic
         "step": ppo.global_step,
         "update": ppo.update_idx,
         "history": list(history),
+        "recent_episodes": [] if recent is None else recent.window,
     }
 
 
@@ -96,6 +118,7 @@ class PPOTrainer:
         self.history: list[tuple[int, float]] = restore(self.ppo, resume, mine) if resume else []
         self.success = self.history[-1][1] if self.history else float("nan")
         self.sps = float("nan")
+        self.recent = RecentEpisodes(cfg.ppo.target_episodes, (resume or {}).get("recent_episodes"))
         self.steps_to_target: int | None = None
         self.n_updates = -(-cfg.ppo.total_steps // self.ppo.steps_per_update)
 
@@ -120,13 +143,14 @@ class PPOTrainer:
         self.sps = scalars["charts/SPS"]
         self.success = distributed.rank_mean(scalars.get("charts/success_rate", float("nan")))
         self.history.append((ppo.global_step, self.success))
+        ret = distributed.rank_mean(scalars.get("charts/episodic_return", float("nan")))
+        episodes = scalars.get("charts/episodes", 0.0) * distributed.world_size()
+        self.recent.add(episodes, self.success, ret)
         target = cfg.ppo.target_success
-        if target and self.success >= target:
+        if target and self.recent.mean(1) >= target:
             self.steps_to_target = ppo.global_step
-        if cfg.ppo.target_return is not None:
-            ret = distributed.rank_mean(scalars.get("charts/episodic_return", float("nan")))
-            if ret >= cfg.ppo.target_return:
-                self.steps_to_target = ppo.global_step
+        if cfg.ppo.target_return is not None and self.recent.mean(2) >= cfg.ppo.target_return:
+            self.steps_to_target = ppo.global_step
         return scalars if ppo.update_idx % cfg.run.log_every == 0 else {}
 
     def after_step(self, writer: Any) -> None:
@@ -141,7 +165,9 @@ class PPOTrainer:
         return {"sps": f"{self.sps:.0f}", "success": success}
 
     def checkpoint(self) -> tuple[Callable[[], dict[str, Any]], Any]:
-        return lambda: checkpoint(self.ppo, self.cfg, self.history), rank_state(self.ppo)
+        return lambda: checkpoint(self.ppo, self.cfg, self.history, self.recent), rank_state(
+            self.ppo
+        )
 
     def finish(self, writer: Any) -> None:
         pass
