@@ -7,11 +7,15 @@ config never sets something that silently does nothing.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from mnemo.memory.options import CoreConfigError, CoreOptions, option
 
 VARIANTS = ("lmm", "mac", "mag", "mal")
+MAX_LR_SQRT_CHUNK = 0.5
+"""Largest max_lr * sqrt(chunk_size): above it the gradient through 2048 tokens grew by 1e3 or
+more (the measured table in memory/neural_memory.py)."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,8 @@ class TitansOptions(CoreOptions):
     conv_kernel: int = option(4, at_least=1)
     """Causal depthwise convolution width after the q/k/v projections (1: none)."""
     max_lr: float = option(0.1, at_least=0.0)
-    """Upper bound of the inner learning rate theta (keep chunk_size * max_lr near 1)."""
+    """Upper bound of the inner learning rate theta; max_lr * sqrt(chunk_size) above
+    ``MAX_LR_SQRT_CHUNK`` is refused (the backward pass diverges; memory/neural_memory.py)."""
     max_grad_norm: float = option(1.0, at_least=0.0)
     """Per-token clip of the inner gradient's norm."""
     ffn_mult: int = option(2, at_least=1)
@@ -62,6 +67,13 @@ class TitansOptions(CoreOptions):
         for key, why in ignored.items():
             if why and getattr(self, key) != field[key].default:
                 raise CoreConfigError(f"core.{key} has no effect: {why}; leave it unset")
+        if self.max_lr * math.sqrt(self.chunk_size) > MAX_LR_SQRT_CHUNK:
+            raise CoreConfigError(
+                f"core.max_lr={self.max_lr:g} with chunk_size={self.chunk_size}: backprop through "
+                f"the memory diverges on long sequences; use max_lr <= "
+                f"{MAX_LR_SQRT_CHUNK / math.sqrt(self.chunk_size):.3g} (max_lr * sqrt(chunk_size)"
+                f" <= {MAX_LR_SQRT_CHUNK})"
+            )
 
     def check_width(self, d_model: int) -> str | None:
         if d_model % self.n_heads:

@@ -106,7 +106,7 @@ def test_validate_core_names_the_option_in_one_line(
 def test_options_are_frozen_and_presets_apply() -> None:
     assert memory.core_options("gtrxl")["gated"] and not memory.core_options("trxl")["gated"]
     assert memory.core_options("titans_mag")["variant"] == "mag"
-    memory.validate_core("titans_mag", {"max_lr": 1}, D)  # an int is a valid float
+    memory.validate_core("titans_mag", {"max_grad_norm": 1}, D)  # an int is a valid float
     opts = type(memory.make_core("gru", D)).options_type()
     with pytest.raises(dataclasses.FrozenInstanceError):
         opts.num_layers = 2  # type: ignore[misc]
