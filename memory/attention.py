@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mnemo.memory.options import CoreOptions, option
+from mnemo.memory.options import MAX_LAYERS, CoreOptions, option
 
 RelFn = Callable[[Tensor], Tensor]
 """Maps position scores by distance (B, H, T, P) to scores by key (B, H, T, K)."""
@@ -33,7 +33,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 class BlockOptions(CoreOptions):
     """Options of the cores built from ``TransformerBlock`` (trxl, gtrxl, compressive)."""
 
-    n_layers: int = option(2, at_least=1)
+    n_layers: int = option(2, at_least=1, at_most=MAX_LAYERS)
     """Number of layers."""
     n_heads: int = option(4, at_least=1)
     """Attention heads (must divide ``d_model``)."""
@@ -49,6 +49,11 @@ class BlockOptions(CoreOptions):
     """Keep the memory's keys/values in the state, so that acting does not re-project them."""
     memory_dtype: str = option("float32", choices=tuple(DTYPES))
     """Storage dtype of the memory ("float32", or "bfloat16" on a GPU)."""
+
+    def inert(self) -> dict[str, str]:
+        if self.gated:
+            return {"pre_ln": "the GRU gates imply pre-LN blocks"}
+        return {"gate_bias": "it is the GRU gates' bias, and gated is false"}
 
     @property
     def norm_first(self) -> bool:

@@ -19,6 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+MAX_LAYERS = 256
+"""Most layers a core may stack: building 10**12 layers would loop for hours (even on the meta
+device, where memory is not the limit), and no memory core here wants more than a few."""
+
 
 class CoreConfigError(ValueError):
     """A core name or core option that does not exist, or a value it cannot take."""
@@ -29,6 +33,7 @@ def option(
     *,
     at_least: float | None = None,
     above: float | None = None,
+    at_most: float | None = None,
     choices: tuple[str, ...] | None = None,
 ) -> Any:
     """A dataclass field with the range or choices ``check_options`` enforces.
@@ -37,9 +42,11 @@ def option(
         default: the value when the user gives none.
         at_least: smallest valid value (inclusive).
         above: values must be greater than this (exclusive).
+        at_most: largest valid value (inclusive): a bound on sizes whose cost is a loop over
+            them (layers), which no memory estimate can catch before the loop runs.
         choices: the valid values of a string option.
     """
-    meta = {"at_least": at_least, "above": above, "choices": choices}
+    meta = {"at_least": at_least, "above": above, "at_most": at_most, "choices": choices}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -50,6 +57,11 @@ class CoreOptions:
     def check_width(self, d_model: int) -> str | None:
         """Why these options cannot serve a core of width ``d_model``, or None if they can."""
         return None
+
+    def inert(self) -> dict[str, str]:
+        """{option: why} for options that do nothing under these settings (a variant without
+        attention has no window): they are refused when set, and not listed as accepted."""
+        return {}
 
 
 def defaults(options_type: type[CoreOptions]) -> dict[str, Any]:
@@ -116,4 +128,7 @@ def _check_value(core: str, key: str, value: Any, hint: Any, meta: Mapping[str, 
         raise CoreConfigError(f"core {core!r}: {key} must be >= {low}, got {value!r}")
     if above is not None and not value > above:
         raise CoreConfigError(f"core {core!r}: {key} must be > {above}, got {value!r}")
+    high = meta.get("at_most")
+    if high is not None and not value <= high:
+        raise CoreConfigError(f"core {core!r}: {key} must be <= {high}, got {value!r}")
     return value

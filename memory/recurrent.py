@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from mnemo.memory.base import CoreOutput, MemoryCore, State
 from mnemo.memory.episode_buckets import bucketed_run
-from mnemo.memory.options import CoreOptions, option
+from mnemo.memory.options import MAX_LAYERS, CoreOptions, option
 from mnemo.memory.registry import register_core
 
 
@@ -40,7 +40,7 @@ class RecurrentOptions(CoreOptions):
 
     cell: str = option("lstm", choices=("lstm", "gru"))
     """The recurrent cell (set by the registered name)."""
-    num_layers: int = option(1, at_least=1)
+    num_layers: int = option(1, at_least=1, at_most=MAX_LAYERS)
     """Stacked recurrent layers."""
     forget_bias: float = 1.0
     """Initial forget-gate bias of the LSTM (ignored by the GRU and when ``chrono`` is set)."""
@@ -50,6 +50,13 @@ class RecurrentOptions(CoreOptions):
     log U(1, chrono - 1) and the LSTM input-gate bias is its negative, so the gates start out
     keeping what they hold over 1..chrono steps. Set it near the delay to be remembered: with
     the default init no core learned Recall-D256; with ``chrono=256`` the LSTM did."""
+
+    def inert(self) -> dict[str, str]:
+        if self.cell == "gru":
+            return {"forget_bias": "the GRU has no forget gate (chrono sets its update gate)"}
+        if self.chrono:
+            return {"forget_bias": "chrono sets the forget-gate biases"}
+        return {}
 
     def check_width(self, d_model: int) -> str | None:
         if 0 < self.chrono < 3:

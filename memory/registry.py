@@ -53,8 +53,12 @@ def core_names() -> list[str]:
 
 
 def core_options(name: str) -> dict[str, Any]:
-    """The options a core accepts (besides ``d_model``) with their defaults for ``name``."""
-    return {**defaults(_core_class(name).options_type), **_PRESETS[name]}
+    """The options a core accepts (besides ``d_model``) with their defaults for ``name``;
+    options that do nothing in this preset (``inert``) are not listed."""
+    options_type = _core_class(name).options_type
+    inert = options_type(**_PRESETS[name]).inert()
+    opts = {**defaults(options_type), **_PRESETS[name]}
+    return {k: v for k, v in opts.items() if k not in inert}
 
 
 def validate_core(name: str, options: Mapping[str, Any], d_model: int | None = None) -> None:
@@ -78,7 +82,14 @@ def make_core(name: str, d_model: int, **options: Any) -> MemoryCore:
 
 def _resolve(name: str, options: Mapping[str, Any], d_model: int | None) -> CoreOptions:
     cls = _core_class(name)
-    return check_options(name, cls.options_type, {**_PRESETS[name], **options}, d_model)
+    opts = check_options(name, cls.options_type, {**_PRESETS[name], **options}, d_model)
+    # An option that would do nothing here is refused rather than silently ignored.
+    for key, why in opts.inert().items():
+        if key in options:
+            raise CoreConfigError(
+                f"core.{key} has no effect: {why} (core {name!r}); leave it unset"
+            )
+    return opts
 
 
 def _core_class(name: str) -> type[MemoryCore]:

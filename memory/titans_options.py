@@ -6,11 +6,10 @@ config never sets something that silently does nothing.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
-from mnemo.memory.options import CoreConfigError, CoreOptions, option
+from mnemo.memory.options import MAX_LAYERS, CoreConfigError, CoreOptions, option
 
 VARIANTS = ("lmm", "mac", "mag", "mal")
 MAX_LR_SQRT_CHUNK = 0.5
@@ -24,7 +23,7 @@ class TitansOptions(CoreOptions):
 
     variant: str = option("mac", choices=VARIANTS)
     """"lmm", "mac", "mag" or "mal" (see the module docstring)."""
-    n_layers: int = option(1, at_least=1)
+    n_layers: int = option(1, at_least=1, at_most=MAX_LAYERS)
     """Stacked layers, each with its own memory (and attention)."""
     n_heads: int = option(2, at_least=1)
     """Heads of the memory and of the attention (must divide ``d_model``)."""
@@ -35,7 +34,7 @@ class TitansOptions(CoreOptions):
     its segment of ``chunk_size`` tokens, LMM has no attention)."""
     n_persistent: int = option(4, at_least=0)
     """Learned persistent-memory tokens (attention context; not LMM)."""
-    mem_depth: int = option(2, at_least=1)
+    mem_depth: int = option(2, at_least=1, at_most=MAX_LAYERS)
     """Layers of the memory MLP."""
     mem_expand: int = option(2, at_least=1)
     """Hidden width of the memory MLP per head width (``mem_depth`` >= 2 only)."""
@@ -53,8 +52,7 @@ class TitansOptions(CoreOptions):
     (MAG's gate becomes a constant 1/2, MAC sees no retrieved tokens, MAL's memory layer adds
     nothing)."""
 
-    def __post_init__(self) -> None:
-        # An option that would do nothing is refused rather than silently ignored.
+    def inert(self) -> dict[str, str]:
         v = self.variant
         no_attention = v == "lmm" and "titans_lmm has no attention"
         ignored = {
@@ -63,10 +61,9 @@ class TitansOptions(CoreOptions):
             "n_persistent": no_attention,
             "mem_expand": self.mem_depth == 1 and "a memory of mem_depth=1 has no hidden layer",
         }
-        field = {f.name: f for f in dataclasses.fields(self)}
-        for key, why in ignored.items():
-            if why and getattr(self, key) != field[key].default:
-                raise CoreConfigError(f"core.{key} has no effect: {why}; leave it unset")
+        return {k: why for k, why in ignored.items() if why}
+
+    def __post_init__(self) -> None:
         if self.max_lr * math.sqrt(self.chunk_size) > MAX_LR_SQRT_CHUNK:
             raise CoreConfigError(
                 f"core.max_lr={self.max_lr:g} with chunk_size={self.chunk_size}: backprop through "

@@ -191,14 +191,8 @@ def test_e_rows_are_independent(core: memory.MemoryCore) -> None:
 
 # Options that by design leave the outputs unchanged (documented in their docstrings).
 NO_OUTPUT_EFFECT = {"cache_kv": "speed only: the same numbers with or without the cache"}
-# Options other cores still ignore in some settings (issue 19, item 2): to be refused or made
-# to act by their owners; listed so that the test stays honest about them.
-KNOWN_IGNORED = {
-    ("trxl", "gate_bias"): "ignored without gated",
-    ("compressive", "gate_bias"): "ignored without gated",
-    ("gtrxl", "pre_ln"): "gated implies pre_ln",
-    ("gru", "forget_bias"): "the GRU has no forget gate",
-}
+# Options that do nothing in some preset are not accepted there (``CoreOptions.inert``): the
+# registry does not list them, and setting one is refused (test_inert_options_are_refused).
 
 
 def other_values(default, meta) -> list:
@@ -240,8 +234,6 @@ def test_every_accepted_option_changes_the_output(name: str, key: str) -> None:
     """Each option acts or is refused: a value the core accepts must change its outputs."""
     if key in NO_OUTPUT_EFFECT:
         pytest.skip(NO_OUTPUT_EFFECT[key])
-    if (name, key) in KNOWN_IGNORED:
-        pytest.xfail(KNOWN_IGNORED[(name, key)])
     base = small_options(name)
     default = {**memory.core_options(name), **base}[key]
     meta = {
@@ -259,3 +251,26 @@ def test_every_accepted_option_changes_the_output(name: str, key: str) -> None:
         return
     # Refused at every other value: the option cannot be set to anything that does nothing.
     assert tried, f"{name}: no other value of {key} to try"
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "value"),
+    [
+        ("trxl", "gate_bias", 3.0),
+        ("gtrxl", "pre_ln", True),
+        ("gru", "forget_bias", 2.0),
+        ("titans_mac", "window", 16),
+        ("titans_lmm", "n_persistent", 2),
+    ],
+)
+def test_inert_options_are_refused(name: str, key: str, value: object) -> None:
+    assert key not in memory.core_options(name)
+    with pytest.raises(memory.CoreConfigError, match=f"core.{key} has no effect"):
+        memory.make_core(name, D, **{key: value})
+
+
+@pytest.mark.parametrize(("name", "key"), [("lstm", "num_layers"), ("gtrxl", "n_layers")])
+def test_layer_counts_are_bounded(name: str, key: str) -> None:
+    # 10**12 layers would loop for hours before any memory check could stop it.
+    with pytest.raises(memory.CoreConfigError, match=f"{key} must be <= 256"):
+        memory.validate_core(name, {key: 10**12})

@@ -176,7 +176,7 @@ def test_outer_parameters_learn_through_the_inner_updates(name: str) -> None:
 @pytest.mark.parametrize("name", ["titans_lmm", "titans_mac"])
 def test_long_sequences_stay_finite(name: str) -> None:
     torch.manual_seed(0)
-    core = memory.make_core(name, 16, chunk_size=16, window=8)
+    core = memory.make_core(name, 16, chunk_size=16)
     x = (20.0 * torch.randn(1, 4096, 16)).requires_grad_()
     starts = torch.zeros(1, 4096, dtype=torch.bool)
     out = core(x, core.initial_state(1, "cpu"), starts)
