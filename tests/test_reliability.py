@@ -96,6 +96,25 @@ def test_nan_stops_with_step_and_keeps_last_good_checkpoint(
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
+def test_non_finite_gradient_stops_before_the_optimizer_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A finite loss whose gradient is inf: the weights must not take that step.
+    original = torch.nn.utils.clip_grad_norm_
+
+    def poisoned(params, *args, **kwargs):  # type: ignore[no-untyped-def]
+        params = list(params)
+        params[0].grad.fill_(float("inf"))
+        return original(params, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", poisoned)
+    cfg = load_rl_config(
+        "configs/recall_lstm.yaml", [*TINY, "ppo.total_steps=1024", f"run.dir={tmp_path}"]
+    )
+    with pytest.raises(NonFiniteError, match=r"non-finite gradient at step 128 \(update 1\)"):
+        train(cfg)
+
+
 def spawn_train(run: Path, steps: int) -> subprocess.Popen:
     cmd = [
         sys.executable,

@@ -240,7 +240,13 @@ class PPO:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 distributed.all_reduce_grads(self.model)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                # Gradients are all-reduced, so every rank sees the same norm and stops together.
+                if not bool(torch.isfinite(norm)):
+                    raise NonFiniteError(
+                        f"non-finite gradient at step {self.global_step} (update "
+                        f"{self.update_idx + 1}); the last good checkpoint is kept"
+                    )
                 self.optimizer.step()
                 for k, v in metrics.items():
                     logs.setdefault(k, []).append(float(v.detach()))
