@@ -135,6 +135,10 @@ class RunConfig(RunSection):
     """Run name; default ``<core>-<env>``."""
     video_every: int = 0
     """Record an evaluation episode as a TensorBoard video every N updates (0 = never)."""
+    init_from: str | None = None
+    """Start from the weights of another run (a run folder or checkpoint file): a warm start or
+    a curriculum step, e.g. from a Recall-D256 solution to D1024. Only the weights are taken
+    (not the optimizer, step or envs); the architecture must match."""
 
     def validate(self) -> None:
         super().validate()

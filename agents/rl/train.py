@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from mnemo.agents import distributed, run_loop
-from mnemo.agents.checkpoint import rng_state, safe_unpickle, set_rng_state
+from mnemo.agents.checkpoint import load_checkpoint, rng_state, safe_unpickle, set_rng_state
 from mnemo.agents.config_loader import to_dict
-from mnemo.agents.errors import Interrupted
+from mnemo.agents.errors import CheckpointError, Interrupted
 from mnemo.agents.interrupt import GracefulStop
 from mnemo.agents.rl.config import RLConfig, describe
 from mnemo.agents.rl.ppo import PPO
@@ -109,12 +109,27 @@ def restore(ppo: PPO, ckpt: dict, mine: dict) -> list[tuple[int, float]]:
     return [tuple(h) for h in ckpt.get("history", [])]  # type: ignore[misc]
 
 
+def warm_start(ppo: PPO, path: str) -> None:
+    """Load another run's weights into a fresh PPO (``run.init_from``); one line on a mismatch."""
+    ckpt = load_checkpoint(path)
+    try:
+        ppo.model.load_state_dict(ckpt["model"])
+    except (RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0][:200]
+        raise CheckpointError(
+            f"run.init_from={path}: its weights do not fit this model ({first})"
+        ) from None
+    distributed.broadcast_params(ppo.model)
+
+
 class PPOTrainer:
     """PPO as a ``run_loop.Trainer``: one iteration is one update (rollout + optimisation)."""
 
     def __init__(self, cfg: RLConfig, resume: dict | None, mine: dict | None) -> None:
         self.cfg = cfg
         self.ppo = PPO(cfg)  # before touching the disk: a bad env or space fails with no run folder
+        if cfg.run.init_from and resume is None:
+            warm_start(self.ppo, cfg.run.init_from)
         self.history: list[tuple[int, float]] = restore(self.ppo, resume, mine) if resume else []
         self.success = self.history[-1][1] if self.history else float("nan")
         self.sps = float("nan")
