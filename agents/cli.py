@@ -142,6 +142,7 @@ def cmd_ladder(args: argparse.Namespace) -> int:
         overrides=args.overrides,
         eval_episodes=args.eval_episodes,
         command="mnemo " + " ".join(sys.argv[1:]),
+        cost_only=args.cost_only,
     )
     for line in errors:
         print(f"run failed: {line}", file=sys.stderr)
@@ -226,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     lad.add_argument("--jobs", type=int, default=1, help="runs at a time (processes)")
     lad.add_argument("--config", default=None, help="base YAML config (default: built-in)")
     lad.add_argument("--eval-episodes", type=int, default=100, help="held-out episodes per run")
+    lad.add_argument(
+        "--cost-only", action="store_true", help="measure the cost per env step only (no training)"
+    )
     lad.add_argument("overrides", nargs="*", help="key.sub=value overrides for every run")
     lad.set_defaults(func=cmd_ladder)
 

@@ -46,3 +46,12 @@ def test_tiny_ladder_writes_table_and_plot_and_resumes(tmp_path: Path, capsys) -
     assert len(first) == 2
     assert main(args) == 0  # a rerun trains nothing again
     assert sorted(p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")) == first
+
+
+def test_cost_only_trains_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "cost"
+    args = ["ladder", "--cores", "lstm", "--delays", "8,16", "--steps", "1e3", "--cost-only"]
+    assert main([*args, "--out", str(out), "env.num_envs=8"]) == 0
+    table = (out / "ladder.md").read_text()
+    assert " us, " in table and " MB |" in table and "eval success" not in table.lower()
+    assert not list(out.glob("runs/*"))

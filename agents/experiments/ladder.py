@@ -19,7 +19,6 @@ compare``.
 from __future__ import annotations
 
 import math
-import resource
 import time
 from collections.abc import Sequence
 from multiprocessing import get_context
@@ -107,26 +106,56 @@ def plan_ladder(
 
 
 def _measure(config: dict[str, Any], iterations: int) -> tuple[float, float]:
-    """(seconds per env step, peak MB added) of PPO iterations, in this (fresh) process."""
+    """(seconds per env step, MB that grow with the run) of PPO iterations, in this process.
+
+    Memory is counted, not sampled from the process: the rollout storage (with the core states
+    stored at every BPTT chunk) plus the largest minibatch's tensors saved for backward (the
+    activations), found with ``saved_tensors_hooks``. That is what scales with delay, memory
+    length and batch; the process's RSS is dominated by torch itself.
+    """
     import torch
 
     from mnemo.agents.rl.ppo import PPO
+    from mnemo.memory.base import tree_leaves
 
     cfg = from_dict(RLConfig, config)
     cfg.env.num_envs = COST_ENVS
     torch.set_num_threads(cfg.threads or 1)
     torch.manual_seed(cfg.seed)
-    # ru_maxrss is the process's peak (KiB on Linux): what envs, model, rollout storage and the
-    # iterations' activations add to a process that has only imported torch and mnemo.
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     ppo = PPO(cfg)
     ppo.iterate()  # warm-up: first-call allocations and lazy inits, not timed
     t0 = time.perf_counter()
     for _ in range(iterations):
         ppo.iterate()
     per_step = (time.perf_counter() - t0) / (iterations * ppo.steps_per_update)
-    added = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-    return per_step, max(added, 0.0)
+
+    ro, last_value = ppo.collect()
+    stored = [v for k, v in vars(ro).items() if k != "chunk_states"] + [
+        leaf for s in ro.chunk_states for leaf in tree_leaves(s)
+    ]
+    rollout_bytes = sum(x.numel() * x.element_size() for x in stored)
+    saved: dict[int, int] = {}  # storage -> bytes, for the current backward graph
+
+    def pack(x: torch.Tensor) -> torch.Tensor:
+        saved[x.untyped_storage().data_ptr()] = x.untyped_storage().nbytes()
+        return x
+
+    peak = 0
+    real_backward = torch.Tensor.backward
+
+    def backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        nonlocal peak
+        peak = max(peak, sum(saved.values()))
+        saved.clear()
+        real_backward(self, *args, **kwargs)
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        torch.Tensor.backward = backward  # type: ignore[method-assign]
+        try:
+            ppo.update(ro, last_value)
+        finally:
+            torch.Tensor.backward = real_backward  # type: ignore[method-assign]
+    return per_step, (rollout_bytes + peak) / 2**20
 
 
 def measure_costs(specs: list[RunSpec], iterations: int = 3) -> dict[tuple[str, int], dict]:
@@ -141,20 +170,31 @@ def measure_costs(specs: list[RunSpec], iterations: int = 3) -> dict[tuple[str, 
     for key, spec in firsts.items():
         with ctx.Pool(1) as pool:
             per_step, mb = pool.apply(_measure, (spec.config, iterations))
-        costs[key] = {"us_per_step": per_step * 1e6, "peak_mb": mb}
+        costs[key] = {"us_per_step": per_step * 1e6, "mb": mb}
     return costs
+
+
+def _cells(results: list[dict[str, Any]], costs: dict[tuple[str, int], dict]) -> list[dict]:
+    """One row per (core, delay): compare's summary of the runs (if any) and the cost."""
+    from mnemo.agents.experiments.plots import env_delay
+
+    rows = {}
+    for r in summarize(results):
+        rows[(r["core"], env_delay(r["env"]))] = r
+    for key, cost in costs.items():
+        rows.setdefault(key, {"core": key[0]}).update(cost)
+    for (_, delay), r in rows.items():
+        r["delay"] = delay
+    return list(rows.values())
 
 
 def write_ladder(
     results: list[dict[str, Any]], costs: dict[tuple[str, int], dict], out: Path, command: str
 ) -> list[Path]:
-    """ladder.md and ladder.png from the runs' results and the costs."""
-    from mnemo.agents.experiments.plots import env_delay, plot_ladder
+    """ladder.md and ladder.png from the runs' results (none with --cost-only) and the costs."""
+    from mnemo.agents.experiments.plots import plot_ladder
 
-    rows = summarize(results)
-    for r in rows:
-        r["delay"] = env_delay(r["env"])
-        r.update(costs.get((r["core"], r["delay"]), {}))
+    rows = _cells(results, costs)
     cores = list(dict.fromkeys(r["core"] for r in rows))
     delays = sorted({r["delay"] for r in rows})
     cell = {(r["core"], r["delay"]): r for r in rows}
@@ -165,37 +205,35 @@ def write_ladder(
     for core in cores:
         marks, prices = [], []
         for d in delays:
-            r = cell.get((core, d))
-            if r is None:
-                marks.append("")
-                prices.append("")
-                continue
-            s90 = r["median_steps_to_90"]
-            reach = "-" if s90 is None else f"{s90 / 1e6:.2g}M"
-            marks.append(f"{r['iqm']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] ({reach})")
-            prices.append(
-                f"{r['us_per_step']:.0f} us, {r['peak_mb']:.0f} MB" if "us_per_step" in r else ""
-            )
+            r = cell.get((core, d), {})
+            mark = ""
+            if "iqm" in r:
+                s90 = r["median_steps_to_90"]
+                reach = "-" if s90 is None else f"{s90 / 1e6:.2g}M"
+                mark = f"{r['iqm']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] ({reach})"
+            marks.append(mark)
+            prices.append(f"{r['us_per_step']:.0f} us, {r['mb']:.0f} MB" if "mb" in r else "")
         success.append(f"| {core} | " + " | ".join(marks) + " |")
         cost.append(f"| {core} | " + " | ".join(prices) + " |")
-    steps = max(r["steps"] for r in results)
-    seeds = max(r["seeds"] for r in rows)
     plot = plot_ladder(rows, out / "ladder.png")
-    text = [
-        "# mnemo ladder",
-        "",
-        f"`{command}`",
-        "",
-        f"Recall at each delay, {steps:,} env steps per run, {seeds} seed(s) per cell. Eval "
-        "success of the final greedy policy on held-out seeds (IQM across seeds, 95% bootstrap "
-        "CI), then the median env steps at which the training success rate reached 0.9 "
-        "(- : never), over the seeds that reached it. Chance is 0.25.",
-        "",
-        *success,
-        "",
+    text = ["# mnemo ladder", "", f"`{command}`", ""]
+    if results:
+        steps = max(r["steps"] for r in results)
+        seeds = max(r["seeds"] for r in rows if "seeds" in r)
+        text += [
+            f"Recall at each delay, {steps:,} env steps per run, {seeds} seed(s) per cell. Eval "
+            "success of the final greedy policy on held-out seeds (IQM across seeds, 95% "
+            "bootstrap CI), then the median env steps at which the training success rate "
+            "reached 0.9 (- : never), over the seeds that reached it. Chance is 0.25.",
+            "",
+            *success,
+            "",
+        ]
+    text += [
         f"Cost of a PPO iteration ({COST_ENVS} envs, the same config, one process each): "
-        "microseconds per env step, and the peak memory that envs, model, rollout and "
-        "iterations add to a process that has imported torch and mnemo.",
+        "microseconds per env step, and the memory that grows with the run: the rollout "
+        "storage (with the stored core states) plus the largest minibatch's activations "
+        "saved for backward.",
         "",
         *cost,
         "",
@@ -217,14 +255,18 @@ def ladder(
     eval_episodes: int = 100,
     progress: bool = True,
     command: str = "ladder()",
+    cost_only: bool = False,
 ) -> tuple[list[Path], list[str]]:
     """Run the ladder (resuming what an earlier call left), write its table and plot.
 
+    With ``cost_only`` nothing is trained: only the cost per (core, delay) is measured.
     Returns the written paths and the error lines of runs that failed (rerun to retry them).
     """
     out = Path(out)
     specs = plan_ladder(cores, delays, seeds, out, steps, config, overrides, eval_episodes)
     out.mkdir(parents=True, exist_ok=True)
+    if cost_only:  # one timed iteration: a cost table of every core in minutes
+        return write_ladder([], measure_costs(specs, iterations=1), out, command), []
     errors = execute(specs, jobs, progress)
     results = [load_result(s.result_path) for s in specs if s.result_path.is_file()]
     if not results:

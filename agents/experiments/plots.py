@@ -216,7 +216,8 @@ def _delay_axis(ax: Any, delays: list[int]) -> None:
     ax.minorticks_off()
     ax.set_xlabel("delay (steps)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
 
 
 def plot_delay(
@@ -281,34 +282,37 @@ class _quiet:
 def plot_ladder(rows: list[dict[str, Any]], path: str | Path) -> Path:
     """``mnemo ladder``'s figure: eval success (IQM, 95% CI) and cost per env step against
     delay, one line per core. ``rows`` are per (core, delay) with ``delay``, ``iqm``,
-    ``ci_low``, ``ci_high`` and, where measured, ``us_per_step``."""
+    ``ci_low``, ``ci_high`` (trained cells) and ``us_per_step``, ``mb`` (measured cells)."""
     plt = _plt()
     cores = list(dict.fromkeys(r["core"] for r in rows))
     delays = sorted({r["delay"] for r in rows})
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
+    fig, (left, right, mem) = plt.subplots(1, 3, figsize=(14, 3.8), dpi=100)
     for i, core in enumerate(cores):
         mine = sorted((r for r in rows if r["core"] == core), key=lambda r: r["delay"])
-        d = np.array([r["delay"] for r in mine], dtype=float)
-        y = np.array([r["iqm"] for r in mine])
-        err = np.stack([y - [r["ci_low"] for r in mine], [r["ci_high"] for r in mine] - y])
         colour = plt.cm.tab10(i % 10)
-        left.errorbar(d, y, yerr=err, marker="o", capsize=3, color=colour, label=core)
+        trained = [r for r in mine if "iqm" in r]
+        if trained:
+            d = np.array([r["delay"] for r in trained], dtype=float)
+            y = np.array([r["iqm"] for r in trained])
+            lo, hi = [r["ci_low"] for r in trained], [r["ci_high"] for r in trained]
+            err = np.stack([y - lo, hi - y])
+            left.errorbar(d, y, yerr=err, marker="o", capsize=3, color=colour, label=core)
         costed = [r for r in mine if "us_per_step" in r]
-        if costed:
-            right.plot(
-                [r["delay"] for r in costed],
-                [r["us_per_step"] for r in costed],
-                marker="o",
-                color=colour,
-                label=core,
-            )
-    _chance_line(left, chance_level(rows[0]["env"]) if rows else None)
+        for ax, key in ((right, "us_per_step"), (mem, "mb")):
+            if costed:
+                x = [r["delay"] for r in costed]
+                ax.plot(x, [r[key] for r in costed], marker="o", color=colour, label=core)
+    envs = [r["env"] for r in rows if "env" in r]
+    _chance_line(left, chance_level(envs[0]) if envs else None)
     left.set(ylabel="eval success (IQM)", ylim=(-0.02, 1.02))
     left.set_title("how far memory reaches")
     right.set(ylabel="us per env step (PPO iteration)")
-    right.set_title("what it costs")
-    right.set_yscale("log")
-    for ax in (left, right):
+    right.set_title("what it costs: time")
+    mem.set(ylabel="MB (rollout + activations)")
+    mem.set_title("what it costs: memory")
+    for ax in (right, mem):
+        ax.set_yscale("log")
+    for ax in (left, right, mem):
         _delay_axis(ax, delays)
     fig.tight_layout()
     path = Path(path)
