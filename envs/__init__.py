@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import gymnasium as gym
 
 RECALL_DELAYS = (8, 16, 32, 64, 128, 256, 512, 1024)
@@ -31,4 +33,8 @@ _register()
 
 def mnemo_env_ids() -> list[str]:
     """Every env id registered by mnemo."""
-    return sorted(i for i in gym.registry if i.startswith("mnemo/"))
+
+    def natural(env_id: str) -> list[object]:  # D8 before D16 before D1024
+        return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", env_id)]
+
+    return sorted((i for i in gym.registry if i.startswith("mnemo/")), key=natural)
