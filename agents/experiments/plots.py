@@ -286,12 +286,14 @@ def plot_ladder(rows: list[dict[str, Any]], path: str | Path) -> Path:
     plt = _plt()
     cores = list(dict.fromkeys(r["core"] for r in rows))
     delays = sorted({r["delay"] for r in rows})
-    fig, (left, right, mem) = plt.subplots(1, 3, figsize=(14, 3.8), dpi=100)
+    trained_any = any("iqm" in r for r in rows)
+    fig, axes = plt.subplots(1, 3 if trained_any else 2, figsize=(14 if trained_any else 10, 3.8))
+    left, right, mem = axes if trained_any else (None, *axes)
     for i, core in enumerate(cores):
         mine = sorted((r for r in rows if r["core"] == core), key=lambda r: r["delay"])
         colour = plt.cm.tab10(i % 10)
         trained = [r for r in mine if "iqm" in r]
-        if trained:
+        if trained and left is not None:
             d = np.array([r["delay"] for r in trained], dtype=float)
             y = np.array([r["iqm"] for r in trained])
             lo, hi = [r["ci_low"] for r in trained], [r["ci_high"] for r in trained]
@@ -302,17 +304,18 @@ def plot_ladder(rows: list[dict[str, Any]], path: str | Path) -> Path:
             if costed:
                 x = [r["delay"] for r in costed]
                 ax.plot(x, [r[key] for r in costed], marker="o", color=colour, label=core)
-    envs = [r["env"] for r in rows if "env" in r]
-    _chance_line(left, chance_level(envs[0]) if envs else None)
-    left.set(ylabel="eval success (IQM)", ylim=(-0.02, 1.02))
-    left.set_title("how far memory reaches")
+    if left is not None:
+        envs = [r["env"] for r in rows if "env" in r]
+        _chance_line(left, chance_level(envs[0]) if envs else None)
+        left.set(ylabel="eval success (IQM)", ylim=(-0.02, 1.02))
+        left.set_title("how far memory reaches")
     right.set(ylabel="us per env step (PPO iteration)")
     right.set_title("what it costs: time")
     mem.set(ylabel="MB (rollout + activations)")
     mem.set_title("what it costs: memory")
     for ax in (right, mem):
         ax.set_yscale("log")
-    for ax in (left, right, mem):
+    for ax in axes:
         _delay_axis(ax, delays)
     fig.tight_layout()
     path = Path(path)
