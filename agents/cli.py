@@ -47,9 +47,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if not distributed.is_main():
         return 0
+    success = result.final_success
+    shown = "n/a" if success != success else f"{success:.3f}"  # NaN: the env reports none
     print(
         f"run {result.run_dir}: {result.steps} steps in {result.wall_s:.1f} s "
-        f"({result.sps:.0f} SPS), final success {result.final_success:.3f}"
+        f"({result.sps:.0f} SPS), final success {shown}"
         + (f", target reached at {result.steps_to_target} steps" if result.steps_to_target else "")
     )
     return 0
