@@ -111,11 +111,14 @@ def _measure(config: dict[str, Any], iterations: int) -> tuple[float, float]:
     Memory is counted, not sampled from the process: the rollout storage (with the core states
     stored at every BPTT chunk) plus the largest minibatch's tensors saved for backward (the
     activations), found with ``saved_tensors_hooks``. That is what scales with delay, memory
-    length and batch; the process's RSS is dominated by torch itself.
+    length and batch; the process's RSS is dominated by torch itself. (Without
+    ``agent.recon_coef``'s head: the ladder does not use it.)
     """
     import torch
 
     from mnemo.agents.rl.ppo import PPO
+    from mnemo.agents.rl.ppo_loss import LossOutputs, ppo_loss
+    from mnemo.agents.rl.rollout import compute_gae, sequence_minibatches
     from mnemo.memory.base import tree_leaves
 
     cfg = from_dict(RLConfig, config)
@@ -134,27 +137,21 @@ def _measure(config: dict[str, Any], iterations: int) -> tuple[float, float]:
         leaf for s in ro.chunk_states for leaf in tree_leaves(s)
     ]
     rollout_bytes = sum(x.numel() * x.element_size() for x in stored)
-    saved: dict[int, int] = {}  # storage -> bytes, for the current backward graph
+    # One minibatch's forward and loss, as ``PPO.update`` runs them (all minibatches have the
+    # same shape): the tensors autograd saves for backward are the activations it must hold.
+    p = cfg.ppo
+    adv, ret = compute_gae(ro.reward, ro.value, ro.done, last_value, p.gamma, p.gae_lambda)
+    mb = next(iter(sequence_minibatches(ro, adv, ret, p.minibatches, ppo.generator)))
+    saved: dict[int, int] = {}  # storage -> bytes
 
     def pack(x: torch.Tensor) -> torch.Tensor:
         saved[x.untyped_storage().data_ptr()] = x.untyped_storage().nbytes()
         return x
 
-    peak = 0
-    real_backward = torch.Tensor.backward
-
-    def backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        nonlocal peak
-        peak = max(peak, sum(saved.values()))
-        saved.clear()
-        real_backward(self, *args, **kwargs)
-
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
-        torch.Tensor.backward = backward  # type: ignore[method-assign]
-        try:
-            ppo.update(ro, last_value)
-        finally:
-            torch.Tensor.backward = real_backward  # type: ignore[method-assign]
+        out = ppo.model(mb.obs, mb.prev_action, mb.prev_reward, mb.state, mb.episode_start)
+        ppo_loss(LossOutputs(out.logits, out.value, out.aux_loss, None), mb, p)
+    peak = sum(saved.values())
     return per_step, (rollout_bytes + peak) / 2**20
 
 
