@@ -45,9 +45,12 @@ exponentially with length above ~0.5 (at 512 tokens and chunk 4: 2e-2 at 0.2, 7e
 ``TitansOptions`` refuses max_lr * sqrt(chunk_size) > 0.5.
 
 Departures from the paper:
-- Retrieval for a token reads the weights as of its chunk start (the paper's M*_{t-1} read
-  would need per-token weights inside a chunk); this is what makes step-by-step acting equal
-  to the parallel form.
+- Reads inside a chunk (``read_within``, the default of the Titans cores): token t reads M_t,
+  the memory after its chunk's tokens up to t, with every gradient taken at the chunk-start
+  weights (the dual form of test-time training, Sun et al. 2024): a (b x b) causal mix of the
+  chunk's gradient factors, so a step-by-step call computes the same numbers as a chunk at
+  once. The paper reads M*_{t-1}, with gradients at the per-token weights. ``read`` reads the
+  chunk-start weights (``intra_chunk_reads=false``).
 - Per-token gradient clipping (the paper gives no guard; other ports hit NaNs at length 4k).
 - No bias terms in the memory MLP; M_0 is a learned parameter per head.
 """
@@ -70,17 +73,26 @@ class ChunkCoefs(NamedTuple):
     """eta, theta, alpha of a chunk folded into the closed form of its recurrence.
 
     Within a chunk, S_i = eta_i S_{i-1} + g_i U_i and W_i = (1 - alpha_i) W_{i-1} + S_i
-    (U_i the gradient, g_i = -theta_i times its clip) give
-    W_b = keep_all W_0 + w_from_s0 S_0 + sum_j w_acc_j g_j U_j and
+    (U_i the gradient, g_i = -theta_i times its clip) give, after each token t,
+    W_t = keep_t W_0 + w_from_s0_t S_0 + sum_{j <= t} w_acc_tj g_j U_j and, at the chunk's end,
     S_b = eta_all S_0 + sum_j s_acc_j g_j U_j.
     """
 
     theta: Tensor  # (..., H, b)
-    w_acc: Tensor  # (..., H, b)
+    w_acc: Tensor  # (..., H, b, b), lower triangular
     s_acc: Tensor  # (..., H, b)
-    w_from_s0: Tensor  # (..., H)
-    keep_all: Tensor  # (..., H)
+    w_from_s0: Tensor  # (..., H, b)
+    keep: Tensor  # (..., H, b)
     eta_all: Tensor  # (..., H)
+
+
+class TokenGrads(NamedTuple):
+    """Each token's inner gradient at the chunk-start weights, as factors: layer l's gradient
+    of token j is the outer product hs[l]_j dzs[l]_j, and it enters the update times g_j."""
+
+    hs: Weights  # per layer (..., H, b, d_in): the layer's inputs
+    dzs: Weights  # per layer (..., H, b, d_out): the loss's gradient at the layer's outputs
+    g: Tensor  # (..., H, b): -theta_j times token j's clip factor
 
 
 def _l2norm(x: Tensor) -> Tensor:
@@ -195,16 +207,20 @@ class NeuralMemory(nn.Module):
         b = gate_in.shape[-2]
         le, lk = torch.cumsum(log_eta, -1), torch.cumsum(log_keep, -1)
         tri = torch.ones(b, b, dtype=torch.bool, device=gate_in.device).tril()
+
+        def lower(log_ratio: Tensor) -> Tensor:  # exp of [i, j] entries with j <= i, else 0
+            return torch.exp(log_ratio.masked_fill(~tri, -math.inf))
+
         # a[i, j] = prod_{j < l <= i} eta_l: how much of token j's surprise is left at i.
-        a = torch.exp((le[..., :, None] - le[..., None, :]).masked_fill(~tri, -math.inf))
-        gamma = torch.exp(lk[..., -1:] - lk)  # prod_{l > i} (1 - alpha_l)
+        a = lower(le[..., :, None] - le[..., None, :])
+        gamma = lower(lk[..., :, None] - lk[..., None, :])  # [t, i] = prod_{i < l <= t} (1-alpha_l)
         eta_prod = torch.exp(le)  # prod_{l <= i} eta_l
         return ChunkCoefs(
             theta=self.max_lr * torch.sigmoid(logits[1]),
-            w_acc=(gamma[..., :, None] * a).sum(-2),
+            w_acc=gamma @ a,
             s_acc=a[..., -1, :],
-            w_from_s0=(gamma * eta_prod).sum(-1),
-            keep_all=torch.exp(lk[..., -1]),
+            w_from_s0=(gamma @ eta_prod[..., None])[..., 0],
+            keep=torch.exp(lk),
             eta_all=eta_prod[..., -1],
         )
 
@@ -224,20 +240,11 @@ class NeuralMemory(nn.Module):
         """
         return (_mlp(weights, k) - v).square().sum((-1, 1))
 
-    def write(
-        self, weights: Weights, momentum: Weights, k: Tensor, v: Tensor, c: ChunkCoefs
-    ) -> tuple[Weights, Weights]:
-        """One chunk of test-time learning, gradients at the chunk-start ``weights``.
+    def token_grads(self, weights: Weights, k: Tensor, v: Tensor, c: ChunkCoefs) -> TokenGrads:
+        """Each token's clipped inner gradient of ||M(k) - v||^2 at the chunk-start ``weights``.
 
-        Args:
-            weights, momentum: M_{t'} and S_{t'}, each layer (B, H, d_in, d_out).
-            k, v: (B, H, b, Dh) keys and values of the chunk's b tokens.
-            c: the chunk's coefficients (``coefficients``), fields (B, H, b) or (B, H).
-
-        Returns:
-            M and S after the chunk's last token.
+        A forward and manual backward pass of the MLP: k, v (..., H, b, Dh).
         """
-        # Forward and manual backward of ||M(k) - v||^2 per token at the chunk-start weights.
         hs, zs = [k], []
         for i, w in enumerate(weights):
             zs.append(hs[-1] @ w)
@@ -251,14 +258,67 @@ class NeuralMemory(nn.Module):
         # ||h^T dz||_F = ||h|| ||dz||: per-token gradient norms without outer products.
         sq = sum(h.square().sum(-1) * dz.square().sum(-1) for h, dz in zip(hs, dzs))
         clip = (self.max_grad_norm / torch.sqrt(sq + 1e-12)).clamp(max=1.0)
-        g = -c.theta * clip  # (B, H, b): coefficient of token j's gradient in S_j
-        w_coef, s_coef = (c.w_acc * g)[..., None], (c.s_acc * g)[..., None]
-        keep, w_s0, eta = (t[..., None, None] for t in (c.keep_all, c.w_from_s0, c.eta_all))
+        return TokenGrads(tuple(hs), tuple(dzs), -c.theta * clip)
+
+    def write(
+        self,
+        weights: Weights,
+        momentum: Weights,
+        k: Tensor,
+        v: Tensor,
+        c: ChunkCoefs,
+        grads: TokenGrads | None = None,
+    ) -> tuple[Weights, Weights]:
+        """One chunk of test-time learning, gradients at the chunk-start ``weights``.
+
+        Args:
+            weights, momentum: M_{t'} and S_{t'}, each layer (B, H, d_in, d_out).
+            k, v: (B, H, b, Dh) keys and values of the chunk's b tokens.
+            c: the chunk's coefficients (``coefficients``), fields (B, H, b, ...) or (B, H).
+            grads: ``token_grads(weights, k, v, c)`` if already computed.
+
+        Returns:
+            M and S after the chunk's last token.
+        """
+        gr = grads if grads is not None else self.token_grads(weights, k, v, c)
+        w_coef, s_coef = (c.w_acc[..., -1, :] * gr.g)[..., None], (c.s_acc * gr.g)[..., None]
+        keep, w_s0 = c.keep[..., -1, None, None], c.w_from_s0[..., -1, None, None]
+        eta = c.eta_all[..., None, None]
         new_w, new_s = [], []
-        for w, s0, h, dz in zip(weights, momentum, hs, dzs):
+        for w, s0, h, dz in zip(weights, momentum, gr.hs, gr.dzs):
             new_w.append(keep * w + w_s0 * s0 + (h * w_coef).transpose(-1, -2) @ dz)
             new_s.append(eta * s0 + (h * s_coef).transpose(-1, -2) @ dz)
         return tuple(new_w), tuple(new_s)
+
+    def read_within(
+        self, weights: Weights, momentum: Weights, grads: TokenGrads, c: ChunkCoefs, q: Tensor
+    ) -> Tensor:
+        """Token t reads M_t(q_t), the memory after its chunk's tokens up to t (dual form).
+
+        M_t = keep_t W_0 + w_from_s0_t S_0 + sum_{j <= t} w_acc_tj g_j h_j dz_j^T layer by
+        layer, so x M_t = keep_t x W_0 + w_from_s0_t x S_0 + sum_j (w_acc_tj g_j x.h_j) dz_j:
+        a causal (b x b) attention over the chunk's gradient factors, never forming M_t.
+        Causal, and the same numbers whether the chunk arrives at once or token by token.
+
+        Args:
+            weights, momentum: chunk-start M and S, each layer (..., H, d_in, d_out).
+            grads: ``token_grads`` of the chunk at ``weights``.
+            c: the chunk's coefficients.
+            q: (..., H, b, Dh) queries.
+
+        Returns:
+            (..., b, D), heads merged and RMS-normalised like ``read``.
+        """
+        x = q
+        mix = c.w_acc * grads.g[..., None, :]  # (..., H, b, b)
+        last = len(weights) - 1
+        for i, (w, s0, h, dz) in enumerate(zip(weights, momentum, grads.hs, grads.dzs)):
+            base = c.keep[..., None] * (x @ w) + c.w_from_s0[..., None] * (x @ s0)
+            x = base + ((x @ h.transpose(-1, -2)) * mix) @ dz
+            if i < last:
+                x = F.silu(x)
+        h_out = x.transpose(-2, -3)  # (..., b, H, Dh)
+        return self.out_norm(h_out.reshape(*h_out.shape[:-2], self.d_model))
 
 
 def _mlp(weights: Weights, x: Tensor) -> Tensor:

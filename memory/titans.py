@@ -25,9 +25,12 @@ over T equals T calls of one step. Rows with an episode start get M_0, zero mome
 convolution context and an empty KV cache (``torch.where``: no gradient crosses a reset).
 
 Departures from the paper:
-- Causality inside a segment: reads use the weights as of the chunk start, both for retrieval
-  and for MAC's final gate M*(y) (the paper's M*_t(y_t) after updating with the whole segment
-  would let token j see tokens after j, which an acting agent cannot do).
+- Causality inside a segment: with ``intra_chunk_reads`` (the default) token t reads the
+  memory updated by its chunk's tokens up to t, gradients taken at the chunk start
+  (``NeuralMemory.read_within``); MAC's final gate then reads M_t(y_t) learned from y up to t
+  (the paper's M*_t(y_t) after updating with the whole segment would let token j see tokens
+  after j, which an acting agent cannot do), and MAC's retrieval reads the chunk start (the
+  chunk's writes depend on it). Without it every read uses the chunk-start weights.
 - MAC: the retrieved token h_i is visible to segment tokens j >= i only (the paper's prefix
   [p | h | S] would show h_i, a function of x_i, to earlier tokens); the segment length equals
   the memory's chunk size.
@@ -54,7 +57,7 @@ import torch
 from torch import Tensor, nn
 
 from mnemo.memory.base import CoreOutput, MemoryCore, State, tree_map2, where_rows
-from mnemo.memory.neural_memory import NeuralMemory
+from mnemo.memory.neural_memory import ChunkCoefs, NeuralMemory, TokenGrads
 from mnemo.memory.registry import register_core
 from mnemo.memory.titans_layout import ChunkLayout, chunk_layout
 from mnemo.memory.titans_options import TitansOptions
@@ -85,6 +88,7 @@ class TitansLayer(nn.Module):
         variant = opts.variant
         self.variant, self.d_model, self.chunk = variant, d_model, opts.chunk_size
         self.ablate_memory = opts.ablate_memory
+        self.intra_chunk_reads = opts.intra_chunk_reads
         self.mem = NeuralMemory(
             d_model,
             n_heads=opts.n_heads,
@@ -125,8 +129,19 @@ class TitansLayer(nn.Module):
             st["swa"] = self.attn.initial_state(batch_size, device)
         return st
 
-    def _read(self, weights: tuple[Tensor, ...], q: Tensor) -> Tensor:
-        out = self.mem.read(weights, q)
+    def _read(
+        self,
+        weights: tuple[Tensor, ...],
+        momentum: tuple[Tensor, ...],
+        grads: TokenGrads | None,
+        coefs: ChunkCoefs | None,
+        q: Tensor,
+    ) -> Tensor:
+        """Reads at the chunk start, or within the chunk (``intra_chunk_reads``)."""
+        if grads is None or coefs is None:
+            out = self.mem.read(weights, q)
+        else:
+            out = self.mem.read_within(weights, momentum, grads, coefs, q)
         # The attention-only control: the memory still learns but nothing reads it.
         return torch.zeros_like(out) if self.ablate_memory else out
 
@@ -176,11 +191,17 @@ class TitansLayer(nn.Module):
             # Rotary positions: retrieved tokens 0..c-1 before the segment's c..2c-1.
             y = self.attn.attend(uc, ks, vs, mask, pos[c:], pos[2 * c - ks.shape[1] :], pkv)
             qy, full_qy = mem.queries(y, ms["tail_qy"])
-            outs.append(self.gate_norm(y) * torch.sigmoid(self._read(w, qy.transpose(1, 2))))
-            if any_complete[i]:
+            if any_complete[i] or self.intra_chunk_reads:
                 k, v, full_kv = mem.keys_values(y, ms["tail_kv"])
                 k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, H, c, Dh)
-                w2, s2 = mem.write(w, ms["S"], k, v, mem.coefficients(y))
+                coefs = mem.coefficients(y)
+                grads = mem.token_grads(w, k, v, coefs)
+            # The gate reads the memory as it learns y (the paper's M*_t(y_t)), causally.
+            within = (grads, coefs) if self.intra_chunk_reads else (None, None)
+            gate = self._read(w, ms["S"], *within, qy.transpose(1, 2))
+            outs.append(self.gate_norm(y) * torch.sigmoid(gate))
+            if any_complete[i]:
+                w2, s2 = mem.write(w, ms["S"], k, v, coefs, grads)
                 if trace is not None:
                     trace.append(mem.retrieval_loss(w, k, v))
                 ms["W"] = where_rows(complete, w2, w)
@@ -206,8 +227,10 @@ class TitansLayer(nn.Module):
         q, full_q = mem.queries(u, st["tail_q"], lay.ep_slot, ep_tail)  # (B, S, H, Dh)
         k, v, full_kv = mem.keys_values(u, st["tail_kv"], lay.ep_slot, ep_tail)
         any_fresh, any_complete = _chunk_flags(lay)
-        # Gates matter only for chunks that complete (often none when acting one step).
-        coefs = mem.coefficients(u.view(b, n, c, d)) if any(any_complete) else None
+        # Without reads inside chunks, gates matter only for chunks that complete (often none
+        # when acting one step).
+        within = self.intra_chunk_reads
+        coefs = mem.coefficients(u.view(b, n, c, d)) if within or any(any_complete) else None
 
         def grid(t: Tensor) -> Tensor:  # (B, S, H, Dh) -> (B, N, H, c, Dh)
             return t.view(b, n, c, *t.shape[2:]).transpose(2, 3)
@@ -217,19 +240,36 @@ class TitansLayer(nn.Module):
         if coefs is not None:
             coef_chunks = [type(coefs)(*f) for f in zip(*(t.unbind(1) for t in coefs))]
         w, s = st["W"], st["S"]
-        chunk_start_w = []
+        chunk_start_w, chunk_start_s, chunk_grads = [], [], []
         for i in range(n):
             fresh, complete = lay.fresh[:, i], lay.complete[:, i]
             if any_fresh[i]:
                 w, s = mem.reset(fresh, w, s)
             chunk_start_w.append(w)
+            chunk_start_s.append(s)
+            grads = None
+            if within or any_complete[i]:
+                grads = mem.token_grads(w, ks[i], vs[i], coef_chunks[i])
+                chunk_grads.append(grads)
             if any_complete[i]:
-                w2, s2 = mem.write(w, s, ks[i], vs[i], coef_chunks[i])
+                w2, s2 = mem.write(w, s, ks[i], vs[i], coef_chunks[i], grads)
                 if trace is not None:
                     trace.append(mem.retrieval_loss(w, ks[i], vs[i]))
                 w, s = where_rows(complete, w2, w), where_rows(complete, s2, s)
-        stacked = tuple(torch.stack(ws, dim=1) for ws in zip(*chunk_start_w))  # (B, N, H, i, o)
-        out = self._read(stacked, grid(q)).reshape(b, n_slots, d)
+
+        def stack(per_chunk: list[tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
+            return tuple(torch.stack(f, dim=1) for f in zip(*per_chunk))  # (B, N, H, ...)
+
+        read_grads = None
+        if within:
+            read_grads = TokenGrads(
+                stack([gr.hs for gr in chunk_grads]),
+                stack([gr.dzs for gr in chunk_grads]),
+                torch.stack([gr.g for gr in chunk_grads], dim=1),
+            )
+        w_n, s_n = stack(chunk_start_w), stack(chunk_start_s)
+        out = self._read(w_n, s_n, read_grads, coefs if within else None, grid(q))
+        out = out.reshape(b, n_slots, d)
 
         # Convolution context as of the unfinished chunk's start, inside its episode.
         ep_full = torch.cat([ep_tail, lay.ep_slot], dim=1)  # (B, K-1+S)

@@ -47,6 +47,10 @@ class TitansOptions(CoreOptions):
     """Per-token clip of the inner gradient's norm."""
     ffn_mult: int = option(2, at_least=1)
     """Feed-forward hidden width per ``d_model``."""
+    intra_chunk_reads: bool = True
+    """Token t reads the memory updated by its chunk's tokens up to t (gradients at the chunk
+    start, the dual form of test-time training); false: every token reads the chunk-start
+    memory. MAC's retrieval always reads the chunk start (the chunk's writes depend on it)."""
     ablate_memory: bool = False
     """Reads of the memory return zeros: the attention-only control of learning experiments
     (MAG's gate becomes a constant 1/2, MAC sees no retrieved tokens, MAL's memory layer adds
@@ -60,6 +64,7 @@ class TitansOptions(CoreOptions):
             or (v == "mac" and "titans_mac attends within its segment of chunk_size tokens"),
             "n_persistent": no_attention,
             "mem_expand": self.mem_depth == 1 and "a memory of mem_depth=1 has no hidden layer",
+            "intra_chunk_reads": self.ablate_memory and "ablate_memory: nothing reads the memory",
         }
         return {k: why for k, why in ignored.items() if why}
 

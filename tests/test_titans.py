@@ -77,11 +77,13 @@ def test_chunked_write_matches_sequential_reference(depth: int, max_grad_norm: f
         torch.testing.assert_close(a, b.detach(), atol=1e-5, rtol=1e-4)
 
 
-def test_memory_pass_matches_token_by_token_reference() -> None:
+@pytest.mark.parametrize("within", [True, False])
+def test_memory_pass_matches_token_by_token_reference(within: bool) -> None:
     """The LMM's reads over a whole call against a plain loop: conv1d, per-token reads with
-    the weights of the chunk start, and the sequential write at each chunk end."""
+    the weights after the chunk's tokens up to t (``within``; gradients at the chunk start) or
+    at the chunk start, and the sequential write at each chunk end."""
     torch.manual_seed(0)
-    core = memory.make_core("titans_lmm", 16, chunk_size=4, n_heads=2)
+    core = memory.make_core("titans_lmm", 16, chunk_size=4, n_heads=2, intra_chunk_reads=within)
     layer, b, t, d, chunk = core.layers[0], 2, 14, 16, 4
     mem = layer.mem
     with torch.no_grad():
@@ -109,8 +111,13 @@ def test_memory_pass_matches_token_by_token_reference() -> None:
     ref = []
     for a in range(0, t, chunk):
         e = min(a + chunk, t)
-        with torch.no_grad():
-            ref.append(mem.read(w, q[:, a:e].transpose(1, 2)))
+        for j in range(a, e):
+            w_j = w
+            if within:  # token j reads M after tokens a..j, all gradients taken at w
+                kj, vj = k[:, a : j + 1].transpose(1, 2), v[:, a : j + 1].transpose(1, 2)
+                w_j, _ = sequential_write(mem, w, s, kj, vj, u[:, a : j + 1])
+            with torch.no_grad():
+                ref.append(mem.read(w_j, q[:, j : j + 1].transpose(1, 2)))
         if e - a == chunk:
             kc, vc = k[:, a:e].transpose(1, 2), v[:, a:e].transpose(1, 2)
             w, s = sequential_write(mem, w, s, kc, vc, u[:, a:e])
@@ -145,6 +152,48 @@ def test_memory_survives_beyond_the_attention_window() -> None:
     y = core(x, core.initial_state(1, "cpu"), starts).y
     (grad,) = torch.autograd.grad(y[0, -1].sum(), x)
     assert grad[0, 0].abs().sum() > 0, "the first token never reached the last output"
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_reads_within_a_chunk_act_one_step_as_they_train(name: str) -> None:
+    """With reads inside chunks, one call over T tokens equals T calls of one token."""
+    torch.manual_seed(0)
+    core = memory.make_core(name, 16, **small(name), intra_chunk_reads=True)
+    starts = torch.zeros(2, 11, dtype=torch.bool)
+    starts[:, 0] = starts[1, 6] = True
+    x = torch.randn(2, 11, 16)
+    with torch.no_grad():
+        whole = core(x, core.initial_state(2, "cpu"), starts)
+        state, steps = core.initial_state(2, "cpu"), []
+        for t in range(11):
+            out = core(x[:, t : t + 1], state, starts[:, t : t + 1])
+            steps.append(out.y)
+            state = out.state
+    torch.testing.assert_close(torch.cat(steps, 1), whole.y, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("within", [True, False])
+def test_output_at_t_sees_its_chunk_up_to_t(name: str, within: bool) -> None:
+    """Without convolution (whose reach would hide it), the output at t depends on the earlier
+    tokens of its chunk only when reads are taken inside the chunk, and never on later ones."""
+    torch.manual_seed(0)
+    opts = {**small(name), "chunk_size": 8, "conv_kernel": 1, "intra_chunk_reads": within}
+    if name in ("titans_mag", "titans_mal"):
+        opts["window"] = 1  # no attention beyond the token itself
+    core = memory.make_core(name, 16, **opts)
+    starts = torch.zeros(1, 16, dtype=torch.bool)
+    starts[0, 0] = True
+    x = torch.randn(1, 16, 16, requires_grad=True)
+    y = core(x, core.initial_state(1, "cpu"), starts).y
+    t = 13  # chunk 8..15
+    (grad,) = torch.autograd.grad(y[0, t].sum(), x)
+    reach = grad[0].abs().sum(-1)  # (T,)
+    assert (reach[t + 1 :] == 0).all(), "a later token reached the output"
+    if name == "titans_mac":  # MAC's attention spans its segment either way
+        return
+    same_chunk = reach[8:t]
+    assert (same_chunk > 0).all() if within else (same_chunk == 0).all(), same_chunk
 
 
 @pytest.mark.parametrize("name", VARIANTS)
