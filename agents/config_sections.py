@@ -43,13 +43,19 @@ class RunSection:
     checkpoint_every: int = 20
     """Write checkpoints/last.pt every N updates (and at the end)."""
     progress: bool = True
-    """Show a tqdm progress bar."""
+    """On a terminal, a progress bar and the reports as tables; false (or output to a file):
+    the reports as plain lines."""
+    print_every: int = 10
+    """Print a report (steps, SPS, returns or bits per byte, losses) every N iterations (PPO
+    updates, LM optimizer steps) and at the end; 0 = only at the end."""
     overwrite: bool = False
     """Start a fresh run in a folder that holds one (its checkpoint is replaced); else refused."""
 
     def validate(self) -> None:
         if self.log_every < 1 or self.checkpoint_every < 1:
             raise ConfigError("run.log_every and run.checkpoint_every must be >= 1")
+        if self.print_every < 0:
+            raise ConfigError(f"run.print_every must be >= 0, got {self.print_every}")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The training loop both heads share: run folder, TensorBoard, progress bar, Ctrl-C,
+"""The training loop both heads share: run folder, TensorBoard, console, Ctrl-C,
 checkpoints. ``mnemo train`` (PPO) and ``mnemo lm train`` plug in a ``Trainer``.
 
 As in SB3, where ``learn()`` is apart from the algorithm, a trainer knows how to take one
@@ -7,6 +7,9 @@ step and what its checkpoint holds; this module owns everything around it:
 - rank 0 alone creates the run folder and writes TensorBoard events (other ranks get a
   ``NullWriter``); a resumed run purges the events the stopped run logged after its checkpoint;
 - the scalars a step returns are logged at the trainer's ``step`` (the x-axis);
+- the console (agents/console.py): every ``run.print_every`` iterations and at the end, the
+  trainer's ``report`` with steps, steps per second and elapsed time, as a table above a progress
+  bar on a terminal, as one plain line otherwise (``run.progress=false``, or output to a file);
 - a checkpoint (atomic, every rank's state, ``save_with_ranks``) every
   ``run.checkpoint_every`` iterations, on Ctrl-C and at the end;
 - the first Ctrl-C, SIGTERM or SIGHUP finishes the step in flight, checkpoints on every rank
@@ -23,6 +26,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +38,7 @@ from tqdm import tqdm
 
 from mnemo.agents import distributed
 from mnemo.agents.checkpoint import save_with_ranks, this_rank_state
+from mnemo.agents.console import Console, wants_bar
 from mnemo.agents.errors import Interrupted, NonFiniteError, UserError, signal_name
 from mnemo.agents.interrupt import GracefulStop
 
@@ -74,6 +79,11 @@ class Trainer(Protocol):
 
     def postfix(self) -> dict[str, str]:
         """What the progress bar shows beside the count."""
+        ...
+
+    def report(self) -> dict[str, float | int | str]:
+        """What the console prints now: ``{"section/name": value}`` (SB3's ``rollout/``,
+        ``train/``...; NaN prints as n/a). The loop adds ``time/`` steps, SPS and elapsed."""
         ...
 
     def checkpoint(self) -> tuple[Callable[[], dict[str, Any]], Any]:
@@ -173,9 +183,17 @@ def _run(trainer: Trainer, run_dir: Path, run_cfg: Any, resumed: bool) -> float:
     if not resumed:
         for tag, text in trainer.texts().items():
             writer.add_text(tag, text)
+    # The bar goes to stderr, the reports to stdout: each is drawn for a terminal only if its
+    # own stream is one (`mnemo train ... > log` keeps the bar on screen, plain lines in the log).
     bar = tqdm(
-        total=total, initial=step, unit="step", disable=not run_cfg.progress, dynamic_ncols=True
+        total=total,
+        initial=step,
+        unit="step",
+        disable=not wants_bar(run_cfg.progress, sys.stderr),
+        dynamic_ncols=True,
     )
+    console = _console(run_cfg) if distributed.is_main() else None
+    clock = _Clock(step)
     saved_at = -1  # the iteration of the last checkpoint this process wrote
     t0 = time.perf_counter()
     with GracefulStop() as stop:
@@ -187,6 +205,8 @@ def _run(trainer: Trainer, run_dir: Path, run_cfg: Any, resumed: bool) -> float:
                 before, (step, _) = step, trainer.progress
                 bar.update(step - before)
                 bar.set_postfix(trainer.postfix())
+                if console is not None and console.due(trainer.iteration):
+                    console.show(clock.stamp(trainer, total))
                 if stopping:  # a rank that got no signal itself stops as if by Ctrl-C
                     signum = stop.signum or signal.SIGINT
                     raise Interrupted(
@@ -201,7 +221,39 @@ def _run(trainer: Trainer, run_dir: Path, run_cfg: Any, resumed: bool) -> float:
         finally:
             bar.close()
             writer.close()
+        if console is not None and clock.iteration != trainer.iteration:  # the final report
+            console.show(clock.stamp(trainer, total))
     return time.perf_counter() - t0
+
+
+def _console(run_cfg: Any) -> Console:
+    """Tables above the bar on a terminal, else plain lines flushed at once (a log file shows
+    them while the run goes on)."""
+    if wants_bar(run_cfg.progress, sys.stdout):
+        return Console(run_cfg.print_every, table=True, write=tqdm.write)
+    return Console(run_cfg.print_every, table=False, write=lambda s: print(s, flush=True))
+
+
+class _Clock:
+    """The ``time/`` part of a report: steps, steps per second since the last report, time."""
+
+    def __init__(self, step: int) -> None:
+        self.t0 = self.t_last = time.perf_counter()
+        self.step_last = step
+        self.iteration = -1  # the iteration last reported
+
+    def stamp(self, trainer: Trainer, total: int) -> dict[str, float | int | str]:
+        now, (step, _) = time.perf_counter(), trainer.progress
+        sps = (step - self.step_last) / max(now - self.t_last, 1e-9)
+        self.t_last, self.step_last, self.iteration = now, step, trainer.iteration
+        elapsed = int(now - self.t0)
+        clock = f"{elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}"
+        return {
+            "time/steps": f"{step}/{total}",
+            "time/SPS": sps,
+            "time/elapsed": clock,
+            **trainer.report(),
+        }
 
 
 def _iterate(trainer: Trainer, writer: Any, stop: GracefulStop) -> bool:

@@ -1,5 +1,5 @@
 """The shared run loop (agents/run_loop.py) with a stand-in trainer: checkpoint cadence, the
-checkpoint on Ctrl-C and at the end, logged scalars, the non-finite stop."""
+checkpoint on Ctrl-C and at the end, logged scalars, the non-finite stop, the console."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from mnemo.agents.errors import Interrupted, NonFiniteError
 class RunCfg:
     checkpoint_every: int = 3
     progress: bool = False
+    print_every: int = 0
 
 
 class Counter:
@@ -56,6 +57,9 @@ class Counter:
 
     def postfix(self) -> dict[str, str]:
         return {}
+
+    def report(self) -> dict[str, float | int | str]:
+        return {"train/loss": 1.0 / self.iteration if self.iteration else float("nan")}
 
     def checkpoint(self) -> tuple[Callable[[], dict[str, Any]], Any]:
         self.saved.append(self.iteration)
@@ -107,3 +111,23 @@ def test_non_finite_says_whether_a_checkpoint_is_kept(
         run_loop.run(trainer, tmp_path, RunCfg(), resumed=False)
     if nan_at == 5:
         assert load_checkpoint(tmp_path)["iteration"] == 3
+
+
+def test_progress_false_prints_one_plain_line_every_n_and_at_the_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_loop.run(Counter(7), tmp_path, RunCfg(print_every=3), resumed=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["steps=30/70", "steps=60/70", "steps=70/70"]
+    assert lines[0].endswith("loss=0.3333") and "\r" not in "".join(lines)
+    assert all(" SPS=" in line and " elapsed=0:00:0" in line for line in lines)
+
+
+def test_no_final_line_twice_and_none_on_other_ranks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_loop.run(Counter(6), tmp_path / "a", RunCfg(print_every=3), resumed=False)
+    assert len(capsys.readouterr().out.splitlines()) == 2  # at 3 and 6: the end was reported
+    monkeypatch.setattr(run_loop.distributed, "is_main", lambda: False)
+    run_loop._run(Counter(6), tmp_path / "b", RunCfg(print_every=3), resumed=False)
+    assert capsys.readouterr().out == ""

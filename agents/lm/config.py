@@ -150,6 +150,9 @@ class RunConfig(RunSection):
     """Write training scalars every N steps."""
     checkpoint_every: int = 500
     """Write checkpoints/last.pt every N steps (and at the end)."""
+    print_every: int = 100
+    """Print a report (steps, bits per byte, tokens/s) every N steps and at the end; 0 = only
+    at the end."""
 
 
 @dataclass

@@ -151,7 +151,7 @@ class LMTrainer:
         self.bytes_per_step = t.batch_size * t.segment_len * t.detach_every * world
         self.busy = 0.0  # seconds spent in training steps only (no evaluation, samples, saves)
         self.log_busy = 0.0
-        self.train_bpb, self.val = float("nan"), None
+        self.train_bpb, self.tokens_per_s, self.val = float("nan"), float("nan"), None
         self.clip = t.grad_clip if t.grad_clip > 0 else math.inf  # inf: only measure the norm
         self.model.train()
 
@@ -219,12 +219,12 @@ class LMTrainer:
         """Means over the steps since the last log, which they then start over from."""
         step, segments, state, log_nats, log_n = self.pos
         self.train_bpb = distributed.rank_mean(log_nats / log_n / LN2)
-        tokens_per_s = log_n * self.bytes_per_step / max(self.log_busy, 1e-9)
+        self.tokens_per_s = log_n * self.bytes_per_step / max(self.log_busy, 1e-9)
         self.pos = Position(step, segments, state, 0.0, 0)
         self.log_busy = 0.0
         return {
             "train/bits_per_byte": self.train_bpb,
-            "train/tokens_per_s": tokens_per_s,
+            "train/tokens_per_s": self.tokens_per_s,
             "train/lr": self.optimizer.param_groups[0]["lr"],
         }
 
@@ -251,6 +251,16 @@ class LMTrainer:
 
     def postfix(self) -> dict[str, str]:
         return {} if math.isnan(self.train_bpb) else {"bpb": f"{self.train_bpb:.3f}"}
+
+    def report(self) -> dict[str, float | int | str]:
+        """The last logged training window and the last validation."""
+        val = float("nan") if self.val is None else self.val.bits_per_byte
+        return {
+            "train/bits_per_byte": self.train_bpb,
+            "train/tokens_per_s": self.tokens_per_s,
+            "train/lr": self.optimizer.param_groups[0]["lr"],
+            "val/bits_per_byte": val,
+        }
 
     def checkpoint(self) -> tuple[Callable[[], dict[str, Any]], Any]:
         here = self.pos  # as it is now, not when rank 0 builds the dict

@@ -51,24 +51,34 @@ class TrainResult:
 
 
 class RecentEpisodes:
-    """Success and return over the last updates holding >= ``least`` finished episodes: what
-    ``ppo.target_success`` / ``target_return`` are judged on (one update's few episodes are
-    noisy)."""
+    """Success, return and length over the last updates holding >= ``least`` finished
+    episodes: what ``ppo.target_success`` / ``target_return`` are judged on (one update's few
+    episodes are noisy), and what the console reports (as SB3 reports its last 100)."""
+
+    SUCCESS, RETURN, LENGTH = 1, 2, 3
 
     def __init__(self, least: int, window: list[list[float]] | None = None) -> None:
         self.least = least
-        self.window = [list(w) for w in window or []]  # [episodes, success sum, return sum]
+        # [episodes, success sum, return sum, length sum]; checkpoints from before the length
+        # column lack it (NaN until those updates leave the window).
+        self.window = [[*w, *[float("nan")] * (4 - len(w))] for w in window or []]
 
-    def add(self, episodes: float, success: float, ret: float) -> None:
+    def add(self, episodes: float, success: float, ret: float, length: float) -> None:
         if episodes > 0:
-            self.window.append([episodes, success * episodes, ret * episodes])
+            self.window.append([episodes, success * episodes, ret * episodes, length * episodes])
         while len(self.window) > 1 and sum(w[0] for w in self.window[1:]) >= self.least:
             self.window.pop(0)
 
-    def mean(self, column: int) -> float:
-        """Mean success (column 1) or return (2); NaN until ``least`` episodes have finished."""
-        n = sum(w[0] for w in self.window)
-        return sum(w[column] for w in self.window) / n if n >= self.least else float("nan")
+    @property
+    def episodes(self) -> float:
+        return sum(w[0] for w in self.window)
+
+    def mean(self, column: int, least: int | None = None) -> float:
+        """Mean of ``column`` (SUCCESS, RETURN, LENGTH); NaN until ``least`` (default: the
+        window's) episodes have finished."""
+        n = self.episodes
+        need = max(1, self.least if least is None else least)
+        return sum(w[column] for w in self.window) / n if n >= need else float("nan")
 
 
 def checkpoint(ppo: PPO, cfg: RLConfig, history: list[tuple[int, float]], recent=None) -> dict:
@@ -133,6 +143,7 @@ class PPOTrainer:
         self.history: list[tuple[int, float]] = restore(self.ppo, resume, mine) if resume else []
         self.success = self.history[-1][1] if self.history else float("nan")
         self.sps = float("nan")
+        self.scalars: dict[str, float] = {}  # the last update's
         self.recent = RecentEpisodes(cfg.ppo.target_episodes, (resume or {}).get("recent_episodes"))
         self.steps_to_target: int | None = None
         self.n_updates = -(-cfg.ppo.total_steps // self.ppo.steps_per_update)
@@ -158,26 +169,54 @@ class PPOTrainer:
         self.sps = scalars["charts/SPS"]
         self.success = distributed.rank_mean(scalars.get("charts/success_rate", float("nan")))
         self.history.append((ppo.global_step, self.success))
+        self.scalars = scalars
         ret = distributed.rank_mean(scalars.get("charts/episodic_return", float("nan")))
+        length = distributed.rank_mean(scalars.get("charts/episodic_length", float("nan")))
         episodes = scalars.get("charts/episodes", 0.0) * distributed.world_size()
-        self.recent.add(episodes, self.success, ret)
-        target = cfg.ppo.target_success
-        if target and self.recent.mean(1) >= target:
+        self.recent.add(episodes, self.success, ret, length)
+        target, recent = cfg.ppo.target_success, self.recent
+        if target and recent.mean(recent.SUCCESS) >= target:
             self.steps_to_target = ppo.global_step
-        if cfg.ppo.target_return is not None and self.recent.mean(2) >= cfg.ppo.target_return:
+        if (
+            cfg.ppo.target_return is not None
+            and recent.mean(recent.RETURN) >= cfg.ppo.target_return
+        ):
             self.steps_to_target = ppo.global_step
         return scalars if ppo.update_idx % cfg.run.log_every == 0 else {}
 
     def after_step(self, writer: Any) -> None:
-        ppo, cfg = self.ppo, self.cfg
-        if cfg.run.video_every and ppo.update_idx % cfg.run.video_every == 0:
-            from mnemo.agents.rl.video import log_episode  # lazy: matplotlib and Pillow
+        if self.cfg.run.video_every and self.ppo.update_idx % self.cfg.run.video_every == 0:
+            self.log_video(writer)
 
-            log_episode(writer, ppo.model, cfg, ppo.global_step, cfg.seed + ppo.update_idx)
+    def log_video(self, writer: Any) -> None:
+        from mnemo.agents.rl.video import log_episode  # lazy: matplotlib and Pillow
+
+        ppo = self.ppo
+        log_episode(writer, ppo.model, self.cfg, ppo.global_step, self.cfg.seed + ppo.update_idx)
 
     def postfix(self) -> dict[str, str]:
         success = "n/a" if self.success != self.success else f"{self.success:.2f}"  # NaN: n/a
         return {"sps": f"{self.sps:.0f}", "success": success}
+
+    def report(self) -> dict[str, float | int | str]:
+        """Episodes over the recent window (SB3's last 100), the last update's losses."""
+        recent, s = self.recent, self.scalars
+        out: dict[str, float | int | str] = {
+            "rollout/ep_return": recent.mean(recent.RETURN, least=1),
+            "rollout/success": recent.mean(recent.SUCCESS, least=1),
+            "rollout/ep_length": recent.mean(recent.LENGTH, least=1),
+            "rollout/episodes": int(recent.episodes),
+            "time/updates": f"{self.ppo.update_idx}/{self.n_updates}",
+        }
+        named = {"policy": "policy_loss", "value": "value_loss"}  # "value=" alone misleads
+        for key, v in s.items():
+            if key.startswith("losses/"):
+                out[f"train/{named.get(key[7:], key[7:])}"] = v
+        if s.get("memory/aux_loss"):  # cores without an aux loss log 0
+            out["train/aux_loss"] = s["memory/aux_loss"]
+        if "charts/learning_rate" in s:
+            out["train/learning_rate"] = s["charts/learning_rate"]
+        return out
 
     def checkpoint(self) -> tuple[Callable[[], dict[str, Any]], Any]:
         return lambda: checkpoint(self.ppo, self.cfg, self.history, self.recent), rank_state(
@@ -185,7 +224,10 @@ class PPOTrainer:
         )
 
     def finish(self, writer: Any) -> None:
-        pass
+        """The trained policy's episode: the last update's video unless it just had one."""
+        every = self.cfg.run.video_every
+        if every and self.ppo.update_idx % every:
+            self.log_video(writer)
 
 
 def train(cfg: RLConfig, resume: dict | None = None, run_dir: Path | None = None) -> TrainResult:
