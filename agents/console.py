@@ -54,8 +54,11 @@ def format_table(report: Report) -> str:
 
 
 def format_line(report: Report) -> str:
-    """One line, ``name=value`` pairs (section prefixes dropped)."""
-    return " ".join(f"{k.rpartition('/')[2]}={format_value(v)}" for k, v in report.items())
+    """One line of ``name=value`` pairs: section prefixes dropped where the name alone is
+    unique (``bits_per_byte`` of ``train/`` and ``val/`` keep theirs)."""
+    names = [k.rpartition("/")[2] for k in report]
+    keys = [n if names.count(n) == 1 else k for k, n in zip(report, names, strict=True)]
+    return " ".join(f"{k}={format_value(v)}" for k, v in zip(keys, report.values(), strict=True))
 
 
 class Console:

@@ -43,5 +43,10 @@ def test_line_is_name_value_pairs() -> None:
     )
 
 
+def test_line_keeps_the_section_of_a_name_two_sections_share() -> None:
+    line = format_line({"train/bits_per_byte": 2.0, "val/bits_per_byte": 2.5, "train/lr": 0.1})
+    assert line == "train/bits_per_byte=2 val/bits_per_byte=2.5 lr=0.1"
+
+
 def test_no_bar_or_table_into_a_file() -> None:
     assert not wants_bar(True, io.StringIO()) and not wants_bar(False, io.StringIO())
