@@ -1,0 +1,336 @@
+"""Byte-level LM: mnemo's cores beside the public packages a user would otherwise pick.
+
+mnemo's ``titans_mac``, ``compressive``, ``gtrxl`` and ``lstm`` (options from
+configs/lm_<core>.yaml) train beside titans-pytorch's ``MemoryAsContextTransformer`` and
+compressive-transformer-pytorch's ``CompressiveTransformer`` on the same text file, byte-level,
+at matched parameter counts (each model's width is the one whose count is nearest mnemo
+titans_mac's at ``--d-model``), with the same segments, batch, optimizer (mnemo's AdamW, warm-up
+and cosine schedule, gradient clip 1.0) and steps. Steps are interleaved (step s of every model,
+in an order that rotates, before step s + 1) so that machine noise hits all alike, on one torch
+thread. Nothing downloads: the text is ``--data``, or this repository's own .md and .py files.
+
+Reported per model: parameters, training bytes/s (forward, backward and optimizer step only),
+training bits per byte over the last tenth of the steps, held-out bits per byte after the same
+steps (the file's last 10%) read in independent windows of one segment ("window": every model
+can do this) and with the memory carried from segment to segment ("carried": mnemo's cores and
+the compressive port; titans-pytorch carries no memory between training calls), and the
+training step's memory (weights, gradients, Adam's two moments and the tensors saved for
+backward).
+
+    python benchmarks/lm_peers.py --data book.txt                # all, ~5 min on 2 cores
+    python benchmarks/lm_peers.py --models titans_mac titans-pytorch --steps 250
+    python benchmarks/lm_peers.py --quick                        # seconds; peers if installed
+    pip install titans-pytorch==0.5.5 compressive-transformer-pytorch==0.4.0 --no-deps
+    # then each of their dependencies with --no-deps (the `bench` extra in pyproject.toml
+    # lists them): pip must never pull its own torch build
+
+Known defects of the peers, worked around here: titans-pytorch 0.5.5 crashes on the first
+optimizer step with more than one memory head (per-head memory parameters are expanded views of
+one storage: they are cloned into separate parameters); compressive-transformer-pytorch 0.4.0
+calls ``to_kv.weight.detach_()`` in training, so the key/value projection stops learning after
+step 1 (its ``requires_grad`` is switched back on before every step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mnemo.agents.lm.config import load_lm_config
+from mnemo.agents.lm.data import from_documents, read_text_bytes, training_streams
+from mnemo.agents.lm.model import build_model, n_params
+from mnemo.agents.lm.train import lr_at, make_optimizer
+
+ROOT = Path(__file__).resolve().parents[1]
+MNEMO = ("titans_mac", "compressive", "gtrxl", "lstm")
+PEERS = ("titans-pytorch", "compressive-transformer-pytorch")
+
+
+class Runner:
+    """One model behind a common step: ``loss(x, y, state) -> (nats, aux, state)``."""
+
+    def __init__(self, model: nn.Module, width: int, carries: bool) -> None:
+        self.model, self.width, self.carries = model, width, carries
+
+    def fresh(self, batch: int) -> Any:
+        return None
+
+    def before_step(self) -> None:
+        """Hook for a peer's defect (see the module docstring)."""
+
+    def logits(self, x: Tensor, state: Any, first: bool) -> tuple[Tensor, Tensor, Any]:
+        raise NotImplementedError
+
+    def loss(self, x: Tensor, y: Tensor, state: Any, first: bool) -> tuple[Tensor, Tensor, Any]:
+        logits, aux, state = self.logits(x, state, first)
+        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()), aux, state
+
+
+class MnemoRunner(Runner):
+    def fresh(self, batch: int) -> Any:
+        return self.model.initial_state(batch, "cpu")
+
+    def logits(self, x: Tensor, state: Any, first: bool) -> tuple[Tensor, Tensor, Any]:
+        starts = torch.zeros_like(x, dtype=torch.bool)
+        starts[:, 0] = first
+        out = self.model(x, state, starts)
+        return out.logits, out.aux_loss, self.model.detach(out.state)
+
+
+class TitansPortRunner(Runner):
+    def logits(self, x: Tensor, state: Any, first: bool) -> tuple[Tensor, Tensor, Any]:
+        return self.model(x), torch.zeros(()), None
+
+
+class CompressivePortRunner(Runner):
+    def before_step(self) -> None:
+        for m in self.model.modules():
+            if hasattr(m, "to_kv"):
+                m.to_kv.weight.requires_grad_(True)
+
+    def logits(self, x: Tensor, state: Any, first: bool) -> tuple[Tensor, Tensor, Any]:
+        logits, mems, aux = self.model(x, memories=None if first else state)
+        return logits, aux.sum(), mems
+
+
+def mnemo_runner(core: str) -> Callable[[int], Runner]:
+    options = load_lm_config(str(ROOT / "configs" / f"lm_{core}.yaml")).core.options
+
+    def build(width: int) -> Runner:
+        return MnemoRunner(build_model(core, width, options), width, carries=True)
+
+    return build
+
+
+def titans_port(segment: int) -> Callable[[int], Runner]:
+    from titans_pytorch import MemoryAsContextTransformer, MemoryMLP
+
+    def build(width: int) -> Runner:
+        # As configs/lm_titans_mac.yaml: 2 layers, 4 heads, chunks of 16, a 2-layer memory of
+        # expansion 2, 4 persistent tokens, feed-forward x2; its own defaults otherwise.
+        heads = 4
+        model = MemoryAsContextTransformer(
+            num_tokens=256,
+            dim=width,
+            depth=2,
+            segment_len=16,
+            num_persist_mem_tokens=4,
+            num_longterm_mem_tokens=4,
+            heads=heads,
+            dim_head=width // heads,
+            ff_mult=2,
+            neural_memory_model=MemoryMLP(dim=width // heads, depth=2, expansion_factor=2.0),
+            neural_memory_kwargs={"heads": heads, "dim_head": width // heads},
+        )
+        _unshare_parameters(model)
+        return TitansPortRunner(model, width, carries=False)
+
+    return build
+
+
+def compressive_port(segment: int) -> Callable[[int], Runner]:
+    from compressive_transformer_pytorch import CompressiveTransformer
+
+    def build(width: int) -> Runner:
+        # 2 layers, 4 heads, compression rate 4 as configs/lm_compressive.yaml; the port needs
+        # mem_len >= the segment, so its memory is the segment and cmem a quarter of it.
+        model = CompressiveTransformer(
+            num_tokens=256,
+            dim=width,
+            seq_len=segment,
+            depth=2,
+            heads=4,
+            mem_len=segment,
+            cmem_len=segment // 4,
+            cmem_ratio=4,
+        )
+        return CompressivePortRunner(model, width, carries=True)
+
+    return build
+
+
+def _unshare_parameters(model: nn.Module) -> None:
+    """Parameters that are views of a larger storage (expanded per head) become their own."""
+    for mod in model.modules():
+        for name, p in list(mod.named_parameters(recurse=False)):
+            if p.untyped_storage().nbytes() != p.numel() * p.element_size():
+                setattr(mod, name, nn.Parameter(p.detach().clone()))
+
+
+def builders(names: list[str], segment: int) -> dict[str, Callable[[int], Runner] | str]:
+    """name -> builder, or the reason it is skipped (a peer that is not installed)."""
+    out: dict[str, Callable[[int], Runner] | str] = {}
+    for name in names:
+        try:
+            if name in MNEMO:
+                out[name] = mnemo_runner(name)
+            elif name == "titans-pytorch":
+                out[name] = titans_port(segment)
+            else:
+                out[name] = compressive_port(segment)
+        except ImportError as e:
+            out[name] = f"not installed ({e.name}; pip install the `bench` extra, see --help)"
+    return out
+
+
+def matched_width(build: Callable[[int], Runner], target: int, seed: int) -> Runner:
+    """The width (a multiple of 8) whose parameter count is nearest ``target``."""
+    lo, hi = 1, 128  # in units of 8
+    while lo < hi:  # the smallest width with at least target parameters
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if n_params(build(8 * mid).model) < target else (lo, mid)
+    widths = [8 * w for w in (lo - 1, lo) if w >= 1]
+    torch.manual_seed(seed)
+    runners = [build(w) for w in widths]
+    return min(runners, key=lambda r: abs(n_params(r.model) - target))
+
+
+def train_memory_mb(run: Runner, x: Tensor, y: Tensor, cfg: Any) -> float:
+    """Weights plus the peak of what one training step (forward, backward, AdamW's first step)
+    allocates, from the profiler's allocation events, on a copy of the model. (The process's
+    RSS is mostly torch itself; saved-tensor hooks cannot see inside titans-pytorch's
+    ``torch.func`` calls.)"""
+    from torch.profiler import ProfilerActivity, profile
+
+    twin = copy.copy(run)
+    twin.model = copy.deepcopy(run.model)
+    opt = make_optimizer(twin.model, cfg)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        twin.before_step()
+        nats, aux, _ = twin.loss(x, y, twin.fresh(x.shape[0]), first=True)
+        (nats + aux).backward()
+        opt.step()
+    events = prof.profiler.kineto_results.events()  # type: ignore[union-attr]
+    now = peak = 0
+    for _, nbytes in sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]"):
+        now += nbytes
+        peak = max(peak, now)
+    weights = sum(p.numel() * p.element_size() for p in run.model.parameters())
+    return (weights + peak) / 2**20
+
+
+@torch.no_grad()
+def evaluate(run: Runner, streams: Any, segment: int, carried: bool) -> float:
+    """Held-out bits per byte, each segment from a fresh state or with the state carried."""
+    run.model.eval()
+    state, total, count = run.fresh(streams.batch_size), 0.0, 0
+    for i in range(streams.n_segments(segment)):
+        seg = streams.segment(i, segment)
+        if seg.x.shape[1] < segment:
+            break  # the ports want whole segments
+        first = i == 0 or not carried
+        if first:
+            state = run.fresh(seg.x.shape[0])
+        nats, _, state = run.loss(seg.x, seg.y, state, first)
+        total, count = total + nats.item() * seg.x.numel(), count + seg.x.numel()
+    run.model.train()
+    return total / max(count, 1) / math.log(2)
+
+
+def default_text() -> bytes:
+    """This repository's own Markdown and Python files, in a fixed order."""
+    files = sorted(
+        p for p in ROOT.rglob("*") if p.suffix in (".md", ".py") and ".git" not in p.parts
+    )
+    return b"\n".join(p.read_bytes() for p in files)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=None, help="a text file (default: this repository's text)")
+    p.add_argument("--models", nargs="*", default=[*MNEMO, *PEERS], choices=[*MNEMO, *PEERS])
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--d-model", type=int, default=112, help="mnemo titans_mac's width")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--segment-len", type=int, default=256)
+    p.add_argument("--lr", type=float, default=0.002)
+    p.add_argument("--eval-bytes", type=int, default=65_536)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="3 steps, width 32: a smoke run")
+    args = p.parse_args()
+    if args.quick:
+        args.steps, args.d_model, args.batch_size = 3, 32, 2
+        args.segment_len, args.eval_bytes = 32, 1_024
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    torch.set_num_threads(1)
+    text = read_text_bytes(Path(args.data)) if args.data else default_text()
+    cut = len(text) - min(len(text) // 10, args.eval_bytes)
+    seg, bsz = args.segment_len, args.batch_size
+    train_streams = training_streams(from_documents([text[:cut]], "train"), bsz, seg)
+    eval_streams = training_streams(from_documents([text[cut:]], "eval"), bsz, seg)
+    cfg = load_lm_config(
+        None, [f"train.steps={args.steps}", f"train.lr={args.lr}", "train.warmup_steps=20"]
+    )
+    found = builders(args.models, seg)
+    target = n_params(mnemo_runner("titans_mac")(args.d_model).model)
+    print(
+        f"{len(text):,} bytes ({args.data or 'this repository'}), {args.steps} steps x {bsz} x "
+        f"{seg} bytes, ~{target:,} parameters each, 1 thread"
+    )
+    runs: dict[str, Runner] = {}
+    for name, build in found.items():
+        if isinstance(build, str):
+            print(f"{name:<32} skipped: {build}")
+        else:
+            runs[name] = matched_width(build, target, args.seed)
+    first_seg = train_streams.segment(0, seg)
+    mem = {n: train_memory_mb(r, first_seg.x, first_seg.y, cfg) for n, r in runs.items()}
+    opts = {n: make_optimizer(r.model, cfg) for n, r in runs.items()}
+    states = {n: r.fresh(bsz) for n, r in runs.items()}
+    secs = dict.fromkeys(runs, 0.0)
+    tail: dict[str, list[float]] = {n: [] for n in runs}
+    names = list(runs)
+    n_seg = train_streams.n_segments(seg) - 1  # whole segments only
+    for step in range(args.steps):
+        s = train_streams.segment(step % n_seg, seg)
+        first = step % n_seg == 0
+        for name in names[step % len(names) :] + names[: step % len(names)]:
+            run, opt = runs[name], opts[name]
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            t0 = time.perf_counter()
+            run.before_step()
+            nats, aux, states[name] = run.loss(s.x, s.y, states[name], first)
+            opt.zero_grad(set_to_none=True)
+            (nats + aux).backward()
+            nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+            opt.step()
+            secs[name] += time.perf_counter() - t0
+            if step >= args.steps - max(1, args.steps // 10):
+                tail[name].append(nats.item() / math.log(2))
+    head = (
+        f"{'model':<32} {'params':>9} {'width':>5} {'bytes/s':>8} {'train bpb':>9} "
+        f"{'window bpb':>10} {'carried bpb':>11} {'train MB':>8}"
+    )
+    print(head)
+    print("-" * len(head))
+    for name, run in runs.items():
+        window = evaluate(run, eval_streams, seg, carried=False)
+        carried = f"{evaluate(run, eval_streams, seg, carried=True):.3f}" if run.carries else "-"
+        rate = args.steps * bsz * seg / secs[name]
+        label = name if name in PEERS else f"mnemo {name}"
+        print(
+            f"{label:<32} {n_params(run.model):>9,} {run.width:>5} {rate:>8,.0f} "
+            f"{sum(tail[name]) / len(tail[name]):>9.3f} {window:>10.3f} {carried:>11} "
+            f"{mem[name]:>8.1f}",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
