@@ -171,19 +171,56 @@ def cmd_envs(args: argparse.Namespace) -> int:
 def cmd_cores(args: argparse.Namespace) -> int:
     from mnemo import memory
 
-    for name in memory.core_names():
-        opts = ", ".join(f"{k}={v!r}" for k, v in memory.core_options(name).items())
-        print(f"{name:14s} {opts}")
+    if args.name is None:
+        for name in memory.core_names():
+            opts = ", ".join(f"{k}={v!r}" for k, v in memory.core_options(name).items())
+            print(f"{name:14s} {opts}")
+        return 0
+    from mnemo.agents.config_help import config_keys, keys_help
+    from mnemo.memory.registry import core_options_type
+
+    try:
+        accepted = memory.core_options(args.name)
+    except memory.CoreConfigError as e:
+        raise UserError(str(e)) from None
+    keys = config_keys(core_options_type(args.name), "core.")
+    # This core's defaults (a preset may change them), without the options it ignores.
+    keys = [k._replace(default=accepted[k.key[5:]]) for k in keys if k.key[5:] in accepted]
+    print(f"core {args.name}: core.name={args.name} core.d_model=<width>, and its own options:")
+    print(keys_help(keys) if keys else "  (none)")
     return 0
+
+
+class KeysHelpParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose help can end with a config's keys (``config_keys``), built
+    only when help is asked for: other commands do not pay for reading the configs' docs."""
+
+    def __init__(self, *args: object, config_keys: type | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.config_keys = config_keys
+
+    def format_help(self) -> str:
+        if self.config_keys is not None and self.epilog is None:
+            from mnemo.agents.config_help import config_epilog
+
+            self.epilog = config_epilog(self.config_keys)
+        return super().format_help()
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mnemo", description="RL agents and language models with long-range memory."
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=KeysHelpParser)
+    from mnemo.agents.rl.config import RLConfig
 
-    t = sub.add_parser("train", help="train a PPO agent from a YAML config")
+    t = sub.add_parser(
+        "train",
+        help="train a PPO agent from a YAML config",
+        description="Train a PPO agent from a YAML config (configs/*.yaml), with overrides.",
+        config_keys=RLConfig,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     t.add_argument("config", nargs="?", help="YAML config, e.g. configs/recall_lstm.yaml")
     t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. core.name=gru")
     t.add_argument(
@@ -236,7 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     lad.set_defaults(func=cmd_ladder)
 
     sub.add_parser("envs", help="list mnemo's environments").set_defaults(func=cmd_envs)
-    sub.add_parser("cores", help="list memory cores and their options").set_defaults(func=cmd_cores)
+    cores = sub.add_parser("cores", help="list memory cores and their options")
+    cores.add_argument("name", nargs="?", help="one core: its options' types, defaults and docs")
+    cores.set_defaults(func=cmd_cores)
     from mnemo.agents.lm.cli import add_lm_parser
 
     add_lm_parser(sub)

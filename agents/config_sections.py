@@ -68,6 +68,8 @@ class MachineSection:
     device: str = "cpu"
     """``cpu``, ``cuda`` or ``cuda:N``."""
     seed: int = 0
+    """Seed of every random stream (torch, numpy, Python, the envs' or data's); a data-parallel
+    rank r uses seed + r."""
     threads: int = 0
     """torch CPU threads (0 = leave torch's default)."""
 

@@ -21,6 +21,7 @@ __all__ = [
     "CoreConfigError",
     "core_names",
     "core_options",
+    "core_options_type",
     "make_core",
     "register_core",
     "validate_core",
@@ -59,6 +60,11 @@ def core_options(name: str) -> dict[str, Any]:
     inert = options_type(**_PRESETS[name]).inert()
     opts = {**defaults(options_type), **_PRESETS[name]}
     return {k: v for k, v in opts.items() if k not in inert}
+
+
+def core_options_type(name: str) -> type[CoreOptions]:
+    """The options dataclass of core ``name`` (its fields' docstrings are the options' help)."""
+    return _core_class(name).options_type
 
 
 def validate_core(name: str, options: Mapping[str, Any], d_model: int | None = None) -> None:

@@ -49,6 +49,7 @@ class SyntheticConfig:
     docs_per_distance: int = 4
     """``synthetic:needle`` documents per distance."""
     seed: int = 0
+    """Seed of the generated documents (each split derives its own from it)."""
 
     def validate(self) -> None:
         if self.docs < 1 or self.val_docs < 1 or self.docs_per_distance < 1:
@@ -116,6 +117,7 @@ class TrainSection:
     warmup_steps: int = 100
     """Linear warm-up steps."""
     weight_decay: float = 0.01
+    """AdamW weight decay of the weight matrices (biases and norm gains have none)."""
     grad_clip: float = 1.0
     """Clip the gradient norm to this (0 = off)."""
     aux_coef: float = 1.0
@@ -129,6 +131,7 @@ class TrainSection:
     sample_every: int = 0
     """Write a text sample to TensorBoard every N steps (0 = only at the end)."""
     sample_bytes: int = 200
+    """Bytes per text sample (0 = no samples)."""
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "segment_len", "detach_every", "eval_every"):

@@ -83,20 +83,27 @@ class PPOConfig:
     lr: float = 1e-3
     """Adam learning rate."""
     adam_eps: float = 1e-5
+    """Adam's epsilon (1e-5, as CleanRL's and SB3's PPO use)."""
     anneal_lr: bool = False
     """Decay the learning rate linearly to 0."""
     gamma: float = 0.99
+    """Discount factor."""
     gae_lambda: float = 0.95
+    """GAE's lambda: 0 is the one-step TD error, 1 the Monte-Carlo return."""
     clip: float = 0.2
     """PPO ratio clip."""
     clip_value: bool = False
     """Clip the value update as in PPO2."""
     ent_coef: float = 0.01
+    """Weight of the entropy bonus."""
     vf_coef: float = 0.5
+    """Weight of the value loss."""
     aux_coef: float = 1.0
     """Weight of the core's aux_loss (e.g. compressive reconstruction)."""
     max_grad_norm: float = 0.5
+    """Clip the gradient's global norm to this."""
     norm_adv: bool = True
+    """Normalise the advantages of each minibatch to mean 0, std 1."""
     target_success: float = 0.0
     """Stop early once the recent success rate reaches this (0 = never). Needs an env that
     reports success, or ``env.success_return``."""
