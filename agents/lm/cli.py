@@ -178,7 +178,15 @@ def add_lm_parser(subparsers: argparse._SubParsersAction) -> None:
     lm = subparsers.add_parser("lm", help="byte-level language models on the memory cores")
     sub = lm.add_subparsers(dest="lm_command", required=True)
 
-    t = sub.add_parser("train", help="train a byte-level LM from a YAML config")
+    from mnemo.agents.lm.config import LMConfig
+
+    t = sub.add_parser(
+        "train",
+        help="train a byte-level LM from a YAML config",
+        description="Train a byte-level LM from a YAML config (configs/lm_*.yaml).",
+        config_keys=LMConfig,  # mnemo's KeysHelpParser (agents/cli.py) lists them in --help
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     t.add_argument("config", nargs="?", help="YAML config, e.g. configs/lm_lstm.yaml")
     t.add_argument(
         "overrides", nargs="*", help="key.sub=value, e.g. data.path=book.txt train.steps=100"
