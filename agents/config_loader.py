@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -80,9 +81,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return int(value)
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
+        # NaN and inf are refused here, once for every key: an lr or clip of inf would only
+        # surface later as torch's text about a distribution's logits, with no step or key.
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+            number = float(value) if abs(value) < 2**1023 else math.inf
+            if math.isfinite(number):
+                return number
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
             return value

@@ -32,6 +32,8 @@ def capture(*args, **kwargs):
     return models[-1]
 
 def record(model, seg, *args, **kwargs):
+    if not torch.is_grad_enabled():  # the check before a checkpoint, not training
+        return segment_loss(model, seg, *args, **kwargs)
     seen.append(seg.x.clone())
     calls[0] += 1
     if calls[0] == stop_at[0]:

@@ -7,7 +7,8 @@ AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast on 
 
 Reliability, as in ``mnemo train``: ``--resume`` continues bit-identically (agents/lm/resume.py);
 the first Ctrl-C finishes the step, checkpoints and exits 130; a non-finite loss, aux loss,
-state or gradient stops before the optimizer step, keeping the last good checkpoint.
+state, gradient or weight stops before the optimizer step, and weights that give a non-finite
+loss are never checkpointed (agents/divergence.py), keeping the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from mnemo.agents import distributed, run_loop
+from mnemo.agents import distributed, divergence, run_loop
 from mnemo.agents.config_loader import ConfigError, to_dict
 from mnemo.agents.errors import NonFiniteError
 from mnemo.agents.lm.config import DataConfig, LMConfig
@@ -119,10 +120,8 @@ def check_finite(step: int, nats: Tensor, aux: Tensor, state: State) -> None:
     ok = flags.tolist()
     # Under torchrun every rank must stop, or the others would wait in the all-reduce.
     if distributed.any_rank(not all(ok)):
-        bad = [name for name, good in zip(("loss", "aux", "state"), ok) if not good]
-        raise NonFiniteError(
-            f"non-finite {', '.join(bad) or 'loss on another rank'} at step {step}"
-        )
+        bad = [name for name, good in zip(("loss", "aux loss", "core state"), ok) if not good]
+        raise NonFiniteError(f"non-finite {divergence.named(bad)} at step {step}")
 
 
 class LMTrainer:
@@ -205,9 +204,8 @@ class LMTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         distributed.all_reduce_grads(model)
-        # Same on every rank (averaged gradients), so all ranks stop together.
-        if not math.isfinite(float(nn.utils.clip_grad_norm_(model.parameters(), self.clip))):
-            raise NonFiniteError(f"non-finite gradient at step {step}")
+        norm = nn.utils.clip_grad_norm_(model.parameters(), self.clip)
+        divergence.check_before_step(model, norm, f"at step {step}")
         self.optimizer.step()
         state = model.detach(state)
         if device.type == "cuda":
@@ -262,7 +260,22 @@ class LMTrainer:
             "val/bits_per_byte": val,
         }
 
+    @torch.no_grad()
+    def check_resumable(self) -> None:
+        """Refuse to checkpoint weights that are not finite or, finite but too large, give a
+        non-finite loss on the next segment: a resume of them would stop at once."""
+        t, step = self.cfg.train, self.pos.step
+        if not bool(divergence.weights_finite(self.model)):
+            names = divergence.named(divergence.nonfinite_parameters(self.model))
+            raise NonFiniteError(f"non-finite weights ({names}) after step {step}")
+        seg = self.streams.segment(self.pos.segments % self.n_segments, t.segment_len)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices):  # the run's random streams stay as they were
+            nats, aux, state = segment_loss(self.model, seg, self.pos.state, self.device, self.cfg)
+        check_finite(step + 1, nats, aux, state)
+
     def checkpoint(self) -> tuple[Callable[[], dict[str, Any]], Any]:
+        self.check_resumable()
         here = self.pos  # as it is now, not when rank 0 builds the dict
 
         def shared() -> dict[str, Any]:

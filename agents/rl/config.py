@@ -129,8 +129,9 @@ class PPOConfig:
             raise ConfigError(
                 f"ppo.bptt_len ({self.bptt_len}) must divide ppo.rollout_len ({self.rollout_len})"
             )
-        if self.lr <= 0:
-            raise ConfigError(f"ppo.lr must be > 0, got {self.lr}")
+        for name in ("lr", "adam_eps", "max_grad_norm", "clip"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"ppo.{name} must be > 0, got {getattr(self, name)}")
         for name in ("gamma", "gae_lambda"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"ppo.{name} must be in [0, 1], got {getattr(self, name)}")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mnemo.agents import distributed
+from mnemo.agents import distributed, divergence
 from mnemo.agents.errors import NonFiniteError
 from mnemo.agents.rl.actor_critic import ACOutput, ActingState, ActorCritic
 from mnemo.agents.rl.config import RLConfig
@@ -148,10 +148,20 @@ class PPO:
         finite = all(bool(torch.isfinite(leaf).all()) for leaf in tree_leaves(self.state))
         # Under torchrun every rank must stop, or the others would wait in the all-reduce.
         if distributed.any_rank(not finite):
-            raise NonFiniteError(
-                f"non-finite core state at step {self.global_step} (update "
-                f"{self.update_idx + 1}); the last good checkpoint is kept"
-            )
+            raise NonFiniteError(f"non-finite core state {self._where()}")
+
+    def _explain_failed_act(self, acting: ActingState, t: int) -> None:
+        """Raise ``NonFiniteError`` if acting failed on a NaN or inf (this rank only: the run
+        is ending anyway)."""
+        out = self.model.step(self.obs, acting, self._forward)
+        if bool(torch.isfinite(out.logits).all()):
+            return
+        state_ok = all(bool(torch.isfinite(leaf).all()) for leaf in tree_leaves(acting.core))
+        what = "policy logits" if state_ok else "core state"
+        step = self.global_step + t * self.cfg.env.num_envs * distributed.world_size()
+        raise NonFiniteError(
+            f"non-finite {what} at step {step} (rollout of update {self.update_idx + 1})"
+        ) from None
 
     @property
     def steps_per_update(self) -> int:
@@ -191,7 +201,11 @@ class PPO:
             acting = self.acting
             if t % cfg.bptt_len == 0:
                 ro.chunk_states.append(acting.core)
-            acted = self.model.act(self.obs, acting, forward=self._forward)
+            try:
+                acted = self.model.act(self.obs, acting, forward=self._forward)
+            except RuntimeError:  # sampling from NaN probabilities (CPU): say what diverged
+                self._explain_failed_act(acting, t)
+                raise
             ro.obs[:, t] = self.obs
             ro.prev_action[:, t] = acting.prev_action
             ro.prev_reward[:, t] = acting.prev_reward
@@ -235,21 +249,16 @@ class PPO:
                     recon = self.model.reconstruction_loss(out.features, mb.obs)
                 outputs = LossOutputs(out.logits, out.value, out.aux_loss, recon)
                 loss, metrics = ppo_loss(outputs, mb, cfg, recon_coef)
-                if distributed.any_rank(not bool(torch.isfinite(loss))):
-                    self._raise_non_finite_loss(metrics)
+                self._check_loss(loss, metrics, outputs)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 distributed.all_reduce_grads(self.model)
                 norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                # Gradients are all-reduced, so every rank sees the same norm and stops together.
-                if not bool(torch.isfinite(norm)):
-                    raise NonFiniteError(
-                        f"non-finite gradient at step {self.global_step} (update "
-                        f"{self.update_idx + 1}); the last good checkpoint is kept"
-                    )
+                divergence.check_before_step(self.model, norm, self._where())
                 self.optimizer.step()
                 for k, v in metrics.items():
                     logs.setdefault(k, []).append(float(v.detach()))
+        self.check_outputs()  # the last step's weights, before any checkpoint holds them
         y, v = ret.flatten(), ro.value.flatten()
         var_y = y.var()
         explained = float(1 - (y - v).var() / var_y) if var_y > 0 else float("nan")
@@ -258,20 +267,54 @@ class PPO:
         result["losses/explained_variance"] = explained
         return result
 
-    def _raise_non_finite_loss(self, metrics: dict[str, Tensor]) -> None:
-        """Name the loss parts that are not finite (none on this rank: another rank's are)."""
+    def _where(self) -> str:
+        return f"at step {self.global_step} (update {self.update_idx + 1})"
+
+    def _check_loss(self, loss: Tensor, metrics: dict[str, Tensor], out: LossOutputs) -> None:
+        """Stop before ``backward`` when the loss is not finite, naming where it starts: the
+        model's outputs, else the loss parts, else their sum. One host sync for all."""
         parts = {
-            "policy": metrics["losses/policy"],
-            "value": metrics["losses/value"],
+            "policy logits": out.logits,
+            "value": out.value,
+            "aux loss": out.aux_loss,
+            "reconstruction loss": out.recon_loss,
+            "policy loss": metrics["losses/policy"],
+            "value loss": metrics["losses/value"],
             "entropy": metrics["losses/entropy"],
-            "aux": metrics["memory/aux_loss"],
         }
-        bad = [k for k, v in parts.items() if not bool(torch.isfinite(v))]
-        raise NonFiniteError(
-            f"non-finite loss ({', '.join(bad) or 'on another rank'}) at step "
-            f"{self.global_step} (update {self.update_idx + 1}); "
-            "the last good checkpoint is kept"
+        parts = {k: v for k, v in parts.items() if v is not None}
+        flags = torch.stack(
+            [torch.isfinite(loss), *(torch.isfinite(v).all() for v in parts.values())]
         )
+        ok = flags.tolist()
+        # Under torchrun every rank must stop, or the others would wait in the all-reduce.
+        if distributed.any_rank(not all(ok)):
+            bad = [name for name, good in zip(parts, ok[1:]) if not good]
+            outputs = [b for b in bad if not b.endswith(("policy loss", "value loss", "entropy"))]
+            if not bad and not ok[0]:
+                bad = ["their finite sum overflowed"]
+            raise NonFiniteError(
+                f"non-finite loss ({divergence.named(outputs or bad)}) {self._where()}"
+            )
+
+    @torch.no_grad()
+    def check_outputs(self) -> None:
+        """Stop if the weights are not finite or, finite but too large, give non-finite
+        outputs from where acting stands: a checkpoint of them could never be resumed (its
+        first rollout would fail). One forward step of the envs; no action is sampled."""
+        if not bool(divergence.weights_finite(self.model)):
+            names = divergence.named(divergence.nonfinite_parameters(self.model))
+            raise NonFiniteError(f"non-finite weights ({names}) after update {self.update_idx + 1}")
+        out = self.model.step(self.obs, self.acting, self._forward)
+        leaves = [out.logits, out.value, *tree_leaves(out.state)]
+        finite = bool(torch.stack([torch.isfinite(x).all() for x in leaves]).all())
+        if distributed.any_rank(not finite):
+            name, size = divergence.largest_weight(self.model)
+            raise NonFiniteError(
+                f"non-finite policy output after update {self.update_idx + 1} (step "
+                f"{self.global_step}): the weights grew too large (|{name}| up to {size:.3g}); "
+                "lower ppo.lr or ppo.max_grad_norm"
+            )
 
     def set_lr(self, frac_left: float) -> None:
         for group in self.optimizer.param_groups:

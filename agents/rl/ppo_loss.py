@@ -46,7 +46,9 @@ def ppo_loss(
         ``losses/{policy,value,entropy,approx_kl,clipfrac}``, ``memory/aux_loss`` and, if on,
         ``losses/reconstruction``. approx_kl and clipfrac carry no grad.
     """
-    dist = Categorical(logits=outputs.logits.float())
+    # validate_args=False: NaN logits reach the loss, whose check names them (PPO.update),
+    # instead of failing here with torch's text and no step.
+    dist = Categorical(logits=outputs.logits.float(), validate_args=False)
     log_ratio = dist.log_prob(mb.action) - mb.logprob
     ratio = log_ratio.exp()
     a = mb.advantage
