@@ -191,28 +191,14 @@ def cmd_cores(args: argparse.Namespace) -> int:
     return 0
 
 
-class KeysHelpParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose help can end with a config's keys (``config_keys``), built
-    only when help is asked for: other commands do not pay for reading the configs' docs."""
-
-    def __init__(self, *args: object, config_keys: type | None = None, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.config_keys = config_keys
-
-    def format_help(self) -> str:
-        if self.config_keys is not None and self.epilog is None:
-            from mnemo.agents.config_help import config_epilog
-
-            self.epilog = config_epilog(self.config_keys)
-        return super().format_help()
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mnemo", description="RL agents and language models with long-range memory."
     )
-    sub = p.add_subparsers(dest="command", required=True, parser_class=KeysHelpParser)
+    from mnemo.agents.config_help import KeysHelpParser
     from mnemo.agents.rl.config import RLConfig
+
+    sub = p.add_subparsers(dest="command", required=True, parser_class=KeysHelpParser)
 
     t = sub.add_parser(
         "train",

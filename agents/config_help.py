@@ -3,13 +3,14 @@
 The docstring under a dataclass field (an attribute docstring, as in CleanRL's ``Args``) is that
 key's help; Python keeps no such docstrings at run time, so they are read from the class source
 with ``ast``, through the class's bases (a subclass that redeclares a field redeclares its doc).
-``mnemo train --help`` and ``mnemo lm train --help`` list every key this way, and
-``mnemo cores NAME`` a core's own options; tests/test_config_help.py checks that no key lacks a
-doc, so a field added without one fails the tests rather than printing a blank help line.
+``mnemo train --help`` and ``mnemo lm train --help`` list every key this way (``KeysHelpParser``),
+and ``mnemo cores NAME`` a core's own options; tests/test_config_help.py checks that no key
+lacks a doc, so a field added without one fails the tests rather than printing a blank line.
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 import dataclasses
 import functools
@@ -22,7 +23,7 @@ from typing import Any, NamedTuple
 
 from mnemo.agents.config_loader import _type_name
 
-__all__ = ["ConfigKey", "config_epilog", "config_keys", "field_docs", "keys_help"]
+__all__ = ["ConfigKey", "KeysHelpParser", "config_epilog", "config_keys", "field_docs", "keys_help"]
 
 WIDTH = 100
 """Help lines are wrapped at this many columns."""
@@ -122,3 +123,17 @@ def config_epilog(cls: type) -> str:
             "      every core's options and defaults, `mnemo cores NAME` their types and docs.",
         ]
     )
+
+
+class KeysHelpParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose help can end with a config's keys (``config_keys``), built
+    only when help is asked for: other commands do not pay for reading the configs' docs."""
+
+    def __init__(self, *args: object, config_keys: type | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.config_keys = config_keys
+
+    def format_help(self) -> str:
+        if self.config_keys is not None and self.epilog is None:
+            self.epilog = config_epilog(self.config_keys)
+        return super().format_help()

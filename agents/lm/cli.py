@@ -176,15 +176,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def add_lm_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add ``lm`` with ``train``, ``eval`` and ``sample`` to the ``mnemo`` command line."""
     lm = subparsers.add_parser("lm", help="byte-level language models on the memory cores")
-    sub = lm.add_subparsers(dest="lm_command", required=True)
-
+    from mnemo.agents.config_help import KeysHelpParser
     from mnemo.agents.lm.config import LMConfig
+
+    sub = lm.add_subparsers(dest="lm_command", required=True, parser_class=KeysHelpParser)
 
     t = sub.add_parser(
         "train",
         help="train a byte-level LM from a YAML config",
         description="Train a byte-level LM from a YAML config (configs/lm_*.yaml).",
-        config_keys=LMConfig,  # mnemo's KeysHelpParser (agents/cli.py) lists them in --help
+        config_keys=LMConfig,  # listed in --help
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     t.add_argument("config", nargs="?", help="YAML config, e.g. configs/lm_lstm.yaml")
