@@ -16,12 +16,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnemo.memory.options import MAX_LAYERS, CoreOptions, option
+
+if TYPE_CHECKING:
+    from mnemo.memory.blockwise import Windows
 
 RelFn = Callable[[Tensor], Tensor]
 """Maps position scores by distance (B, H, T, P) to scores by key (B, H, T, K)."""
@@ -250,27 +254,39 @@ class TransformerBlock(nn.Module):
         out = torch.softmax(scores, dim=-1) @ v  # (B, H, T, dh)
         return out.transpose(1, 2).reshape(hq.shape)
 
+    def attend_input(self, h: Tensor) -> Tensor:
+        """What the attention sub-layer reads from the hidden states (B, T, D)."""
+        return self.ln1(h) if self.pre_ln else h
+
+    def attend(
+        self, hn: Tensor, kv: Tensor, pos: Tensor, win: Windows, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attention of ``hn`` (B, T, D) over ``kv`` (B, K, 2D), block by block (``win``).
+
+        Returns (B, T, D) and, if asked for, the weights (B * n, H, Q, W) over each block's keys.
+        """
+        a, w = self.attn(win.queries(hn), win.keys(kv), pos, win.rel, win.mask, need_weights)
+        return win.merge(a), w
+
+    def finish(self, h: Tensor, a: Tensor) -> Tensor:
+        """The rest of the layer after attention ``a``: residual or gate, then the MLP."""
+        if not self.pre_ln:
+            y = self.ln1(h + a)
+            return self.ln2(y + self.ff(y))
+        a = F.relu(a)
+        y = self.gate1(h, a) if self.gated else h + a
+        f = F.relu(self.ff(self.ln2(y)))
+        return self.gate2(y, f) if self.gated else y + f
+
     def forward(
-        self,
-        h: Tensor,
-        kv_ctx: Tensor,
-        pos: Tensor,
-        rel: RelFn,
-        mask: Tensor,
-        need_weights: bool = False,
+        self, h: Tensor, kv_ctx: Tensor, pos: Tensor, win: Windows, need_weights: bool = False
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """h: (B, T, D) segment; kv_ctx: (B, K - T, 2D) keys/values of the context.
 
         Returns the block output (B, T, D), keys/values of [context | segment] (B, K, 2D) and
-        the attention weights if asked for.
+        the attention weights if asked for (``attend``).
         """
-        hn = self.ln1(h) if self.pre_ln else h
+        hn = self.attend_input(h)
         kv = torch.cat([kv_ctx, self.attn.kv(hn)], dim=1)  # (B, K, 2D)
-        a, w = self.attn(hn, kv, pos, rel, mask, need_weights)
-        if not self.pre_ln:
-            y = self.ln1(h + a)
-            return self.ln2(y + self.ff(y)), kv, w
-        a = F.relu(a)
-        y = self.gate1(h, a) if self.gated else h + a
-        f = F.relu(self.ff(self.ln2(y)))
-        return (self.gate2(y, f) if self.gated else y + f), kv, w
+        a, w = self.attend(hn, kv, pos, win, need_weights)
+        return self.finish(h, a), kv, w

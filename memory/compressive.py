@@ -6,12 +6,14 @@ Each layer keeps a FIFO memory of the ``n_mem`` most recent hidden states enteri
 compressed memory of ``n_cmem`` slots. States evicted from the memory are compressed at rate
 ``compression_rate`` (c) into one compressed slot per c states; the compressed memory drops its
 oldest slot. Compression functions (``compression``): ``conv`` (conv1d, kernel = stride = c,
-the paper's best), ``max`` and ``mean`` pooling, and ``most_used`` (keep the state that received
-the most attention). Attention spans [compressed | memory | segment] with Transformer-XL
-relative positions (``memory.attention``): memory at distances 1..n_mem, compressed slot k
-(newest first) at n_mem + 1 + k. The attention-reconstruction loss
-||attn(h, old_mem) - attn(h, f_c(old_mem))||^2, with the layer's attention weights and the
-inputs detached, is returned as ``aux_loss``: it trains the compressors and nothing else.
+the paper's best), ``max`` and ``mean`` pooling, and ``most_used`` (the evicted states are
+ranked by the attention they received and the most used 1/c of them are kept). Attention spans
+[compressed | memory | segment] with Transformer-XL relative positions (``memory.attention``):
+memory at distances 1..n_mem, compressed slot k (newest first) at n_mem + 1 + k. The
+attention-reconstruction loss ||attn(h, old_mem) - attn(h, f_c(old_mem))||^2, with the layer's
+attention weights and the inputs detached, is returned as ``aux_loss``: it trains the
+compressors and nothing else. A call is computed in blocks of ``query_block`` queries, each
+reading only its window of keys (``memory.blockwise``): the cost is linear in its length.
 
 Departures from the paper, and why:
 - Memory moves every step, not every segment: each query sees itself, the ``n_mem`` steps before
@@ -20,13 +22,25 @@ Departures from the paper, and why:
   the stored ``raw`` window) until c states of one episode are available: no zero padding, and
   a block never mixes episodes. Buffered states are not attended (Rae et al. never have any:
   their segment length is a multiple of c).
+- ``most_used``: Rae et al. sort the states a segment evicts by usage and keep the most used.
+  Here the compressed memory of each step is the ``n_cmem`` most used of the c x ``n_cmem``
+  states of its episode evicted last (ranked all together, kept in time order): what the paper
+  keeps right after a segment that evicts c x ``n_cmem`` states, made to slide one step at a
+  time for the core contract. So a state ranked below the cut can enter later, when better
+  ones age out of that span; the ``raw`` window holds the whole span (n_mem + c x n_cmem).
+  Usage is the attention a state received (averaged over heads, summed over the queries that
+  saw it) in a first pass over the raw memory only, which ignores the compressed slots: it is
+  then final when the state is evicted, so every step's ranking is computed in parallel. The
+  paper does not pin down the normaliser.
 - The task loss does not reach the compressors (compressed slots are used under stop-gradient),
   as in the paper where they are only ever read from the memory of the next segment.
-- ``most_used`` scores usage by attention over the raw memory only (a first pass that ignores
-  the compressed slots); the paper does not pin down the normaliser.
+- The reconstruction loss is computed per block of ``query_block`` steps (their queries against
+  the states evicted during them), as if those blocks were the paper's segments: a call's loss
+  then costs linear time (it is the same as one block over the call when T <= query_block).
 - Episodes: slots from an earlier episode are masked; blocks are formed per episode.
 - Keys/values of both memories are cached in the state (``cache_kv``) and used when no
-  gradient is needed, as in ``trxl``: an acting step projects only the new step and block.
+  gradient is needed, as in ``trxl``: an acting step projects only the new step and block
+  (``most_used``: only the new step; a kept state's keys are those it had as raw memory).
 - ``aux_loss`` is computed only when gradients are enabled (it has nothing to train otherwise).
 - The blocks are the trxl/gtrxl blocks (``gated``/``pre_ln`` options); no dropout.
 """
@@ -39,11 +53,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mnemo.memory.attention import BlockOptions, TransformerBlock, gather_rel
+from mnemo.memory.attention import BlockOptions, TransformerBlock
 from mnemo.memory.base import CoreOutput, MemoryCore, State
+from mnemo.memory.blockwise import n_blocks, split_queries
+from mnemo.memory.compressive_windows import UsagePlan, block_plan
 from mnemo.memory.options import option
 from mnemo.memory.registry import register_core
-from mnemo.memory.trxl import last_start
 
 COMPRESSIONS = ("conv", "max", "mean", "most_used")
 
@@ -60,7 +75,7 @@ class CompressiveOptions(BlockOptions):
     """c: states per compressed slot."""
     compression: str = option("conv", choices=COMPRESSIONS)
     """The compression function f_c: conv1d (kernel = stride = c), max or mean pooling, or
-    the most attended state of each block."""
+    the most attended 1/c of the evicted states (ranked together)."""
 
 
 class Compressor(nn.Module):
@@ -72,28 +87,25 @@ class Compressor(nn.Module):
         if kind == "conv":
             self.conv = nn.Conv1d(d_model, d_model, kernel_size=rate, stride=rate)
 
-    def forward(self, windows: Tensor, usage: Tensor | None = None) -> Tensor:
+    def forward(self, windows: Tensor) -> Tensor:
         if self.kind == "conv":  # conv1d with kernel = stride = c, one output per window
             w = self.conv.weight.flatten(1)  # (D, D * c), input-channel major
             return F.linear(windows.transpose(-1, -2).flatten(-2), w, self.conv.bias)
         if self.kind == "max":
             return windows.amax(dim=-2)
-        if self.kind == "mean":
-            return windows.mean(dim=-2)
-        idx = usage.argmax(dim=-1)  # (B, N) most attended state of each window
-        return windows.gather(-2, idx[..., None, None].expand(*idx.shape, 1, windows.shape[-1]))[
-            ..., 0, :
-        ]
+        return windows.mean(dim=-2)
 
 
 @register_core("compressive")
 class CompressiveCore(MemoryCore):
     """Compressive Transformer: per layer ``n_mem`` raw states + ``n_cmem`` compressed slots.
 
-    State (batch-first, fixed shapes; R = n_mem + c - 1 raw slots, the oldest c - 1 of which
-    are the eviction buffer):
+    State (batch-first, fixed shapes; R raw slots: n_mem + c - 1, the oldest c - 1 of which
+    are the eviction buffer, or n_mem + c x n_cmem for ``most_used``, whose compressed memory
+    is chosen among the c x n_cmem evicted states):
         ``raw``: (B, n_layers, R, D) hidden states entering each layer, oldest first;
         ``cmem``: (B, n_layers, n_cmem, D) compressed slots, oldest first (invalid ones zero);
+            for ``most_used``, the states the next step reads as compressed memory;
         ``cvalid``: (B, n_cmem) bool, compressed slot belongs to the current episode;
         ``ep_t``: (B,) long, episode time of the last step (-1: nothing seen yet);
         ``raw_kv``, ``cmem_kv`` (if ``cache_kv``): their keys and values, (..., 2D);
@@ -105,19 +117,24 @@ class CompressiveCore(MemoryCore):
     """
 
     options_type = CompressiveOptions
+    query_block = 64
+    """Queries per block of a long call (``memory.blockwise``)."""
 
     def __init__(self, d_model: int, opts: CompressiveOptions) -> None:
         super().__init__()
         n_mem, n_cmem, compression_rate = opts.n_mem, opts.n_cmem, opts.compression_rate
         self.d_model, self.n_layers = d_model, opts.n_layers
         self.n_mem, self.n_cmem, self.rate = n_mem, n_cmem, compression_rate
-        self.n_raw = n_mem + compression_rate - 1
+        self.most_used = opts.compression == "most_used"
+        buffer = compression_rate * n_cmem if self.most_used else compression_rate - 1
+        self.n_raw = n_mem + buffer
         self.compression, self.memory_dtype = opts.compression, opts.storage_dtype
         self.cache_kv = opts.cache_kv
         self.pre_ln = opts.norm_first
         self.blocks = nn.ModuleList(TransformerBlock(d_model, opts) for _ in range(opts.n_layers))
         self.compressors = nn.ModuleList(
-            Compressor(d_model, compression_rate, opts.compression) for _ in range(opts.n_layers)
+            Compressor(d_model, compression_rate, opts.compression)
+            for _ in range(0 if self.most_used else opts.n_layers)
         )
         self.ln_out = nn.LayerNorm(d_model) if self.pre_ln else nn.Identity()
         self.register_buffer("pos", torch.arange(n_mem + n_cmem + 1.0), persistent=False)
@@ -133,62 +150,9 @@ class CompressiveCore(MemoryCore):
         if self.cache_kv:
             state["raw_kv"] = torch.zeros(b, n, self.n_raw, 2 * d, device=device, dtype=dt)
             state["cmem_kv"] = torch.zeros(b, n, self.n_cmem, 2 * d, device=device, dtype=dt)
-        if self.compression == "most_used":
+        if self.most_used:
             state["usage"] = torch.zeros(b, n, self.n_raw, device=device)
         return state
-
-    def plan(self, state: State, episode_start: Tensor) -> dict[str, Tensor]:
-        """Everything about who sees what, shared by all layers (all in call-relative time).
-
-        Stream: the R stored raw states (times -R..-1) then the T segment steps (0..T-1).
-        Potential blocks end at times e = -n_mem .. T-1-n_mem (evicted during this call); the
-        one ending at e is formed when its episode time is c-1 mod c and its episode is still
-        current when it is evicted (after step e + n_mem).
-        """
-        b, t = episode_start.shape
-        nm, ncm, c, r = self.n_mem, self.n_cmem, self.rate, self.n_raw
-        dev = episode_start.device
-        ep_t, steps = state["ep_t"], torch.arange(t, device=dev)
-        ls = last_start(episode_start)  # (B, T)
-        pre = -(ep_t + 1)[:, None]  # (B, 1) start time of the episode running into the call
-        q_start = torch.where(ls >= 0, ls, pre)  # (B, T) episode start of each step
-        seg_tau = torch.where(ls >= 0, steps - ls, ep_t[:, None] + 1 + steps)
-        raw_t = torch.arange(-r, t, device=dev)  # (R + T,) stream times
-        tau = torch.cat([ep_t[:, None] + 1 + raw_t[:r], seg_tau], dim=1)  # (B, R + T)
-        start = torch.cat([pre.expand(b, r), q_start], dim=1)
-        valid = tau >= 0
-        # Potential blocks: stream index p = c - 1 + k ends at time e = p - R; evicted after p + nm.
-        p = torch.arange(c - 1, c - 1 + t, device=dev)
-        tau_e = tau[:, p]
-        formed = valid[:, p] & (tau_e >= c - 1) & (tau_e % c == c - 1)
-        formed &= start[:, p] == start[:, p + nm]
-        # Old compressed slots: the newest ended at the last block-ending time before the call.
-        newest = torch.div(ep_t - nm + 1, c, rounding_mode="floor") * c - 1 - ep_t - 1  # (B,)
-        old_e = newest[:, None] - c * torch.arange(ncm - 1, -1, -1, device=dev)  # (B, ncm)
-        blk_e = torch.cat([old_e, (p - r).expand(b, t)], dim=1)  # (B, ncm + T)
-        blk_valid = torch.cat([state["cvalid"], formed], dim=1)
-        blk_start = torch.cat([pre.expand(b, ncm), start[:, p]], dim=1)
-        same = q_start[..., None]  # (B, T, 1)
-        dt = steps[:, None] - nm - 1 - blk_e[:, None, :]  # (B, T, ncm + T)
-        blk_vis = blk_valid[:, None] & (blk_start[:, None] == same) & (dt >= 0) & (dt < c * ncm)
-        lag = steps[:, None] - raw_t[None, :]  # (T, R + T)
-        raw_vis = valid[:, None] & (start[:, None] == same) & (lag >= 0) & (lag <= nm)
-        blk_d = nm + 1 + torch.div(dt, c, rounding_mode="floor")
-        dist = torch.cat([blk_d, lag.expand(b, t, r + t)], dim=2)  # (B, T, K)
-        # Next compressed memory: the last ncm formed among [old slots | new blocks].
-        cand = torch.cat([torch.ones_like(state["cvalid"]), formed], dim=1)
-        order = torch.where(cand, torch.arange(ncm + t, device=dev), -1)
-        keep = order.topk(ncm, dim=1).values.sort(dim=1).values  # (B, ncm)
-        still = blk_valid & (blk_start == q_start[:, -1:])
-        return {
-            "mask": torch.cat([blk_vis, raw_vis], dim=2),
-            "raw_only": torch.cat([torch.zeros_like(blk_vis), raw_vis], dim=2),
-            "dist": dist[:, None],
-            "formed": formed,
-            "keep": keep,
-            "cvalid": still.gather(1, keep),
-            "ep_t": seg_tau[:, -1],
-        }
 
     def forward(
         self, x: Tensor, state: State, episode_start: Tensor, trace: list[Tensor] | None = None
@@ -196,19 +160,25 @@ class CompressiveCore(MemoryCore):
         """Run the core over a segment (``MemoryCore.forward``).
 
         Args:
-            trace: if given, the last layer's attention weights (B, H, T, K) are appended to
-                it (what ``inspect`` shows).
+            trace: if given, the call is one block over every key and the last layer's
+                attention weights (B, H, T, K) are appended to it (what ``inspect`` shows).
         """
+        size = x.shape[1] if trace is not None else self.query_block
+        run = self.run_most_used if self.most_used else self.run_blocks
+        h, new, aux = run(x, state, episode_start, size, trace)
+        new = {k: new[k].to(self.memory_dtype) if k in STORED else new[k] for k in state}
+        return CoreOutput(self.ln_out(h), new, aux)
+
+    def run_blocks(
+        self, x: Tensor, state: State, episode_start: Tensor, size: int, trace: list | None
+    ) -> tuple[Tensor, State, Tensor]:
+        """``conv``, ``max``, ``mean``: every c evicted states of an episode make one slot."""
         t, c, ncm = x.shape[1], self.rate, self.n_cmem
-        plan = self.plan(state, episode_start)
-
-        def rel(scores: Tensor) -> Tensor:
-            return gather_rel(scores, plan["dist"])
-
+        plan = block_plan(state, episode_start, self.n_mem, ncm, c, size)
         keep = plan["keep"][..., None].expand(-1, -1, self.d_model)
         keep2 = plan["keep"][..., None].expand(-1, -1, 2 * self.d_model)
         use_cache = self.cache_kv and not torch.is_grad_enabled()
-        raws, cmems, usages, raw_kvs, cmem_kvs = [], [], [], [], []
+        new: dict[str, list[Tensor]] = {k: [] for k in ("raw", "cmem", "raw_kv", "cmem_kv")}
         aux = x.new_zeros(())
         cvalid = plan["cvalid"][..., None]  # (B, ncm, 1)
         h = x
@@ -217,55 +187,73 @@ class CompressiveCore(MemoryCore):
             cm = state["cmem"][:, i].to(x.dtype)  # (B, ncm, D)
             stream = torch.cat([raw, h.detach()], dim=1)  # (B, R + T, D), stop-gradient
             windows = stream.unfold(1, c, 1)[:, :t].transpose(-1, -2)  # (B, T, c, D)
-            usage = None
-            if self.compression == "most_used":
-                # Usage first: attention from this call's steps to the raw memory only.
-                blank = torch.cat([cm, torch.zeros_like(h), raw], dim=1)
-                _, _, w = block(h, block.kv_of(blank), self.pos, rel, plan["raw_only"], True)
-                got = w[..., ncm + t :].mean(1).sum(1).detach()  # (B, R + T)
-                stream_usage = torch.cat([state["usage"][:, i], torch.zeros_like(h[..., 0])], 1)
-                stream_usage = stream_usage + got
-                usage = stream_usage.unfold(1, c, 1)[:, :t]  # (B, T, c)
-                usages.append(stream_usage[:, -self.n_raw :])
-            blocks = comp(windows, usage)  # (B, T, D); only the aux loss reaches comp
+            blocks = comp(windows)  # (B, T, D); only the aux loss reaches comp
             if use_cache:  # acting: keys/values of the memory were computed when it was written
                 kv_mem = [state["cmem_kv"][:, i], block.kv_of(blocks), state["raw_kv"][:, i]]
                 kv_ctx = torch.cat([z.to(x.dtype) for z in kv_mem], dim=1)
             else:
                 kv_ctx = block.kv_of(torch.cat([cm, blocks.detach(), raw], dim=1))
             traced = trace is not None and i == self.n_layers - 1
-            out, kv, w = block(h, kv_ctx, self.pos, rel, plan["mask"], traced)
+            out, kv, w = block(h, kv_ctx, self.pos, plan["win"], traced)
             if traced:
                 trace.append(w)
             if torch.is_grad_enabled() and self.compression == "conv":
-                aux = aux + self.reconstruction_loss(block, h, windows, blocks, plan["formed"])
-            raws.append(stream[:, -self.n_raw :])
-            new_cm = torch.cat([cm, blocks.detach()], dim=1).gather(1, keep)
-            cmems.append(new_cm * cvalid)
+                formed = plan["formed"]
+                aux = aux + self.reconstruction_loss(block, h, windows, blocks, formed, size)
+            new["raw"].append(stream[:, -self.n_raw :])
+            new["cmem"].append(torch.cat([cm, blocks.detach()], dim=1).gather(1, keep) * cvalid)
             if self.cache_kv:
                 kv = kv.detach()  # (B, ncm + T + R + T, 2D)
-                raw_kvs.append(kv[:, ncm + t :][:, -self.n_raw :])
-                cmem_kvs.append(kv[:, : ncm + t].gather(1, keep2) * cvalid)
+                new["raw_kv"].append(kv[:, ncm + t :][:, -self.n_raw :])
+                new["cmem_kv"].append(kv[:, : ncm + t].gather(1, keep2) * cvalid)
             h = out
-        new = {
-            "raw": torch.stack(raws, 1).to(self.memory_dtype),
-            "cmem": torch.stack(cmems, 1).to(self.memory_dtype),
-            "cvalid": plan["cvalid"],
-            "ep_t": plan["ep_t"],
+        stacked = {k: torch.stack(v, 1) for k, v in new.items() if v}
+        return h, {**stacked, "cvalid": plan["cvalid"], "ep_t": plan["ep_t"]}, aux / self.n_layers
+
+    def run_most_used(
+        self, x: Tensor, state: State, episode_start: Tensor, size: int, trace: list | None
+    ) -> tuple[Tensor, State, Tensor]:
+        """``most_used``: the compressed memory of each step is the n_cmem most attended of the
+        c x n_cmem states evicted before it (``UsagePlan``); nothing is projected but the
+        segment (keys/values of evicted states are those they had in the raw memory)."""
+        plan = UsagePlan(state, episode_start, self.n_mem, self.n_cmem, self.rate, size)
+        use_cache = self.cache_kv and not torch.is_grad_enabled()
+        new: dict[str, list[Tensor]] = {
+            k: [] for k in ("raw", "cmem", "usage", "raw_kv", "cmem_kv")
         }
-        if self.cache_kv:
-            new["raw_kv"] = torch.stack(raw_kvs, 1).to(self.memory_dtype)
-            new["cmem_kv"] = torch.stack(cmem_kvs, 1).to(self.memory_dtype)
-        if usages:
-            new["usage"] = torch.stack(usages, 1)
-        return CoreOutput(self.ln_out(h), new, aux / self.n_layers)
+        h, cvalid = x, None
+        for i, block in enumerate(self.blocks):
+            raw = state["raw"][:, i].to(x.dtype)  # (B, R, D)
+            stream = torch.cat([raw, h.detach()], dim=1)  # (B, R + T, D), stop-gradient
+            hn = block.attend_input(h)
+            kv_raw = state["raw_kv"][:, i].to(x.dtype) if use_cache else block.kv_of(raw)
+            kv = torch.cat([kv_raw, block.attn.kv(hn)], dim=1)  # (B, R + T, 2D)
+            with torch.no_grad():  # usage: attention over the raw memory only
+                _, w_raw = block.attend(hn, kv, self.pos, plan.usage_win, need_weights=True)
+                usage = plan.usage(w_raw, state["usage"][:, i])
+            traced = trace is not None and i == self.n_layers - 1
+            a, w = block.attend(hn, kv, self.pos, plan.main_windows(usage), traced)
+            if traced:
+                trace.append(w)
+            nxt, cvalid = plan.next_compressed(usage)
+            new["raw"].append(stream[:, -self.n_raw :])
+            new["usage"].append(usage[:, -self.n_raw :])
+            new["cmem"].append(take(stream, nxt) * cvalid[..., None])
+            if self.cache_kv:
+                kv = kv.detach()
+                new["raw_kv"].append(kv[:, -self.n_raw :])
+                new["cmem_kv"].append(take(kv, nxt) * cvalid[..., None])
+            h = block.finish(h, a)
+        stacked = {k: torch.stack(v, 1) for k, v in new.items() if v}
+        return h, {**stacked, "cvalid": cvalid, "ep_t": plan.stream.ep_t}, self.zero_aux(x)
 
     @torch.no_grad()
     def inspect(self, x: Tensor, state: State, episode_start: Tensor) -> dict[str, Tensor]:
         """Last layer's attention (T, K) for row 0, averaged over heads (MemoryCore.inspect).
 
         Keys: the ``n_cmem`` compressed slots, the T blocks compressed during this call, the
-        raw-memory slots, then the T steps of ``x``; masked keys get weight 0.
+        raw-memory slots, then the T steps of ``x``; for ``most_used`` the R raw slots (the
+        compressed memory among them) then the T steps. Masked keys get weight 0.
         """
         seen: list[Tensor] = []
         self(x, state, episode_start, trace=seen)
@@ -273,20 +261,39 @@ class CompressiveCore(MemoryCore):
 
     @staticmethod
     def reconstruction_loss(
-        block: TransformerBlock, h: Tensor, windows: Tensor, blocks: Tensor, formed: Tensor
+        block: TransformerBlock,
+        h: Tensor,
+        windows: Tensor,
+        blocks: Tensor,
+        formed: Tensor,
+        size: int,
     ) -> Tensor:
         """||attn(h, old_mem) - attn(h, f_c(old_mem))||^2 over the blocks formed in this call.
 
-        The segment's states query the evicted states (as they were) and their compressions,
-        through this layer's attention with every weight detached (Rae et al. 2020, Alg. 2).
+        The states of each block of ``size`` steps query the states evicted during those steps
+        (as they were) and their compressions, through this layer's attention with every weight
+        detached (Rae et al. 2020, Alg. 2, with blocks of steps as the segments).
         """
-        rows = formed.any(dim=1)  # (B,) rows that compressed something
-        if not bool(rows.any()):
+        if not bool(formed.any()):
             return h.new_zeros(())
         b, t, c, d = windows.shape
-        old = block.frozen_content_attention(
-            h.detach(), windows.reshape(b, t * c, d), formed.repeat_interleave(c, dim=1)
-        )
-        new = block.frozen_content_attention(h.detach(), blocks, formed)
-        err = (old - new).square().mean(dim=(1, 2))  # (B,)
-        return (err * rows).sum() / rows.sum()
+        q, n = n_blocks(t, size)
+        real = (torch.arange(n * q, device=h.device) < t).view(1, n, q).expand(b, n, q)
+        real = real.flatten(0, 1)  # (B * n, Q)
+        hq = split_queries(h.detach(), q).flatten(0, 1)
+        f = split_queries(formed, q).flatten(0, 1)  # (B * n, Q)
+        old_mem = split_queries(windows, q).flatten(0, 1).reshape(b * n, q * c, d)
+        old = block.frozen_content_attention(hq, old_mem, f.repeat_interleave(c, dim=1))
+        new = block.frozen_content_attention(hq, split_queries(blocks, q).flatten(0, 1), f)
+        err = ((old - new).square().mean(-1) * real).sum(-1) / real.sum(-1)  # (B * n,)
+        used = f.any(dim=1)  # blocks that compressed something
+        return (err * used).sum() / used.sum()
+
+
+STORED = ("raw", "cmem", "raw_kv", "cmem_kv")
+"""State entries kept in ``memory_dtype``."""
+
+
+def take(x: Tensor, idx: Tensor) -> Tensor:
+    """Rows ``idx`` (B, N) of ``x`` (B, L, F) -> (B, N, F)."""
+    return x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))

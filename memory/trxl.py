@@ -6,7 +6,9 @@ Parisotto et al. 2020, "Stabilizing Transformers for Reinforcement Learning" (GT
 Each layer keeps a memory of the ``mem_len`` hidden states that entered it most recently, under
 stop-gradient, and attends over [memory | segment] with relative positions: sinusoid R, learned
 biases u and v and a projection W_kR (``memory.attention``). The causal mask is aligned
-bottom-right, so query t of a T-step segment sits at key index ``mem_len + t``.
+bottom-right, so query t of a T-step segment sits at key index ``mem_len + t``. A long call is
+computed in blocks of ``query_block`` queries, each reading only the ``mem_len + query_block``
+keys of its window (``memory.blockwise``), so its cost is linear in T.
 
 ``trxl`` is Dai's post-LN block; ``gtrxl`` is Parisotto et al.'s: identity-map reordering
 (pre-LN), ReLU on sub-layer outputs, GRU gates with bias ``gate_bias`` (b_g = 2) in place of
@@ -35,6 +37,7 @@ from torch import Tensor, nn
 
 from mnemo.memory.attention import BlockOptions, RelFn, TransformerBlock, rel_shift
 from mnemo.memory.base import CoreOutput, MemoryCore, State
+from mnemo.memory.blockwise import Windows, blocked, finish_mask, n_blocks, window_index
 from mnemo.memory.options import option
 from mnemo.memory.registry import register_core
 
@@ -71,6 +74,8 @@ class TransformerXLCore(MemoryCore):
     """
 
     options_type = TrXLOptions
+    query_block = 64
+    """Queries per block of a long call (``memory.blockwise``): each block reads M + 64 keys."""
 
     def __init__(self, d_model: int, opts: TrXLOptions) -> None:
         super().__init__()
@@ -93,27 +98,32 @@ class TransformerXLCore(MemoryCore):
             state["kv"] = torch.zeros(b, n, m, 2 * d, device=device, dtype=self.memory_dtype)
         return state
 
-    def masks(self, valid: Tensor, episode_start: Tensor) -> tuple[Tensor, Tensor]:
-        """Attention mask (B, T, M + T) and the validity (B, M) of the next memory.
+    def windows(self, valid: Tensor, episode_start: Tensor, size: int) -> tuple[Windows, Tensor]:
+        """Who sees what, in blocks of ``size`` queries, and the validity (B, M) of the next memory.
 
         Key j of [memory | segment] is visible to query t when it is valid, lies in t's episode
-        and within its window: max(t, episode-start index) <= j <= M + t.
+        and within its window: max(t, episode-start index) <= j <= M + t. The queries of a block
+        starting at step a can only see keys a .. a + M + Q - 1: that is the block's window.
         """
         b, t = episode_start.shape
-        m = self.mem_len
-        steps = torch.arange(t, device=valid.device)
-        keys = torch.arange(m + t, device=valid.device)
+        m, dev = self.mem_len, valid.device
+        q, n = n_blocks(t, size)
+        idx, inside = window_index(n, q, 0, m + q, m + t)
         last = last_start(episode_start)  # (B, T)
         first = torch.where(last >= 0, last + m, 0)  # first key of t's episode
         key_valid = torch.cat([valid, valid.new_ones(b, t)], dim=1)  # (B, M + T)
-        lo = torch.maximum(first, steps)[..., None]
-        mask = key_valid[:, None] & (keys >= lo) & (keys <= steps[:, None] + m)
-        keep = key_valid & (keys >= first[:, -1:])
-        return mask, keep[:, -m:]
+        steps = blocked(torch.arange(t, device=dev).expand(b, t), q)  # (B, n, Q, 1)
+        keys = idx.to(dev)[:, None]  # (n, 1, W)
+        lo = torch.maximum(blocked(first, q), steps)
+        visible = key_valid[:, keys] & (keys >= lo) & (keys <= steps + m)  # (B, n, Q, W)
+        win = Windows(t, q, idx, finish_mask(visible, inside, t), rel_shift_window(q))
+        keys_all = torch.arange(m + t, device=dev)
+        keep = key_valid & (keys_all >= first[:, -1:])
+        return win, keep[:, -m:]
 
     def forward(self, x: Tensor, state: State, episode_start: Tensor) -> CoreOutput:
-        t, m = x.shape[1], self.mem_len
-        mask, new_valid = self.masks(state["valid"], episode_start)
+        m = self.mem_len
+        win, new_valid = self.windows(state["valid"], episode_start, self.query_block)
         use_cache = self.cache_kv and not torch.is_grad_enabled()
         mems, kvs = [], []
         h = x
@@ -122,7 +132,7 @@ class TransformerXLCore(MemoryCore):
             kv_ctx = state["kv"][:, i].to(x.dtype) if use_cache else block.kv_of(ctx)
             # Memory is under stop-gradient (Dai): store what enters the layer, detached.
             mems.append(torch.cat([ctx, h.detach()], dim=1)[:, -m:])
-            h, kv, _ = block(h, kv_ctx, self.pos, rel_shift_window(t), mask)
+            h, kv, _ = block(h, kv_ctx, self.pos, win)
             if self.cache_kv:
                 kvs.append(kv.detach()[:, -m:])
         new = {"mem": torch.stack(mems, 1).to(self.memory_dtype), "valid": new_valid}
@@ -136,13 +146,11 @@ class TransformerXLCore(MemoryCore):
 
         Keys are the M memory slots, then the T steps of ``x``; masked keys get weight 0.
         """
-        t = x.shape[1]
-        mask, _ = self.masks(state["valid"], episode_start)
+        win, _ = self.windows(state["valid"], episode_start, x.shape[1])  # one block: all keys
         h, w = x, None
         for i, block in enumerate(self.blocks):
             kv_ctx = block.kv_of(state["mem"][:, i].to(x.dtype))
-            last = i == self.n_layers - 1
-            h, _, w = block(h, kv_ctx, self.pos, rel_shift_window(t), mask, need_weights=last)
+            h, _, w = block(h, kv_ctx, self.pos, win, need_weights=i == self.n_layers - 1)
         return {"attention": w[0].mean(0)}
 
 

@@ -1,0 +1,198 @@
+"""Who sees what in a call of the compressive core, in blocks of queries (``memory.blockwise``).
+
+Time is call-relative: the R stored raw states are times -R..-1, the T segment steps 0..T-1,
+together the *stream*. Query t sees the raw states of its episode at lags 0..n_mem and the
+compressed memory as of its own step; everything here is built from per-key and per-query
+facts (validity, episode start, time) gathered onto each block's window, so it is linear in T.
+
+- ``block_plan`` (``conv``, ``max``, ``mean``): keys are [old compressed slots (n_cmem) |
+  candidate blocks (T) | stream (R + T)]; the candidate ending at stream index c - 1 + k
+  becomes a compressed slot when it is formed (c states of one episode, aligned on episode
+  time). Query t can see candidates k in [t - c * n_cmem, t - 1] and stream indices
+  [R - n_mem + t, R + t].
+- ``UsagePlan`` (``most_used``): keys are the stream only (R = n_mem + c * n_cmem); query t sees
+  lags 0..n_mem and, as compressed memory, the n_cmem most used of the c * n_cmem states evicted
+  before it (lags n_mem + 1 .. n_mem + c * n_cmem), ranked by the attention they received.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mnemo.memory.attention import gather_rel
+from mnemo.memory.blockwise import Windows, blocked, finish_mask, n_blocks, window_index
+from mnemo.memory.trxl import last_start
+
+
+def gather_rel_by(dist: Tensor):
+    """The ``rel`` function of distances per (query, key) ``dist`` (B * n, Q, W)."""
+    dist = dist[:, None]
+
+    def rel(scores: Tensor) -> Tensor:
+        return gather_rel(scores, dist)
+
+    return rel
+
+
+@dataclass(frozen=True)
+class Stream:
+    """Per-key and per-query facts of the stream (R stored raw states, then T steps)."""
+
+    tau: Tensor  # (B, R + T) episode time of each stream state (< 0: before the episode)
+    start: Tensor  # (B, R + T) call time at which its episode started
+    time: Tensor  # (R + T,) call time
+    q_start: Tensor  # (B, T) episode start of each query
+    ep_t: Tensor  # (B,) episode time of the last step
+
+    @property
+    def valid(self) -> Tensor:
+        return self.tau >= 0
+
+
+def stream_of(ep_t: Tensor, episode_start: Tensor, r: int) -> Stream:
+    """The stream facts, from the episode time before the call and the episode starts in it."""
+    b, t = episode_start.shape
+    steps = torch.arange(t, device=episode_start.device)
+    ls = last_start(episode_start)  # (B, T)
+    pre = -(ep_t + 1)[:, None]  # (B, 1) start time of the episode running into the call
+    q_start = torch.where(ls >= 0, ls, pre)
+    seg_tau = torch.where(ls >= 0, steps - ls, ep_t[:, None] + 1 + steps)
+    time = torch.arange(-r, t, device=episode_start.device)
+    tau = torch.cat([ep_t[:, None] + 1 + time[:r], seg_tau], dim=1)
+    start = torch.cat([pre.expand(b, r), q_start], dim=1)
+    return Stream(tau, start, time, q_start, seg_tau[:, -1])
+
+
+def block_plan(
+    state: dict[str, Tensor],
+    episode_start: Tensor,
+    nm: int,
+    ncm: int,
+    c: int,
+    size: int,
+) -> dict[str, Tensor | Windows]:
+    """Windows, formed candidates and the next compressed memory (``conv``/``max``/``mean``).
+
+    Potential blocks end at times e = -n_mem .. T-1-n_mem (evicted during this call); the one
+    ending at e is formed when its episode time is c-1 mod c and its episode is still current
+    when it is evicted (after step e + n_mem). ``size`` >= T gives one block over all keys.
+    """
+    b, t = episode_start.shape
+    r, dev = nm + c - 1, episode_start.device
+    s = stream_of(state["ep_t"], episode_start, r)
+    ep_t, valid = state["ep_t"], s.valid
+    # Potential blocks: stream index p = c - 1 + k ends at time e = p - R; evicted after p + nm.
+    p = torch.arange(c - 1, c - 1 + t, device=dev)
+    tau_e = s.tau[:, p]
+    formed = valid[:, p] & (tau_e >= c - 1) & (tau_e % c == c - 1)
+    formed &= s.start[:, p] == s.start[:, p + nm]
+    # Old compressed slots: the newest ended at the last block-ending time before the call.
+    newest = torch.div(ep_t - nm + 1, c, rounding_mode="floor") * c - 1 - ep_t - 1  # (B,)
+    old_e = newest[:, None] - c * torch.arange(ncm - 1, -1, -1, device=dev)  # (B, ncm)
+    blk_e = torch.cat([old_e, (p - r).expand(b, t)], dim=1)  # (B, ncm + T)
+    blk_valid = torch.cat([state["cvalid"], formed], dim=1)
+    blk_start = torch.cat([s.start[:, :1].expand(b, ncm), s.start[:, p]], dim=1)
+
+    q, n = n_blocks(t, size)
+    if q >= t:  # one block over every key
+        slot_idx, slot_in = window_index(1, q, 0, ncm + t, ncm + t)
+        raw_idx, raw_in = window_index(1, q, 0, r + t, r + t)
+    else:
+        old = torch.arange(ncm).expand(n, ncm)
+        cand, cand_in = window_index(n, q, -c * ncm, c * ncm + q - 1, t)
+        slot_idx = torch.cat([old, ncm + cand], dim=1)
+        slot_in = torch.cat([torch.ones_like(old, dtype=torch.bool), cand_in], dim=1)
+        raw_idx, raw_in = window_index(n, q, r - nm, nm + q, r + t)
+    steps = blocked(torch.arange(t, device=dev).expand(b, t), q)  # (B, n, Q, 1)
+    same = blocked(s.q_start, q)
+    si, ri = slot_idx.to(dev)[:, None], raw_idx.to(dev)[:, None]  # (n, 1, W)
+    dt = steps - nm - 1 - blk_e[:, si]
+    slot_vis = blk_valid[:, si] & (blk_start[:, si] == same) & (dt >= 0) & (dt < c * ncm)
+    lag = steps - s.time[ri]
+    raw_vis = valid[:, ri] & (s.start[:, ri] == same) & (lag >= 0) & (lag <= nm)
+    dist = torch.cat([nm + 1 + torch.div(dt, c, rounding_mode="floor"), lag.expand_as(raw_vis)], 3)
+    win = Windows(
+        t,
+        q,
+        torch.cat([slot_idx, ncm + t + raw_idx], dim=1),
+        finish_mask(torch.cat([slot_vis, raw_vis], 3), torch.cat([slot_in, raw_in], 1), t),
+        gather_rel_by(dist.flatten(0, 1)),
+    )
+    # Next compressed memory: the last ncm formed among [old slots | new blocks].
+    cand_ok = torch.cat([torch.ones_like(state["cvalid"]), formed], dim=1)
+    order = torch.where(cand_ok, torch.arange(ncm + t, device=dev), -1)
+    keep = order.topk(ncm, dim=1).values.sort(dim=1).values  # (B, ncm)
+    still = blk_valid & (blk_start == s.q_start[:, -1:])
+    return {
+        "win": win,
+        "formed": formed,
+        "keep": keep,
+        "cvalid": still.gather(1, keep),
+        "ep_t": s.ep_t,
+    }
+
+
+class UsagePlan:
+    """Windows of ``most_used``: raw-memory attention first (usage), then the compressed memory.
+
+    Usage of a state is the attention it receives, averaged over heads and summed over the
+    queries of its episode that see it as raw memory (lags 0..n_mem), from a first pass over the
+    raw memory only. It is final when the state is evicted, so the ranking of query t's
+    candidates (all evicted before t) never depends on queries at or after t, and every query's
+    compressed memory is computed in parallel.
+    """
+
+    def __init__(
+        self, state: dict[str, Tensor], episode_start: Tensor, nm: int, ncm: int, c: int, size: int
+    ) -> None:
+        b, t = episode_start.shape
+        self.nm, self.ncm, self.span = nm, ncm, c * ncm
+        self.r = r = nm + c * ncm
+        dev = episode_start.device
+        self.stream = s = stream_of(state["ep_t"], episode_start, r)
+        q, n = n_blocks(t, size)
+        idx, inside = window_index(n, q, 0, r + q, r + t)
+        ki = idx.to(dev)[:, None]  # (n, 1, W)
+        self.lag = blocked(torch.arange(t, device=dev).expand(b, t), q) - s.time[ki]
+        same = s.valid[:, ki] & (s.start[:, ki] == blocked(s.q_start, q))
+        self.raw = same & (self.lag >= 0) & (self.lag <= nm)  # (B, n, Q, W)
+        self.evicted = same & (self.lag > nm) & (self.lag <= r)
+        self.idx, self.inside, self.t, self.q = idx, inside, t, q
+        self.real = (torch.arange(n * q, device=dev) < t).view(1, n, q, 1)
+        self.usage_win = self.windows(self.raw, self.lag)
+
+    def windows(self, visible: Tensor, dist: Tensor) -> Windows:
+        mask = finish_mask(visible, self.inside, self.t)
+        return Windows(self.t, self.q, self.idx, mask, gather_rel_by(dist.flatten(0, 1)))
+
+    def usage(self, weights: Tensor, before: Tensor) -> Tensor:
+        """Usage (B, R + T) of every stream state: ``before`` (B, R) carried from earlier calls
+        plus the raw-memory attention ``weights`` (B * n, H, Q, W) of this call's queries."""
+        w = weights.mean(1).view(*self.raw.shape) * self.real  # padded queries give nothing
+        got = self.usage_win.sum_into_keys(w.sum(2).flatten(0, 1), self.r + self.t)
+        return torch.cat([before, got.new_zeros(got.shape[0], self.t)], dim=1) + got
+
+    def main_windows(self, usage: Tensor) -> Windows:
+        """Raw memory plus, per query, the ``n_cmem`` most used evicted states of its span,
+        at distances n_mem + 1 + k (k: newest first among them)."""
+        u = usage[:, self.idx.to(usage.device)][:, :, None]  # (B, n, 1, W)
+        score = torch.where(self.evicted, u, float("-inf"))
+        top = score.topk(min(self.ncm, score.shape[-1]), dim=-1).indices
+        kept = torch.zeros_like(self.evicted).scatter(-1, top, True) & self.evicted
+        newer = kept.flip(-1).cumsum(-1).flip(-1) - kept.long()
+        dist = torch.where(kept, self.nm + 1 + newer, self.lag)
+        return self.windows(self.raw | kept, dist)
+
+    def next_compressed(self, usage: Tensor) -> tuple[Tensor, Tensor]:
+        """Stream indices (B, n_cmem) of the compressed memory the next step will read, oldest
+        first after the invalid slots, and whether each is valid (an evicted state of the
+        episode still running): the same validity in every layer."""
+        s, t = self.stream, self.t
+        cand = slice(t, t + self.span)  # evicted before step T: lags n_mem + 1 .. R from T
+        ok = s.valid[:, cand] & (s.start[:, cand] == s.q_start[:, -1:])
+        top = torch.where(ok, usage[:, cand], float("-inf")).topk(self.ncm, dim=1).indices
+        order = torch.where(ok.gather(1, top), top, -1).sort(dim=1).values
+        return t + order.clamp(min=0), order >= 0
