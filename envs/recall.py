@@ -18,7 +18,8 @@ query step (t = D + 1) a 1 in the last entry; zeros in between (or noise in the 
 
 ## Termination
 After the query step: every episode lasts exactly D + 2 steps. ``info["success"]`` is given at
-the last step, ``info["phase"]`` ("cue", "delay", "query") at every step.
+the last step, ``info["phase"]`` at every step: the phase the step's action was taken in ("cue",
+"delay", "query"; reset's info names the first action's), as KeyChest's envs say it.
 
 ## Rendering
 ``render_mode="rgb_array"`` draws a small picture (64 x 96 RGB): on the left what the agent sees
@@ -111,14 +112,15 @@ class RecallEnv(gym.Env):
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if not self.action_space.contains(action):
             raise ValueError(f"action {action!r} is not in {self.action_space}")
+        phase = self._phase()  # of this action: what a memory plot marks this step with
         if self._t == self.delay + 1:
             success = int(action) == self._symbol
             self._answer = int(action)
             self._t += 1
             obs = np.zeros(self.num_symbols + 1, dtype=np.float32)
-            return obs, float(success), True, False, {"success": success, "phase": "done"}
+            return obs, float(success), True, False, {"success": success, "phase": phase}
         self._t += 1
-        return self._obs(), 0.0, False, False, {"phase": self._phase()}
+        return self._obs(), 0.0, False, False, {"phase": phase}
 
     def render(self) -> np.ndarray | None:
         """The current step as a (64, 96, 3) uint8 picture (see Rendering above)."""

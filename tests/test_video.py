@@ -82,6 +82,17 @@ def test_training_logs_episode_videos(tmp_path: Path) -> None:
     assert b"episodes/video" in data and b"episodes/return" in data
 
 
+def test_training_ends_with_a_video_of_the_trained_policy(tmp_path: Path) -> None:
+    """3 updates, a video every 2: at update 2, and the final policy's at update 3."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    args = [*TINY, "ppo.total_steps=384", "run.video_every=2", f"run.dir={run}"]
+    assert main(["train", "configs/recall_lstm.yaml", *args]) == 0
+    acc = EventAccumulator(str(run), size_guidance={"images": 0}).Reload()
+    assert [img.step for img in acc.Images("episodes/video")] == [256, 384]
+
+
 def test_eval_video_writes_gifs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run, out = tmp_path / "run", tmp_path / "video"
     assert main(["train", "configs/recall_lstm.yaml", *TINY, f"run.dir={run}"]) == 0
@@ -98,9 +109,9 @@ def test_eval_video_writes_gifs(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_inspect_images(core: str, tmp_path: Path) -> None:
     """Attention cores show where they looked; Titans shows its memory's retrieval loss."""
     from mnemo import memory
-    from mnemo.agents.experiments.plots import inspection_images
     from mnemo.agents.rl.actor_critic import ActorCritic
     from mnemo.agents.rl.config import RLConfig
+    from mnemo.agents.rl.memory_plots import inspection_images
     from mnemo.agents.rl.video import record_episode
     from mnemo.memory.base import MemoryCore
 
@@ -120,11 +131,52 @@ def test_inspect_images(core: str, tmp_path: Path) -> None:
         assert torch.allclose(w.sum(-1), torch.ones(ep.length), atol=1e-4)
         # causal: the first query sees no later step of the episode
         assert float(w[0, w.shape[1] - ep.length + 1 :].abs().sum()) < 1e-6
-    else:
+    else:  # the whole episode, the unfinished last chunk (steps 8, 9) included
         loss = ep.inspect["retrieval_loss"]
-        assert loss.shape == (ep.length,) and torch.isfinite(loss[:8]).all()  # first chunk
-    (img,) = inspection_images(ep.inspect).values()
+        assert loss.shape == (ep.length,) and torch.isfinite(loss).all()
+    assert ep.phases == ["cue"] + ["delay"] * 8 + ["query"]  # Recall-D8's, one per step
+    (img,) = inspection_images(ep.inspect, "", ep.phases).values()
     assert img.ndim == 3 and img.shape[2] == 3
+
+
+def test_inspecting_a_chunked_core_covers_the_last_chunk_exactly() -> None:
+    """Titans reports NaN for its unfinished last chunk; the blank steps that complete it change
+    no earlier step's value: they equal those of a longer episode."""
+    from mnemo import memory
+    from mnemo.agents.rl.video import inspect_episode
+
+    if "titans_mac" not in memory.core_names():
+        pytest.skip("no titans")
+    torch.manual_seed(0)
+    core = memory.make_core("titans_mac", 16, chunk_size=4, n_layers=2).eval()
+    x, state = torch.randn(1, 12, 16), core.initial_state(1, "cpu")
+    starts = torch.zeros(1, 12, dtype=torch.bool)
+    starts[:, 0] = True
+    longer = core.inspect(x, state, starts)["retrieval_loss"]
+    assert torch.isnan(core.inspect(x[:, :10], state, starts[:, :10])["retrieval_loss"]).any()
+    covered = inspect_episode(core, x[:, :10], state)["retrieval_loss"]
+    assert covered.shape == (10,) and torch.allclose(covered, longer[:10], atol=1e-6)
+
+
+def test_memory_plots_mark_the_cue_and_the_decision() -> None:
+    from mnemo.agents.experiments.plots import figure_to_array
+    from mnemo.agents.rl.memory_plots import attention_figure, phase_spans, retrieval_figure
+
+    phases = ["cue", "cue", "distractor", "distractor", "distractor", "chest", "chest"]
+    assert phase_spans(phases) == [("cue", 0, 1), ("distractor", 2, 4), ("chest", 5, 6)]
+    assert phase_spans([None, "a", "a", None, "a"]) == [("a", 1, 2), ("a", 4, 4)]
+    t = len(phases)
+    weights = torch.softmax(torch.randn(t, t), -1).tril()
+    for fig in (
+        attention_figure(weights, "x", phases),
+        retrieval_figure(torch.rand(t), "x", phases),
+    ):
+        texts = {txt.get_text().strip() for ax in fig.axes for txt in ax.texts}
+        assert {"cue", "decision"} <= texts
+        assert figure_to_array(fig).ndim == 3  # it draws (and is closed)
+    plain = retrieval_figure(torch.rand(t), "x")  # an env without phases: nothing marked
+    assert not any(ax.texts for ax in plain.axes)
+    figure_to_array(plain)
 
 
 def test_recording_videos_leaves_training_unchanged(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Pictures: learning curves and delay sweeps for ``mnemo compare``, memory heatmaps for TB.
+"""Pictures: learning curves and delay sweeps for ``mnemo compare`` and ``mnemo ladder`` (the
+memory heatmaps of recorded episodes are agents/rl/memory_plots.py).
 
 matplotlib runs on the Agg backend (no display needed) and is imported only when a picture is
 drawn, so that training without videos never pays for it.
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import Tensor
 
 
 def _plt() -> Any:
@@ -36,58 +36,6 @@ def figure_to_array(fig: Any) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(buf).convert("RGB"))
-
-
-def attention_figure(weights: Tensor, title: str) -> Any:
-    """Heatmap of attention weights (T queries x K keys, the last T keys being the queries' own
-    steps); the last row is the decision step. Keys no query attended (empty memory slots at an
-    episode start) are cropped, and keys are numbered by step: negative ones are memory."""
-    plt = _plt()
-    w = weights.float().numpy()
-    t, k = w.shape
-    n_mem = k - t
-    used = np.nonzero(w.max(0) > 0)[0]
-    first = int(used[0]) if used.size else n_mem
-    w = w[:, first:]
-    x0 = first - n_mem  # step of the first key shown, relative to the first query
-    fig, (ax, ax_last) = plt.subplots(
-        2, 1, figsize=(6, 5.2), dpi=80, gridspec_kw={"height_ratios": [3, 1]}
-    )
-    extent = (x0 - 0.5, x0 + w.shape[1] - 0.5, t - 0.5, -0.5)
-    im = ax.imshow(w, aspect="auto", cmap="magma", interpolation="nearest", extent=extent)
-    ax.set(title=f"attention, last layer, mean over heads ({title})", ylabel="query step")
-    ax.set_xlabel("key step (< 0: memory slots, oldest first)" if x0 < 0 else "key step")
-    fig.colorbar(im, ax=ax, fraction=0.04)
-    ax_last.bar(np.arange(x0, x0 + w.shape[1]), w[-1], color="tab:purple", width=1.0)
-    ax_last.set(xlim=extent[:2], xlabel="key step", ylabel="weight")
-    ax_last.set_title(f"at the decision step (step {t - 1})", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def retrieval_figure(loss: Tensor, title: str) -> Any:
-    """Line plot of the neural memory's retrieval loss ||M(k_t) - v_t||^2 over the episode."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3), dpi=80)
-    ax.plot(loss.float().numpy(), color="tab:green")
-    ax.set(
-        title=f"neural memory retrieval loss ({title})",
-        xlabel="episode step",
-        ylabel="||M(k) - v||²",
-    )
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def inspection_images(found: dict[str, Tensor], title: str = "") -> dict[str, np.ndarray]:
-    """Draw what ``MemoryCore.inspect`` returned: name -> (H, W, 3) uint8 image."""
-    out: dict[str, np.ndarray] = {}
-    if "attention" in found:
-        out["attention"] = figure_to_array(attention_figure(found["attention"], title))
-    if "retrieval_loss" in found:
-        out["retrieval_loss"] = figure_to_array(retrieval_figure(found["retrieval_loss"], title))
-    return out
 
 
 def _on_grid(history: Sequence[Sequence[float]], grid: np.ndarray) -> np.ndarray:

@@ -6,9 +6,11 @@ summary, which is what add_video writes anyway, so we encode the GIF with Pillow
 same ``Summary.Image`` ourselves. tests/test_video.py opens the event file and looks for the GIF
 bytes, so that the video cannot silently vanish again.
 
-Memory at work: while an episode is played, the core's inputs are captured; afterwards the core's
-optional ``inspect`` hook (memory/base.py) is run over the whole episode and what it returns
-(attention weights, the neural memory's retrieval loss) is drawn and logged under ``memory/``.
+Memory at work: while an episode is played, the core's inputs and the env's ``info["phase"]``
+of every step are captured; afterwards the core's optional ``inspect`` hook (memory/base.py) is
+run over the whole episode and what it returns (attention weights, the neural memory's
+retrieval loss) is drawn with the phases marked (agents/rl/memory_plots.py) and logged under
+``memory/``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class Episode:
     success: bool | None
     inspect: dict[str, Tensor] = field(default_factory=dict)
     """What the core's ``inspect`` hook returned for the whole episode (may be empty)."""
+    phases: list[str | None] = field(default_factory=list)
+    """``info["phase"]`` of every step: the phase its action was taken in (None if unnamed)."""
 
 
 def subsample(frames: list[np.ndarray], max_frames: int = MAX_FRAMES) -> list[np.ndarray]:
@@ -144,10 +148,12 @@ def record_episode(
         acting = model.initial_acting_state(1, device)
         not_done = torch.zeros(1, dtype=torch.bool, device=device)
         ret, success, t = 0.0, None, 0
+        phases: list[str | None] = []
         for t in range(1, max_steps + 1):  # t is the episode length afterwards
             acted = model.act(torch.as_tensor(np.asarray(obs), device=device)[None], acting, greedy)
             action = int(acted.action[0])
             obs, reward, term, trunc, info = env.step(action)
+            phases.append(info.get("phase"))
             ret += float(reward)
             if t % stride == 0:
                 frames.append(env.render())
@@ -168,13 +174,29 @@ def record_episode(
         env.close()
     found: dict[str, Tensor] = {}
     if inspect and inputs and hasattr(model.core, "inspect"):
-        x = torch.cat(inputs, dim=1)  # (1, T, d_model)
-        starts = torch.zeros(x.shape[:2], dtype=torch.bool, device=device)
-        starts[:, 0] = True
-        found = {
-            k: v.detach().cpu() for k, v in model.core.inspect(x, first_state[0], starts).items()
-        }
-    return Episode(frames, stride, t, ret, success, found)
+        found = inspect_episode(model.core, torch.cat(inputs, dim=1), first_state[0])
+    return Episode(frames, stride, t, ret, success, found, phases)
+
+
+@torch.no_grad()
+def inspect_episode(core: Any, x: Tensor, state: Any) -> dict[str, Tensor]:
+    """The core's ``inspect`` over one whole episode ``x`` (1, T, d_model), every step covered.
+
+    A core that learns in chunks (Titans: ``chunk_size``) reports NaN for the steps of its last,
+    unfinished chunk; ``chunk_size`` blank steps after the episode complete that chunk, and what
+    a core reports for a step depends on no later step (causal), so the steps' values are
+    those of a longer episode. The padding is cut off again: steps (rows) and their keys.
+    """
+    t = x.shape[1]
+    pad = int(getattr(core, "chunk_size", 0))
+    x = torch.cat([x, x.new_zeros(1, pad, x.shape[2])], dim=1)
+    starts = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+    starts[:, 0] = True
+    found = {}
+    for k, v in core.inspect(x, state, starts).items():
+        v = v.detach().cpu()[:t]
+        found[k] = v[:, : v.shape[1] - pad] if v.dim() == 2 else v  # (T, K): the padded keys
+    return found
 
 
 def log_episode(
@@ -182,8 +204,8 @@ def log_episode(
 ) -> Episode | None:
     """Record one episode on held-out env seed ``seed`` and log it: ``episodes/video`` (GIF),
     ``episodes/*`` scalars and the core's inspection as ``memory/*`` heatmaps."""
-    from mnemo.agents.experiments.plots import inspection_images
     from mnemo.agents.rl.evaluate import HELD_OUT_SEED_OFFSET
+    from mnemo.agents.rl.memory_plots import inspection_images
 
     if not hasattr(writer, "_get_file_writer"):  # a non-writing rank of a data-parallel run
         return None
@@ -193,7 +215,8 @@ def log_episode(
     writer.add_scalar("episodes/length", ep.length, step)
     if ep.success is not None:
         writer.add_scalar("episodes/success", float(ep.success), step)
-    for name, img in inspection_images(ep.inspect, title=f"{cfg.core.name}, step {step}").items():
+    title = f"{cfg.core.name}, step {step}"
+    for name, img in inspection_images(ep.inspect, title, ep.phases).items():
         writer.add_image(f"memory/{name}", img, step, dataformats="HWC")
     writer.flush()
     return ep
@@ -211,7 +234,7 @@ def write_episode_gifs(
     TensorBoard event file in ``out_dir`` too, and save the memory heatmaps as PNGs."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from mnemo.agents.experiments.plots import inspection_images
+    from mnemo.agents.rl.memory_plots import inspection_images
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -226,7 +249,7 @@ def write_episode_gifs(
             paths.append(path)
             log_gif(writer, "episodes/video", gif, i)
             title = f"{cfg.core.name}, episode {i}"
-            for name, img in inspection_images(ep.inspect, title=title).items():
+            for name, img in inspection_images(ep.inspect, title, ep.phases).items():
                 png = out / f"episode_{i:03d}_{name}.png"
                 Image.fromarray(img).save(png)
                 writer.add_image(f"memory/{name}", img, i, dataformats="HWC")
