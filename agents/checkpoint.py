@@ -27,17 +27,21 @@ import numpy as np
 import torch
 
 from mnemo.agents import distributed
-from mnemo.agents.errors import CheckpointError, ConfigError
+from mnemo.agents.errors import USER_OS_ERRNOS, CheckpointError, ConfigError, UserError
 
 
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """``write(file)`` into a temp file in ``path``'s folder, fsync, then rename over ``path``:
     a crash mid-write never leaves a half-written file behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        stale.unlink(missing_ok=True)  # left by a save that was killed (kill -9 skips cleanup)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    kept = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            stale.unlink(missing_ok=True)  # left by a save that was killed (kill -9 skips cleanup)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _cannot_write(path, e, kept) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600; a file gets what open() gives
         with os.fdopen(fd, "wb") as f:
@@ -45,10 +49,32 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        cause = _os_error_in(e)
+        if cause is not None and cause.errno in USER_OS_ERRNOS:
+            raise _cannot_write(path, cause, kept) from None
         raise
     return path
+
+
+def _os_error_in(e: BaseException | None) -> OSError | None:
+    """The ``OSError`` in ``e``'s chain: torch's writer turns a full disk into a RuntimeError
+    ("unexpected pos") whose context is the ``OSError``."""
+    while e is not None and not isinstance(e, OSError):
+        e = e.__cause__ or e.__context__
+    return e
+
+
+def _cannot_write(path: Path, e: OSError, kept: bool) -> Exception:
+    """A full disk or a folder the user cannot write to, as one line naming ``path``; any
+    other ``OSError`` as it is (a bug in mnemo, with its traceback)."""
+    if e.errno not in USER_OS_ERRNOS:
+        return e
+    reason = (e.strerror or str(e)).lower()
+    where = f" ({e.filename})" if e.filename and Path(e.filename) != path else ""
+    old = f"the previous {path.name} is kept" if kept else "nothing was written"
+    return UserError(f"cannot write {path}: {reason}{where}; {old}")
 
 
 def _umask() -> int:
@@ -73,7 +99,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     Raises ``CheckpointError`` for a missing, damaged, unreadable or unsafe file, and for one
     that is not a dict.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.is_dir():
         path = path / "checkpoints" / "last.pt"
     if not path.is_file():
@@ -99,6 +125,33 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+LM_KIND = "mnemo-lm"
+"""``ckpt["kind"]`` of a checkpoint ``mnemo lm train`` wrote; a PPO checkpoint has none."""
+
+
+def check_head(ckpt: dict[str, Any], path: str | Path, lm: bool, use_instead: str) -> None:
+    """Refuse, in one line, a checkpoint of the other head (``lm``: an LM one is wanted) or
+    one that lacks its config or weights. ``use_instead`` is the command for the other head's
+    checkpoint, e.g. ``"mnemo lm eval"``."""
+    is_lm = ckpt.get("kind") == LM_KIND
+    if is_lm != lm:
+        what = "is a language-model run" if is_lm else "is not a language-model checkpoint (it is"
+        what += "" if is_lm else " an RL run, made by `mnemo train`)"
+        raise CheckpointError(f"{path} {what}; use `{use_instead}`")
+    for key in ("config", "model"):
+        if not isinstance(ckpt.get(key), dict):
+            raise CheckpointError(f"{path} is not a complete mnemo checkpoint: it has no {key}")
+
+
+def load_weights(module: torch.nn.Module, weights: Any, what: str) -> None:
+    """``module.load_state_dict(weights)``, one line naming ``what`` where they do not fit."""
+    try:
+        module.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError, AttributeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(f"{what}: its weights do not fit this model ({first})") from None
+
+
 def _verify_crc(path: Path) -> None:
     """Refuse a file whose records fail the CRC-32 ``torch.save`` stored with them."""
     try:
@@ -115,10 +168,31 @@ def _verify_crc(path: Path) -> None:
         )
 
 
+def check_folder(path: str | Path, key: str) -> Path:
+    """``path`` with ``~`` expanded, refused in one line if something other than a folder is
+    there (a file, a FIFO): ``key`` names the setting, e.g. ``run.dir``."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{key}: {path} is a file, not a folder; give a folder (new or a run's)")
+    return path
+
+
 def run_dir_of(path: str | Path) -> Path:
-    """The run folder of ``--resume PATH``: PATH itself, or RUN/checkpoints/last.pt's RUN."""
-    path = Path(path)
-    return path.parent.parent if path.suffix == ".pt" else path
+    """The run folder of ``--resume PATH``: PATH itself if a folder, else the folder beside or
+    above the file that holds ``checkpoints/`` (RUN for RUN/checkpoints/last.pt, RUN/x.pt and
+    RUN/backups/x.pt), so a resume writes into the run it continues."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return path
+    for folder in (path.parent, path.parent.parent):
+        if folder.name != "checkpoints" and (folder / "checkpoints").is_dir():
+            return folder
+    if path.parent.name == "checkpoints":
+        return path.parent.parent
+    raise CheckpointError(
+        f"--resume {path}: no run folder holds it (no checkpoints/ beside it or one level up); "
+        "copy it to RUN/checkpoints/last.pt and give --resume RUN"
+    )
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

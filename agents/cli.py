@@ -7,15 +7,16 @@ import copy
 import os
 import sys
 
-from mnemo.agents.errors import CheckpointError, UserError, exit_codes
+from mnemo.agents.errors import UserError, exit_codes
 
 
 @exit_codes
 def cmd_train(args: argparse.Namespace) -> int:
-    from mnemo.agents.checkpoint import check_frozen, load_checkpoint, run_dir_of
+    from mnemo.agents.checkpoint import check_frozen, check_head, load_checkpoint, run_dir_of
     from mnemo.agents.config_loader import apply_overrides, from_dict, to_dict
     from mnemo.agents.rl.config import RLConfig, check_names, describe, load_rl_config
     from mnemo.agents.rl.train import FROZEN, train
+    from mnemo.agents.rl.vector_env import check_checkpoint_import
 
     overrides = list(args.overrides)
     if args.config and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
@@ -24,10 +25,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     resume = None
     if args.resume:
         resume = load_checkpoint(args.resume)
-        if resume.get("kind") == "mnemo-lm":
-            raise CheckpointError(
-                f"{args.resume} is a language-model run; resume it with `mnemo lm train --resume`"
-            )
+        check_head(resume, args.resume, lm=False, use_instead="mnemo lm train --resume")
+        if not args.config and not any(o.startswith("env.id=") for o in overrides):
+            check_checkpoint_import(resume["config"]["env"]["id"], args.imports, args.resume)
         if args.config is not None:  # the file's keys that may change; frozen ones must match
             cfg = load_rl_config(args.config, overrides)
         else:
@@ -61,7 +61,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from mnemo.agents.rl.evaluate import evaluate, load_agent
 
-    model, cfg = load_agent(args.checkpoint, args.device)
+    for flag, n in (("--episodes", args.episodes), ("--video-episodes", args.video_episodes)):
+        if n < 1:
+            raise UserError(f"{flag} must be >= 1, got {n}")
+    model, cfg = load_agent(args.checkpoint, args.device, args.imports)
     res = evaluate(
         model, cfg, args.episodes, greedy=not args.stochastic, seed=args.seed, device=args.device
     )
@@ -82,8 +85,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 @exit_codes
 def cmd_compare(args: argparse.Namespace) -> int:
+    from mnemo.agents.checkpoint import check_folder
     from mnemo.agents.experiments.compare import compare
 
+    args.out = str(check_folder(args.out, "--out"))
     results, errors = compare(
         args.cores,
         args.envs,
@@ -130,8 +135,10 @@ def _delays(text: str) -> list[int]:
 
 @exit_codes
 def cmd_ladder(args: argparse.Namespace) -> int:
+    from mnemo.agents.checkpoint import check_folder
     from mnemo.agents.experiments.ladder import ladder
 
+    args.out = str(check_folder(args.out, "--out"))
     cores = [c for c in args.cores.split(",") if c]
     paths, errors = ladder(
         cores,
@@ -191,6 +198,9 @@ def cmd_cores(args: argparse.Namespace) -> int:
     return 0
 
 
+IMPORT = "allow the checkpoint's env.id PKG:EnvId to import PKG (a checkpoint alone never does)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mnemo", description="RL agents and language models with long-range memory."
@@ -213,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", metavar="RUN_DIR", help="continue RUN_DIR/checkpoints/last.pt exactly"
     )
     t.add_argument("--check", action="store_true", help="validate and print the config, then exit")
+    t.add_argument(
+        "--import", dest="imports", action="append", default=[], metavar="PKG", help=IMPORT
+    )
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on held-out env seeds")
@@ -223,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--stochastic", action="store_true", help="sample actions (default: argmax)")
     e.add_argument("--video", metavar="DIR", help="also write episodes as GIFs (and TB events)")
     e.add_argument("--video-episodes", type=int, default=4, help="episodes to record (--video)")
+    e.add_argument(
+        "--import", dest="imports", action="append", default=[], metavar="PKG", help=IMPORT
+    )
     e.set_defaults(func=cmd_eval)
 
     c = sub.add_parser("compare", help="train and evaluate cores x envs x seeds; table + plots")

@@ -9,11 +9,13 @@ help text.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from mnemo.agents.config_loader import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -52,6 +54,8 @@ class RunSection:
     """Start a fresh run in a folder that holds one (its checkpoint is replaced); else refused."""
 
     def validate(self) -> None:
+        if self.dir:
+            self.dir = os.path.expanduser(self.dir)  # `run.dir=~/x` reaches us unexpanded
         if self.log_every < 1 or self.checkpoint_every < 1:
             raise ConfigError("run.log_every and run.checkpoint_every must be >= 1")
         if self.print_every < 0:
@@ -72,34 +76,40 @@ class MachineSection:
     rank r uses seed + r."""
     threads: int = 0
     """torch CPU threads (0 = leave torch's default)."""
+    memory_check: bool = True
+    """Refuse, before anything is allocated, sizes whose estimated memory (weights with their
+    gradients and Adam's moments, rollout or batch storage, core states, activations) is over
+    half of this machine's RAM (the GPU's on cuda); false: try anyway."""
 
     def validate(self) -> None:
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if not 0 <= self.threads <= MAX_THREADS:
+            raise ConfigError(
+                f"threads must be 0 (torch's default) to {MAX_THREADS}, got {self.threads}"
+            )
 
 
-def check_model_size(build: Callable[[], Any], what: str) -> None:
-    """Refuse, in one line, a model whose training would not fit in this machine's memory.
+MAX_THREADS = 1024
 
-    ``build`` runs on torch's ``meta`` device, so nothing is allocated: the constructor checks
-    its arguments and the parameter count is read off. Training holds the weights, their
-    gradients and Adam's two moments, 4x the weights; more than half the machine's memory for
-    that alone is refused (it would be killed by the OOM killer, or thrash, before step 1).
-    """
+
+def check_device(name: str) -> torch.device:
+    """``name`` as a torch device, refused in one line where this machine lacks it. Checked
+    where a run starts, not when a config loads: a checkpoint trained on a GPU still loads on
+    a CPU machine, where eval gives its own ``--device``."""
     import torch
 
     try:
-        with torch.device("meta"):
-            model = build()
-    except (RuntimeError, MemoryError, OverflowError) as e:
-        first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise ConfigError(f"{what} cannot be built with these sizes: {first}") from e
-    n = sum(p.numel() for p in model.parameters())
-    need = 4 * sum(p.numel() * p.element_size() for p in model.parameters())
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if need > total / 2:
-        raise ConfigError(
-            f"{what} has {n:,} parameters: weights, gradients and Adam's moments need "
-            f"~{need / 2**30:.1f} GiB, more than half of this machine's {total / 2**30:.0f} GiB; "
-            "lower core.d_model or the core's sizes"
-        )
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r}: CUDA is not available here; use device=cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif device.type != "cpu":
+        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {name!r}")
+    return device

@@ -8,6 +8,8 @@
   reports a process that a signal ended. While a command runs, SIGTERM and SIGHUP (what
   ``timeout``, ``docker stop``, SLURM and a closed terminal send) raise ``Interrupted`` as
   Ctrl-C raises ``KeyboardInterrupt``; a training loop turns the first into a checkpoint.
+- an ``OSError`` the user must fix (a full disk, a read-only or forbidden folder, a file where
+  a folder should be: ``USER_OS_ERRNOS``): ``error: <what>: <path>``, exit 2.
 - anything else is a bug in mnemo: its traceback, exit 1.
 
 Code that validates user input raises a ``UserError`` subclass; a plain ``ValueError`` or
@@ -16,6 +18,7 @@ Code that validates user input raises a ``UserError`` subclass; a plain ``ValueE
 
 from __future__ import annotations
 
+import errno
 import functools
 import signal
 import sys
@@ -25,6 +28,7 @@ from typing import TypeVar
 
 __all__ = [
     "STOP_SIGNALS",
+    "USER_OS_ERRNOS",
     "CheckpointError",
     "ConfigError",
     "Interrupted",
@@ -58,6 +62,29 @@ class CheckpointError(UserError, ValueError):
 class NonFiniteError(FloatingPointError):
     """A loss, the core's state or a gradient became NaN or inf; the message names the step and
     the quantity. Not the user's input, so exit code 1, but still one line."""
+
+
+USER_OS_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EEXIST,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+    }
+)
+"""The ``OSError``s of a path the user gave or a disk they fill: not mnemo's bugs."""
+
+
+def os_error_line(e: OSError) -> str:
+    """``'no space left on device: /runs/x/events'``: what went wrong, and where."""
+    what = (e.strerror or type(e).__name__).lower()
+    return f"{what}: {e.filename}" if e.filename else what
 
 
 STOP_SIGNALS = tuple(
@@ -105,6 +132,11 @@ def exit_codes(command: Callable[[A], int]) -> Callable[[A], int]:
             return command(args)
         except UserError as e:
             print(f"error: {_first_line(e) or type(e).__name__}", file=sys.stderr)
+            return 2
+        except OSError as e:
+            if e.errno not in USER_OS_ERRNOS:
+                raise
+            print(f"error: {os_error_line(e)}", file=sys.stderr)
             return 2
         except NonFiniteError as e:
             print(f"error: {_first_line(e) or type(e).__name__}", file=sys.stderr)

@@ -8,12 +8,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
 import yaml
 
-from mnemo.agents.errors import CheckpointError, UserError, exit_codes
+from mnemo.agents.errors import UserError, exit_codes
 
 
 def parse_options(items: list[str]) -> dict[str, Any]:
@@ -37,11 +38,12 @@ def load_model(path: str, device: str, core_overrides: dict[str, Any] | None = N
     option; the others are reported on stderr and ignored.
     """
     from mnemo import memory
+    from mnemo.agents.checkpoint import load_weights
     from mnemo.agents.config_loader import from_dict
+    from mnemo.agents.config_sections import check_device
     from mnemo.agents.lm.config import LMConfig
     from mnemo.agents.lm.model import build_model
     from mnemo.agents.lm.resume import load_lm_checkpoint
-    from mnemo.agents.lm.train import resolve_device
 
     ckpt = load_lm_checkpoint(path)
     cfg = from_dict(LMConfig, ckpt["config"])
@@ -51,13 +53,9 @@ def load_model(path: str, device: str, core_overrides: dict[str, Any] | None = N
             cfg.core.options[key] = value
         else:
             print(f"note: core {cfg.core.name!r} has no option {key!r}; ignored", file=sys.stderr)
-    dev = resolve_device(device)
+    dev = check_device(device)
     model = build_model(cfg.core.name, cfg.core.d_model, cfg.core.options)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint weights do not fit the model ({first})") from e
+    load_weights(model, ckpt["model"], str(path))
     return model.to(dev).eval(), cfg
 
 
@@ -75,7 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.config = None
     resume, run_dir = None, None
     if args.resume:
-        resume = load_lm_checkpoint(args.resume)
+        resume = load_lm_checkpoint(args.resume, use_instead="mnemo train --resume")
         cfg = resume_config(resume, args.config, overrides)
         run_dir = run_dir_of(args.resume)
     elif args.config is None:
@@ -126,6 +124,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.batch_size < 1 or args.segment_len < 0:
         raise UserError("--batch-size must be >= 1 and --segment-len >= 0")
+    if args.max_bytes is not None and args.max_bytes < 1:
+        raise UserError(f"--max-bytes must be >= 1 (leave it out for all), got {args.max_bytes}")
     model, cfg = load_model(args.checkpoint, args.device, parse_options(args.core_option))
     syn = dataclasses.asdict(cfg.data.synthetic)
     for key, value in parse_options(args.synthetic).items():
@@ -157,6 +157,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.bytes < 0:
         raise UserError(f"--bytes must be >= 0, got {args.bytes}")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise UserError(
+            f"--temperature must be a finite number >= 0 (0 = always the likeliest byte), "
+            f"got {args.temperature}"
+        )
+    if args.top_k < 0:
+        raise UserError(f"--top-k must be >= 0 (0 = all 256 bytes), got {args.top_k}")
     model, cfg = load_model(args.checkpoint, args.device)
     prompt = args.prompt.encode("utf-8")
     out = generate(

@@ -11,12 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mnemo.agents.config_loader import ConfigError, load_config
-from mnemo.agents.config_sections import (
-    CoreSection,
-    MachineSection,
-    RunSection,
-    check_model_size,
-)
+from mnemo.agents.config_sections import CoreSection, MachineSection, RunSection
+from mnemo.agents.memory_budget import build_on_meta, check_memory, state_bytes, training_bytes
 
 MAX_SYNTHETIC_BYTES = 2**30
 
@@ -180,10 +176,33 @@ def load_lm_config(path: str | None, overrides: list[str] | None = None) -> LMCo
     """Load an LMConfig from YAML (or defaults) plus ``key.sub=value`` overrides."""
     cfg = load_config(LMConfig, path, overrides)
     check_core(cfg.core.name, cfg.core.options)
+    check_run_memory(cfg)
+    return cfg
+
+
+def check_run_memory(cfg: LMConfig) -> float:
+    """Estimate the run's memory from its sizes, before anything is allocated, and refuse
+    what would not fit (agents/memory_budget.py). Returns the estimate in bytes.
+
+    The model is built on the meta device. Activations are a floor: the embedding, core and
+    256-way logits of every byte of one optimizer step (``detach_every`` segments are
+    backpropagated together), and the core state each stream carries.
+    """
     from mnemo.agents.lm.model import build_model
 
-    check_model_size(
+    model = build_on_meta(
         lambda: build_model(cfg.core.name, cfg.core.d_model, cfg.core.options),
         f"the {cfg.core.name!r} language model",
     )
-    return cfg
+    t = cfg.train
+    state = state_bytes(model.core)
+    step_bytes = t.batch_size * t.segment_len * t.detach_every
+    parts = {
+        "weights, gradients and Adam's moments": training_bytes(model),
+        "core states": 3 * t.batch_size * state,
+        "activations": step_bytes * 4 * (16 * cfg.core.d_model + 3 * 256),
+    }
+    keys = (
+        "train.batch_size, train.segment_len, train.detach_every, core.d_model or the core's sizes"
+    )
+    return check_memory(parts, keys, cfg.device, cfg.memory_check)

@@ -12,7 +12,10 @@ over each whole document. ``episode_start`` is True at every document's first by
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +150,34 @@ def is_pg19_root(path: Path) -> bool:
     return path.is_dir() and any((path / s).is_dir() for s in SPLITS)
 
 
+_SPECIAL = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def check_data_path(path: Path) -> None:
+    """Refuse, saying what it is, a path that is not a file or folder: missing, a dangling
+    symlink or a symlink loop, a FIFO, socket or device (reading one would block or never end)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DataError(f"data path {path} is a symlink loop") from None
+        if path.is_symlink():
+            raise DataError(
+                f"data path {path} is a symlink to {os.readlink(path)}, which does not exist"
+            ) from None
+        if e.errno == errno.ENOENT:
+            raise DataError(f"data path does not exist: {path}") from None
+        raise DataError(f"cannot read data path {path}: {e.strerror or e}") from None
+    for test, what in _SPECIAL:
+        if test(mode):
+            raise DataError(f"data path {path} is {what}, not a text file or a folder of them")
+
+
 def load_corpus(spec: str, split: str = "train", synthetic_options: dict | None = None) -> Corpus:
     """Load a corpus from a file, a folder of .txt books, a PG-19 root or ``synthetic:<kind>``.
 
@@ -166,8 +197,7 @@ def load_corpus(spec: str, split: str = "train", synthetic_options: dict | None 
             )
         return synthetic_corpus(kind, split, synthetic_options or {})
     path = Path(spec).expanduser()
-    if not path.exists():
-        raise DataError(f"data path does not exist: {path}")
+    check_data_path(path)
     if path.is_file():
         return from_documents([read_text_bytes(path)], str(path))
     if is_pg19_root(path):

@@ -18,14 +18,21 @@ import torch
 from torch import nn
 
 from mnemo.agents import checkpoint as checkpoint_rules
-from mnemo.agents.checkpoint import load_checkpoint, rng_state, set_rng_state
+from mnemo.agents.checkpoint import (
+    LM_KIND,
+    check_head,
+    load_checkpoint,
+    load_weights,
+    rng_state,
+    set_rng_state,
+)
 from mnemo.agents.config_loader import apply_overrides, from_dict, to_dict
 from mnemo.agents.errors import CheckpointError
 from mnemo.agents.lm.config import LMConfig, check_core, load_lm_config
 from mnemo.agents.lm.data import DataError
 from mnemo.memory.base import State, tree_map
 
-KIND = "mnemo-lm"
+KIND = LM_KIND
 FROZEN = ("data", "core", "train.batch_size", "train.segment_len", "seed")
 """Config keys a resume must keep: they fix the model's shapes or which bytes come next."""
 
@@ -43,13 +50,11 @@ class Position(NamedTuple):
     log_n: int
 
 
-def load_lm_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by ``mnemo lm train`` (a file or a run folder)."""
+def load_lm_checkpoint(path: str | Path, use_instead: str = "mnemo eval") -> dict[str, Any]:
+    """A checkpoint written by ``mnemo lm train`` (a file or a run folder); an RL one is
+    refused in one line naming ``use_instead``, the command for it."""
     ckpt = load_checkpoint(path)
-    if ckpt.get("kind") != KIND:
-        raise CheckpointError(
-            f"{path} is not a language-model checkpoint (made by `mnemo lm train`)"
-        )
+    check_head(ckpt, path, lm=True, use_instead=use_instead)
     return ckpt
 
 
@@ -115,11 +120,7 @@ def restore(
             f"cannot resume: data.path {ckpt['config']['data']['path']!r} holds other bytes than "
             f"the run read (checkpoint: {saved}; now: {data})"
         )
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint weights do not fit the model ({first})") from e
+    load_weights(model, ckpt["model"], "the checkpoint")
     optimizer.load_state_dict(ckpt["optimizer"])
     set_rng_state(mine["rng"], device)
     state = tree_map(lambda t: t.to(device), mine["state"])

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from mnemo.agents import distributed, divergence, run_loop
-from mnemo.agents.config_loader import ConfigError, to_dict
+from mnemo.agents.config_loader import to_dict
+from mnemo.agents.config_sections import check_device
 from mnemo.agents.errors import NonFiniteError
 from mnemo.agents.lm.config import DataConfig, LMConfig
 from mnemo.agents.lm.data import (
@@ -70,13 +71,6 @@ def load_corpora(cfg: DataConfig) -> tuple[Corpus, Corpus]:
     if is_pg19_root(Path(cfg.path)):
         return train, load_corpus(cfg.path, "validation", syn)
     return split_holdout(train, cfg.val_fraction)
-
-
-def resolve_device(name: str) -> torch.device:
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available; use device=cpu")
-    return device
 
 
 def lr_at(step: int, cfg: LMConfig) -> float:
@@ -130,7 +124,7 @@ class LMTrainer:
 
     def __init__(self, cfg: LMConfig, resume: dict | None, mine: dict | None) -> None:
         self.cfg, t = cfg, cfg.train
-        self.device = device = resolve_device(cfg.device)
+        self.device = device = check_device(cfg.device)
         world, rank = distributed.world_size(), distributed.rank()
         train_corpus, val_corpus = load_corpora(cfg.data)
         self.data_id = train_corpus.fingerprint()  # a resume must read the same bytes

@@ -12,12 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mnemo.agents.config_loader import ConfigError, load_config
-from mnemo.agents.config_sections import (
-    CoreSection,
-    MachineSection,
-    RunSection,
-    check_model_size,
-)
+from mnemo.agents.config_sections import CoreSection, MachineSection, RunSection
+from mnemo.agents.memory_budget import build_on_meta, check_memory, state_bytes, training_bytes
 
 
 @dataclass
@@ -200,7 +196,7 @@ def check_names(cfg: RLConfig) -> None:
     import gymnasium as gym
 
     from mnemo import envs, memory
-    from mnemo.agents.rl.vector_env import reports_success, resolve_env_id
+    from mnemo.agents.rl.vector_env import _unwrap_image, reports_success, resolve_env_id
 
     try:
         name = resolve_env_id(cfg.env.id)
@@ -223,14 +219,47 @@ def check_names(cfg: RLConfig) -> None:
     except memory.CoreConfigError as e:
         raise ConfigError(str(e)) from e
     try:
-        gym.make(cfg.env.id, **cfg.env.kwargs).close()
+        env = gym.make(cfg.env.id, **cfg.env.kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"env.kwargs for {cfg.env.id}: {e}") from e
-    # Building the core (on the meta device) finds sizes too large to train before any work.
-    check_model_size(
+    try:  # as the agent sees it: minigrid's image as its cell grid
+        obs_size = gym.spaces.flatdim(_unwrap_image(env).observation_space)
+    except (ValueError, NotImplementedError, TypeError):  # e.g. a Text leaf the agent packs
+        obs_size = 1
+    env.close()
+    check_run_memory(cfg, obs_size)
+
+
+def check_run_memory(cfg: RLConfig, obs_size: int) -> float:
+    """Estimate the run's memory from its sizes, before anything is allocated, and refuse
+    what would not fit (agents/memory_budget.py). Returns the estimate in bytes.
+
+    The core is built on the meta device; the encoder (an MLP or CNN, not buildable there)
+    counts as its two widest matrices. Observations are counted as float32 (a floor for
+    none). Activations are a floor: the inputs, encoder and core widths of one minibatch's
+    steps, and the core state each of its sequences starts from.
+    """
+    from mnemo import memory
+
+    core = build_on_meta(
         lambda: memory.make_core(cfg.core.name, cfg.core.d_model, **cfg.core.options),
         f"core {cfg.core.name!r}",
     )
+    hidden, width = cfg.agent.encoder_hidden, cfg.core.d_model
+    n, length, chunk = cfg.env.num_envs, cfg.ppo.rollout_len, cfg.ppo.bptt_len
+    chunks = length // chunk
+    state = state_bytes(core)
+    sequences = n * chunks // cfg.ppo.minibatches
+    per_step = 4 * (obs_size + 2 * hidden + 16 * width)
+    parts = {
+        "weights, gradients and Adam's moments": training_bytes(core)
+        + 16 * (obs_size + width) * hidden,
+        "rollout storage": n * length * (4 * obs_size + 34),
+        "core states": n * (chunks + 2) * state,
+        "activations": sequences * (chunk * per_step + state),
+    }
+    keys = "env.num_envs, ppo.rollout_len, agent.encoder_hidden, core.d_model or the core's sizes"
+    return check_memory(parts, keys, cfg.device, cfg.memory_check)
 
 
 def describe(cfg: Any) -> str:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from mnemo.agents.checkpoint import load_checkpoint
+from mnemo.agents.checkpoint import check_head, load_checkpoint, load_weights
 from mnemo.agents.config_loader import from_dict
+from mnemo.agents.config_sections import check_device
 from mnemo.agents.rl.actor_critic import ActorCritic
-from mnemo.agents.rl.config import RLConfig
-from mnemo.agents.rl.vector_env import make_vector_env
+from mnemo.agents.rl.config import RLConfig, check_names
+from mnemo.agents.rl.vector_env import check_checkpoint_import, make_vector_env
 
 HELD_OUT_SEED_OFFSET = 1_000_003
 """Evaluation env seeds start here past the training seed, so they are never trained on."""
@@ -55,13 +57,25 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def load_agent(path: str, device: str = "cpu") -> tuple[ActorCritic, RLConfig]:
-    ckpt = load_checkpoint(path, map_location=device)
+def load_agent(
+    path: str, device: str = "cpu", imports: Collection[str] = ()
+) -> tuple[ActorCritic, RLConfig]:
+    """The policy of an RL checkpoint (file or run folder) and its config, on ``device``.
+
+    ``imports`` are the packages the user allows a ``package:EnvId`` env.id to import (see
+    ``check_checkpoint_import``). An LM checkpoint, an unknown env or core and weights that do
+    not fit are refused in one line.
+    """
+    check_device(device)
+    ckpt = load_checkpoint(path)
+    check_head(ckpt, path, lm=False, use_instead="mnemo lm eval")
     cfg = from_dict(RLConfig, ckpt["config"])
     cfg.device = device
+    check_checkpoint_import(cfg.env.id, imports, str(path))
+    check_names(cfg)
     env = make_vector_env(cfg.env.id, 1, device, cfg.env.batched, **cfg.env.kwargs)
     model = ActorCritic(env.single_observation_space, env.single_action_space, cfg.core, cfg.agent)
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt["model"], str(path))
     return model.to(device).eval(), cfg
 
 

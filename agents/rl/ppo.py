@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from mnemo.agents import distributed, divergence
+from mnemo.agents.config_sections import check_device
 from mnemo.agents.errors import NonFiniteError
 from mnemo.agents.rl.actor_critic import ACOutput, ActingState, ActorCritic
 from mnemo.agents.rl.config import RLConfig
@@ -75,7 +76,7 @@ class PPO:
 
     def __init__(self, cfg: RLConfig) -> None:
         self.cfg = cfg
-        self.device = torch.device(cfg.device)
+        self.device = check_device(cfg.device)
         self.env = make_vector_env(
             cfg.env.id, cfg.env.num_envs, self.device, cfg.env.batched, **cfg.env.kwargs
         )
@@ -123,7 +124,9 @@ class PPO:
             "env": self.env.get_state(),
         }
 
-    def load_trainer_state(self, st: dict[str, Any]) -> None:
+    def load_trainer_state(self, st: dict[str, Any], trusted: tuple[str, ...] = ()) -> None:
+        """Put back ``trainer_state()``; ``trusted`` module prefixes may appear in pickled
+        gymnasium envs besides env, space and numpy classes (see ``safe_unpickle``)."""
         to = self.device
         self.obs = st["obs"].to(to)
         self.acting = tree_map(
@@ -137,7 +140,10 @@ class PPO:
         self.global_step = st["global_step"]
         self.update_idx = st["update_idx"]
         self.generator.set_state(st["generator"])
-        self.env.set_state(st["env"])
+        if isinstance(st["env"], bytes):  # pickled gymnasium envs
+            self.env.set_state(st["env"], trusted)
+        else:
+            self.env.set_state(st["env"])
 
     @property
     def state(self) -> State:
@@ -196,7 +202,8 @@ class PPO:
         """Step all envs ``rollout_len`` times; returns the rollout and the last values."""
         cfg = self.cfg.ppo
         n, length = self.cfg.env.num_envs, cfg.rollout_len
-        ro = Rollout.empty(n, length, tuple(self.obs.shape[1:]), self.obs.dtype, self.device)
+        obs_shape, action_shape = tuple(self.obs.shape[1:]), self.model.action_shape
+        ro = Rollout.empty(n, length, obs_shape, self.obs.dtype, self.device, action_shape)
         for t in range(length):
             acting = self.acting
             if t % cfg.bptt_len == 0:
@@ -247,7 +254,7 @@ class PPO:
                 recon = None
                 if recon_coef > 0:
                     recon = self.model.reconstruction_loss(out.features, mb.obs)
-                outputs = LossOutputs(out.logits, out.value, out.aux_loss, recon)
+                outputs = LossOutputs(out.logits, out.value, out.aux_loss, recon, self.model.nvec)
                 loss, metrics = ppo_loss(outputs, mb, cfg, recon_coef)
                 self._check_loss(loss, metrics, outputs)
                 self.optimizer.zero_grad(set_to_none=True)

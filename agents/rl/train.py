@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from mnemo.agents import distributed, run_loop
-from mnemo.agents.checkpoint import load_checkpoint, rng_state, safe_unpickle, set_rng_state
+from mnemo.agents.checkpoint import load_checkpoint, load_weights, rng_state, set_rng_state
 from mnemo.agents.config_loader import to_dict
-from mnemo.agents.errors import CheckpointError, Interrupted
+from mnemo.agents.errors import Interrupted
 from mnemo.agents.interrupt import GracefulStop
 from mnemo.agents.rl.config import RLConfig, describe
 from mnemo.agents.rl.ppo import PPO
@@ -108,13 +108,11 @@ def rank_states(ckpt: dict) -> dict:
 def restore(ppo: PPO, ckpt: dict, mine: dict) -> list[tuple[int, float]]:
     """Put a fresh PPO back exactly where ``ckpt`` was taken, with this rank's state ``mine``;
     returns the success history."""
-    env_state = mine["trainer"]["env"]
-    if isinstance(env_state, bytes):  # pickled gymnasium envs: check before they are unpickled
-        package = ckpt["config"]["env"]["id"].partition(":")
-        safe_unpickle(env_state, (package[0] + ".",) if package[1] else ())
-    ppo.model.load_state_dict(ckpt["model"])
+    # An outside env's package was imported by the user's say (check_checkpoint_import).
+    package = ckpt["config"]["env"]["id"].partition(":")
+    load_weights(ppo.model, ckpt["model"], "the checkpoint")
     ppo.optimizer.load_state_dict(ckpt["optimizer"])
-    ppo.load_trainer_state(mine["trainer"])
+    ppo.load_trainer_state(mine["trainer"], (package[0] + ".",) if package[1] else ())
     set_rng_state(mine["rng"], ppo.device)
     return [tuple(h) for h in ckpt.get("history", [])]  # type: ignore[misc]
 
@@ -122,13 +120,7 @@ def restore(ppo: PPO, ckpt: dict, mine: dict) -> list[tuple[int, float]]:
 def warm_start(ppo: PPO, path: str) -> None:
     """Load another run's weights into a fresh PPO (``run.init_from``); one line on a mismatch."""
     ckpt = load_checkpoint(path)
-    try:
-        ppo.model.load_state_dict(ckpt["model"])
-    except (RuntimeError, KeyError) as e:
-        first = str(e).strip().splitlines()[0][:200]
-        raise CheckpointError(
-            f"run.init_from={path}: its weights do not fit this model ({first})"
-        ) from None
+    load_weights(ppo.model, ckpt.get("model"), f"run.init_from={path}")
     distributed.broadcast_params(ppo.model)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import pickle
 import sys
+from collections.abc import Collection
 from typing import Any
 
 import gymnasium as gym
@@ -28,6 +29,8 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from minigrid.minigrid_env import MiniGridEnv
 
 import mnemo.envs  # registers mnemo's envs
+from mnemo.agents.checkpoint import safe_unpickle
+from mnemo.agents.errors import CheckpointError
 from mnemo.agents.rl.encoders import cell_grid_space, composite_leaves
 from mnemo.envs.batched import has_twin, make_batched
 
@@ -41,6 +44,20 @@ def resolve_env_id(env_id: str) -> str:
     if package:
         importlib.import_module(package)
     return name
+
+
+def check_checkpoint_import(env_id: str, allowed: Collection[str], where: str) -> None:
+    """Refuse an ``env.id`` read from a checkpoint (not typed by the user) whose
+    ``package:EnvId`` form would import a module not yet imported and not in ``allowed``
+    (``--import PACKAGE``): importing runs the module's code, and a checkpoint must not choose
+    code to run."""
+    package = env_id.rpartition(":")[0]
+    if package and package not in sys.modules and package not in allowed:
+        raise CheckpointError(
+            f"{where}: its env.id {env_id!r} would import the module {package!r}, and a "
+            f"checkpoint alone never makes mnemo import code; if you trust it, add --import "
+            f"{package}"
+        )
 
 
 def reports_success(env_id: str) -> bool:
@@ -147,8 +164,10 @@ class GymVectorEnv:
         """The envs themselves, pickled (their RNGs included), for exact resume."""
         return pickle.dumps(self.env.envs)
 
-    def set_state(self, state: bytes) -> None:
-        self.env.envs = pickle.loads(state)
+    def set_state(self, state: bytes, trusted: tuple[str, ...] = ()) -> None:
+        """Envs from ``get_state``, unpickled accepting only env, space and numpy classes
+        (and those of the ``trusted`` module prefixes, an outside env's ``"pkg."``)."""
+        self.env.envs = safe_unpickle(state, trusted)
 
     def render_env(self, index: int = 0) -> gym.Env:
         return self.env.envs[index]
