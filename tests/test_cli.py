@@ -37,7 +37,7 @@ TINY = [
         ("env.kwargs={delay: -2}", "delay must be"),
         ("device=tpu", "device must be"),
         ("env.id=envs_for_tests:Tiny-Text-v0", "observation space Text"),
-        ("env.id=Pendulum-v1", "needs Discrete"),
+        ("env.id=Pendulum-v1", "takes Discrete(n) and 1-D MultiDiscrete(nvec) actions"),
     ],
 )
 def test_bad_config_one_line_exit_2(

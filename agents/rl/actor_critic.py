@@ -1,7 +1,10 @@
 """The actor-critic: encoder -> memory core -> policy and value heads, and its one acting call.
 
-The previous action (one-hot) and reward are optional inputs; both are zeroed at episode starts
-so that nothing from an earlier episode reaches the core.
+Actions are ``Discrete`` or ``MultiDiscrete``: the policy head gives one categorical per action
+dimension (``ActionDist``), independent, their log-probabilities and entropies summed, as
+CleanRL's and SB3's ``MultiCategorical`` do. The previous action (one-hot per dimension) and
+reward are optional inputs; both are zeroed at episode starts so that nothing from an earlier
+episode reaches the core.
 
 Everything that acts (PPO's rollout, ``mnemo eval``, the episode videos) goes through
 ``ActorCritic.act`` and carries an ``ActingState`` from step to step, folding the env's answer in
@@ -14,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from gymnasium import spaces
 from torch import Tensor, nn
@@ -40,16 +44,22 @@ class ActingState(NamedTuple):
     """
 
     core: State
-    prev_action: Tensor  # (B,) long: the action that led to the current observation
+    prev_action: Tensor  # (B, *action_shape) long: the action that led to the current observation
     prev_reward: Tensor  # (B,) float: the reward that came with it
     episode_start: Tensor  # (B,) bool: the current observation begins an episode
 
     @classmethod
-    def initial(cls, core: State, batch_size: int, device: torch.device | str) -> ActingState:
+    def initial(
+        cls,
+        core: State,
+        batch_size: int,
+        device: torch.device | str,
+        action_shape: tuple[int, ...] = (),
+    ) -> ActingState:
         """Every env at the start of an episode, with the core's initial state ``core``."""
         return cls(
             core,
-            torch.zeros(batch_size, dtype=torch.long, device=device),
+            torch.zeros(batch_size, *action_shape, dtype=torch.long, device=device),
             torch.zeros(batch_size, device=device),
             torch.ones(batch_size, dtype=torch.bool, device=device),
         )
@@ -59,7 +69,7 @@ class ActingState(NamedTuple):
 
         Args:
             core: the core state ``act`` returned for this step.
-            action: (B,) the actions taken.
+            action: (B, *action_shape) the actions taken.
             reward: (B,) the rewards received.
             done: (B,) True where the episode ended, so the next observation begins a new one.
                 Pass all False to look at a truncated episode's final observation.
@@ -70,15 +80,70 @@ class ActingState(NamedTuple):
 class Acted(NamedTuple):
     """One acting step's result, (B, ...) each."""
 
-    action: Tensor  # (B,) long
+    action: Tensor  # (B,) long, (B, D) for a MultiDiscrete space
     logprob: Tensor  # (B,) log-probability of ``action`` under the policy
     value: Tensor  # (B,)
-    logits: Tensor  # (B, A) float32
+    logits: Tensor  # (B, A) float32: every dimension's logits side by side
     state: State  # the core state after this step: pass it to ``ActingState.advance``
 
 
 Forward = Callable[[Tensor, Tensor, Tensor, State, Tensor], ACOutput]
 """``ActorCritic.forward``'s signature: (obs, prev_action, prev_reward, state, episode_start)."""
+
+
+class ActionDist:
+    """The policy: one categorical per action dimension over ``logits`` (..., sum(nvec)),
+    independent. ``nvec`` None is a ``Discrete`` space, whose actions have no dimension axis
+    ((...,)); a ``MultiDiscrete`` one's are (..., D)."""
+
+    def __init__(self, logits: Tensor, nvec: tuple[int, ...] | None = None) -> None:
+        self.nvec = nvec
+        parts = (logits,) if nvec is None else logits.split(nvec, dim=-1)
+        # validate_args=False: the argument checks are host syncs, and NaN logits must reach
+        # PPO's loss check (which names them) rather than fail here with torch's text.
+        self.dims = [Categorical(logits=p, validate_args=False) for p in parts]
+
+    def _joined(self, per_dim: list[Tensor]) -> Tensor:
+        return per_dim[0] if self.nvec is None else torch.stack(per_dim, dim=-1)
+
+    def _split(self, action: Tensor) -> list[Tensor]:
+        return [action] if self.nvec is None else list(action.unbind(-1))
+
+    def mode(self) -> Tensor:
+        """The likeliest action (each dimension's argmax)."""
+        return self._joined([d.logits.argmax(-1) for d in self.dims])
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """A sample from ``generator``, else from torch's global one (as ``Categorical.sample``
+        draws, so runs stay reproducible). ``generator`` needs (B, n) logits."""
+        if generator is None:
+            return self._joined([d.sample() for d in self.dims])
+        picks = [torch.multinomial(d.probs, 1, True, generator=generator) for d in self.dims]
+        return self._joined([p.squeeze(-1) for p in picks])
+
+    def log_prob(self, action: Tensor) -> Tensor:
+        parts = self._split(action)
+        return torch.stack([d.log_prob(a) for d, a in zip(self.dims, parts, strict=True)]).sum(0)
+
+    def entropy(self) -> Tensor:
+        return torch.stack([d.entropy() for d in self.dims]).sum(0)
+
+
+def action_space_dims(space: spaces.Space) -> tuple[int, ...] | None:
+    """``ActionDist``'s ``nvec`` for ``space``: None for ``Discrete``, the sizes for a 1-D
+    ``MultiDiscrete``.
+
+    Raises:
+        UnsupportedSpaceError: any other space, or one whose actions do not start at 0.
+    """
+    if isinstance(space, spaces.Discrete) and int(space.start) == 0:
+        return None
+    if isinstance(space, spaces.MultiDiscrete) and space.nvec.ndim == 1 and not np.any(space.start):
+        return tuple(int(n) for n in space.nvec)
+    raise UnsupportedSpaceError(
+        f"action space {space} is not supported; mnemo's agent takes Discrete(n) and 1-D "
+        "MultiDiscrete(nvec) actions starting at 0"
+    )
 
 
 def layer_init(layer: nn.Linear, std: float) -> nn.Linear:
@@ -96,11 +161,11 @@ class ActorCritic(nn.Module):
         agent: AgentConfig,
     ) -> None:
         super().__init__()
-        if not isinstance(action_space, spaces.Discrete):
-            raise UnsupportedSpaceError(
-                f"action space {action_space} is not supported; mnemo's agent needs Discrete"
-            )
-        self.n_actions = int(action_space.n)
+        self.nvec = action_space_dims(action_space)
+        """None (Discrete) or each action dimension's size (MultiDiscrete)."""
+        self.action_shape: tuple[int, ...] = () if self.nvec is None else (len(self.nvec),)
+        self.n_actions = int(action_space.n) if self.nvec is None else sum(self.nvec)
+        """Logits of the policy head: every dimension's, side by side."""
         self.cfg = agent
         self.encoder = make_encoder(obs_space, agent.encoder_hidden)
         n_in = agent.encoder_hidden + self.n_actions * agent.prev_action + agent.prev_reward
@@ -133,7 +198,19 @@ class ActorCritic(nn.Module):
         return self.core.initial_state(batch_size, device)
 
     def initial_acting_state(self, batch_size: int, device: torch.device | str) -> ActingState:
-        return ActingState.initial(self.initial_state(batch_size, device), batch_size, device)
+        core = self.initial_state(batch_size, device)
+        return ActingState.initial(core, batch_size, device, self.action_shape)
+
+    def distribution(self, logits: Tensor) -> ActionDist:
+        """The policy over actions given the head's ``logits`` (..., n_actions)."""
+        return ActionDist(logits, self.nvec)
+
+    def action_one_hot(self, action: Tensor) -> Tensor:
+        """(..., *action_shape) -> (..., n_actions): one one-hot per dimension, side by side."""
+        if self.nvec is None:
+            return nn.functional.one_hot(action.long(), self.n_actions).float()
+        parts = zip(action.long().unbind(-1), self.nvec, strict=True)
+        return torch.cat([nn.functional.one_hot(a, n).float() for a, n in parts], dim=-1)
 
     def step(self, obs: Tensor, acting: ActingState, forward: Forward | None = None) -> ACOutput:
         """One step (T = 1) from ``acting``: obs (B, *obs_shape) -> outputs with T = 1.
@@ -169,14 +246,8 @@ class ActorCritic(nn.Module):
         """
         out = self.step(obs, acting, forward)
         logits = out.logits[:, 0].float()  # (B, A)
-        # validate_args=False: the argument checks are host syncs.
-        dist = Categorical(logits=logits, validate_args=False)
-        if greedy:
-            action = logits.argmax(-1)
-        elif generator is None:
-            action = dist.sample()
-        else:
-            action = torch.multinomial(dist.probs, 1, True, generator=generator).squeeze(-1)
+        dist = self.distribution(logits)
+        action = dist.mode() if greedy else dist.sample(generator)
         return Acted(action, dist.log_prob(action), out.value[:, 0], logits, out.state)
 
     def forward(
@@ -187,12 +258,12 @@ class ActorCritic(nn.Module):
         state: State,
         episode_start: Tensor,
     ) -> ACOutput:
-        """obs (B, T, *obs_shape); prev_action, prev_reward, episode_start (B, T)."""
+        """obs (B, T, *obs_shape); prev_action (B, T, *action_shape); prev_reward,
+        episode_start (B, T)."""
         keep = (~episode_start).unsqueeze(-1).float()  # (B, T, 1)
         parts = [self.encoder(obs)]
         if self.cfg.prev_action:
-            onehot = nn.functional.one_hot(prev_action.long(), self.n_actions).float()
-            parts.append(onehot * keep)
+            parts.append(self.action_one_hot(prev_action) * keep)
         if self.cfg.prev_reward:
             parts.append(prev_reward.unsqueeze(-1).float() * keep)
         x = self.proj(torch.cat(parts, dim=-1))  # (B, T, d_model)

@@ -17,7 +17,6 @@ import torch
 from torch import Tensor
 
 from mnemo.agents import distributed, divergence
-from mnemo.agents.config_sections import check_device
 from mnemo.agents.errors import NonFiniteError
 from mnemo.agents.rl.actor_critic import ACOutput, ActingState, ActorCritic
 from mnemo.agents.rl.config import RLConfig
@@ -76,7 +75,7 @@ class PPO:
 
     def __init__(self, cfg: RLConfig) -> None:
         self.cfg = cfg
-        self.device = check_device(cfg.device)
+        self.device = torch.device(cfg.device)
         self.env = make_vector_env(
             cfg.env.id, cfg.env.num_envs, self.device, cfg.env.batched, **cfg.env.kwargs
         )
@@ -124,9 +123,7 @@ class PPO:
             "env": self.env.get_state(),
         }
 
-    def load_trainer_state(self, st: dict[str, Any], trusted: tuple[str, ...] = ()) -> None:
-        """Put back ``trainer_state()``; ``trusted`` module prefixes may appear in pickled
-        gymnasium envs besides env, space and numpy classes (see ``safe_unpickle``)."""
+    def load_trainer_state(self, st: dict[str, Any]) -> None:
         to = self.device
         self.obs = st["obs"].to(to)
         self.acting = tree_map(
@@ -140,10 +137,7 @@ class PPO:
         self.global_step = st["global_step"]
         self.update_idx = st["update_idx"]
         self.generator.set_state(st["generator"])
-        if isinstance(st["env"], bytes):  # pickled gymnasium envs
-            self.env.set_state(st["env"], trusted)
-        else:
-            self.env.set_state(st["env"])
+        self.env.set_state(st["env"])
 
     @property
     def state(self) -> State:

@@ -11,8 +11,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torch.distributions import Categorical
 
+from mnemo.agents.rl.actor_critic import ActionDist
 from mnemo.agents.rl.config import PPOConfig
 from mnemo.agents.rl.rollout import SequenceBatch
 
@@ -24,6 +24,7 @@ class LossOutputs(NamedTuple):
     value: Tensor  # (B, T)
     aux_loss: Tensor  # scalar: the core's own aux loss
     recon_loss: Tensor | None = None  # scalar: observation reconstruction, None when off
+    nvec: tuple[int, ...] | None = None  # MultiDiscrete's sizes (ActorCritic.nvec); None: Discrete
 
 
 def ppo_loss(
@@ -46,9 +47,9 @@ def ppo_loss(
         ``losses/{policy,value,entropy,approx_kl,clipfrac}``, ``memory/aux_loss`` and, if on,
         ``losses/reconstruction``. approx_kl and clipfrac carry no grad.
     """
-    # validate_args=False: NaN logits reach the loss, whose check names them (PPO.update),
-    # instead of failing here with torch's text and no step.
-    dist = Categorical(logits=outputs.logits.float(), validate_args=False)
+    # NaN logits reach the loss, whose check names them (PPO.update): ActionDist does not
+    # validate its arguments.
+    dist = ActionDist(outputs.logits.float(), outputs.nvec)
     log_ratio = dist.log_prob(mb.action) - mb.logprob
     ratio = log_ratio.exp()
     a = mb.advantage

@@ -28,17 +28,25 @@ class Rollout:
 
     @classmethod
     def empty(
-        cls, n: int, length: int, obs_shape: tuple[int, ...], obs_dtype: torch.dtype, device
+        cls,
+        n: int,
+        length: int,
+        obs_shape: tuple[int, ...],
+        obs_dtype: torch.dtype,
+        device,
+        action_shape: tuple[int, ...] = (),
     ) -> Rollout:
+        """Zeros; actions are (N, L, *action_shape): () for Discrete, (D,) for MultiDiscrete."""
+
         def z(*shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
             return torch.zeros(n, length, *shape, dtype=dtype, device=device)
 
         return cls(
             obs=z(*obs_shape, dtype=obs_dtype),
-            prev_action=z(dtype=torch.long),
+            prev_action=z(*action_shape, dtype=torch.long),
             prev_reward=z(),
             episode_start=z(dtype=torch.bool),
-            action=z(dtype=torch.long),
+            action=z(*action_shape, dtype=torch.long),
             logprob=z(),
             value=z(),
             reward=z(),

@@ -151,7 +151,8 @@ def record_episode(
         phases: list[str | None] = []
         for t in range(1, max_steps + 1):  # t is the episode length afterwards
             acted = model.act(torch.as_tensor(np.asarray(obs), device=device)[None], acting, greedy)
-            action = int(acted.action[0])
+            chosen = acted.action[0].cpu()  # () Discrete, (D,) MultiDiscrete
+            action = int(chosen) if chosen.dim() == 0 else chosen.numpy()
             obs, reward, term, trunc, info = env.step(action)
             phases.append(info.get("phase"))
             ret += float(reward)
