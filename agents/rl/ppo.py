@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from mnemo.agents import distributed, divergence
+from mnemo.agents.config_sections import check_device
 from mnemo.agents.errors import NonFiniteError
 from mnemo.agents.rl.actor_critic import ACOutput, ActingState, ActorCritic
 from mnemo.agents.rl.config import RLConfig
@@ -75,7 +76,7 @@ class PPO:
 
     def __init__(self, cfg: RLConfig) -> None:
         self.cfg = cfg
-        self.device = torch.device(cfg.device)
+        self.device = check_device(cfg.device)
         self.env = make_vector_env(
             cfg.env.id, cfg.env.num_envs, self.device, cfg.env.batched, **cfg.env.kwargs
         )
@@ -123,7 +124,9 @@ class PPO:
             "env": self.env.get_state(),
         }
 
-    def load_trainer_state(self, st: dict[str, Any]) -> None:
+    def load_trainer_state(self, st: dict[str, Any], trusted: tuple[str, ...] = ()) -> None:
+        """Put back ``trainer_state()``; ``trusted`` module prefixes may appear in pickled
+        gymnasium envs besides env, space and numpy classes (see ``safe_unpickle``)."""
         to = self.device
         self.obs = st["obs"].to(to)
         self.acting = tree_map(
@@ -137,7 +140,10 @@ class PPO:
         self.global_step = st["global_step"]
         self.update_idx = st["update_idx"]
         self.generator.set_state(st["generator"])
-        self.env.set_state(st["env"])
+        if isinstance(st["env"], bytes):  # pickled gymnasium envs
+            self.env.set_state(st["env"], trusted)
+        else:
+            self.env.set_state(st["env"])
 
     @property
     def state(self) -> State:
