@@ -49,7 +49,7 @@ class RunSection:
     the reports as plain lines."""
     print_every: int = 10
     """Print a report (steps, SPS, returns or bits per byte, losses) every N iterations (PPO
-    updates, LM optimizer steps) and at the end; 0 = only at the end."""
+    updates, LM optimizer steps) and at the end; 0 = never (quiet)."""
     overwrite: bool = False
     """Start a fresh run in a folder that holds one (its checkpoint is replaced); else refused."""
 

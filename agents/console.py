@@ -62,8 +62,8 @@ def format_line(report: Report) -> str:
 
 
 class Console:
-    """Prints reports as tables (``table=True``) or lines, every ``every`` iterations (0: only
-    the final one)."""
+    """Prints reports as tables (``table=True``) or lines, every ``every`` iterations and at the
+    end (``every`` 0: never)."""
 
     def __init__(self, every: int, table: bool, write: Callable[[str], None]) -> None:
         self.every = every

@@ -222,7 +222,7 @@ def _run(trainer: Trainer, run_dir: Path, run_cfg: Any, resumed: bool) -> float:
         finally:
             bar.close()
             writer.close()
-        if console is not None and clock.iteration != trainer.iteration:  # the final report
+        if console is not None and console.every and clock.iteration != trainer.iteration:
             console.show(clock.stamp(trainer, total))
     return time.perf_counter() - t0
 

@@ -128,6 +128,8 @@ def test_no_final_line_twice_and_none_on_other_ranks(
 ) -> None:
     run_loop.run(Counter(6), tmp_path / "a", RunCfg(print_every=3), resumed=False)
     assert len(capsys.readouterr().out.splitlines()) == 2  # at 3 and 6: the end was reported
+    run_loop.run(Counter(6), tmp_path / "q", RunCfg(print_every=0), resumed=False)
+    assert capsys.readouterr().out == ""  # quiet
     monkeypatch.setattr(run_loop.distributed, "is_main", lambda: False)
     run_loop._run(Counter(6), tmp_path / "b", RunCfg(print_every=3), resumed=False)
     assert capsys.readouterr().out == ""

@@ -125,6 +125,7 @@ def plan_runs(
     if not base.threads:
         base.threads = 1  # J runs share the CPU; one thread each is fastest for small models
     base.run.progress = False
+    base.run.print_every = 0  # J runs' reports would interleave; results.md has the numbers
     accepted = {k for c in cores for k in memory.core_options(c)}
     for key in base.core.options:
         if key not in accepted:

@@ -150,8 +150,8 @@ class RunConfig(RunSection):
     checkpoint_every: int = 500
     """Write checkpoints/last.pt every N steps (and at the end)."""
     print_every: int = 100
-    """Print a report (steps, bits per byte, tokens/s) every N steps and at the end; 0 = only
-    at the end."""
+    """Print a report (steps, bits per byte, tokens/s) every N steps and at the end; 0 = never
+    (quiet)."""
 
 
 @dataclass
