@@ -133,3 +133,12 @@ def test_no_final_line_twice_and_none_on_other_ranks(
     monkeypatch.setattr(run_loop.distributed, "is_main", lambda: False)
     run_loop._run(Counter(6), tmp_path / "b", RunCfg(print_every=3), resumed=False)
     assert capsys.readouterr().out == ""
+
+
+def test_on_a_terminal_the_reports_are_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(run_loop, "wants_bar", lambda progress, stream: progress)
+    run_loop.run(Counter(4), tmp_path, RunCfg(progress=True, print_every=2), resumed=False)
+    out = capsys.readouterr().out
+    assert out.count("| time/") == 2 and "| 40/40 " in out and "\r" not in out
