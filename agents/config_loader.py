@@ -152,9 +152,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except yaml.YAMLError:
         value = raw
     if isinstance(value, str) and any(c in value.lower() for c in ".e"):
-        # YAML 1.1 reads 5e-3 and 1e6 as strings; a user means numbers.
+        # YAML 1.1 reads 5e-3 and 1e6 as strings; a user means numbers, and by 1e5 (no
+        # point) a whole one: core options (mem_len) are checked as ints, not widened.
         with contextlib.suppress(ValueError):
             value = float(value)
+            if value.is_integer() and "." not in raw:
+                value = int(value)
     return key.split("."), value
 
 
