@@ -22,12 +22,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.config and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
         overrides.insert(0, args.config)  # `mnemo train --resume DIR key=value`
         args.config = None
-    resume = None
+    resume, trusted = None, None  # None: the env.id is the user's own
     if args.resume:
         resume = load_checkpoint(args.resume)
         check_head(resume, args.resume, lm=False, use_instead="mnemo lm train --resume")
         if not args.config and not any(o.startswith("env.id=") for o in overrides):
-            check_checkpoint_import(resume["config"]["env"]["id"], args.imports, args.resume)
+            env_id = resume["config"]["env"]["id"]
+            trusted = check_checkpoint_import(env_id, args.imports, args.resume)
         if args.config is not None:  # the file's keys that may change; frozen ones must match
             cfg = load_rl_config(args.config, overrides)
         else:
@@ -42,7 +43,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(describe(cfg), end="")
         return 0
     run_dir = run_dir_of(args.resume) if args.resume else None
-    result = train(cfg, resume=resume, run_dir=run_dir)
+    result = train(cfg, resume=resume, run_dir=run_dir, trusted=trusted)
     from mnemo.agents import distributed
 
     if not distributed.is_main():

@@ -72,3 +72,34 @@ def test_import_when_the_user_says_so(
     assert "unknown env" in one_line(capsys.readouterr().err)
     assert marker.exists()
     sys.modules.pop(PROBE, None)
+
+
+class RunsACommand:
+    """A pickled call of ``subprocess.Popen``: a class, from a module torch has imported."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        import subprocess
+
+        return (subprocess.Popen, (["touch", str(self.marker)],))
+
+
+def test_an_already_imported_module_named_by_a_checkpoint_is_not_trusted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # env.id 'subprocess:CartPole-v1' resolves (subprocess is imported, CartPole registered),
+    # but subprocess's classes must not become acceptable in the pickled envs.
+    assert "subprocess" in sys.modules
+    run, marker = tmp_path / "run", tmp_path / "pwned"
+    argv = ["train", "configs/recall_lstm.yaml", *TINY, "env.id=CartPole-v1", "env.batched=false"]
+    assert main([*argv, "ppo.total_steps=128", f"run.dir={run}"]) == 0
+    ckpt = load_checkpoint(run)
+    ckpt["config"]["env"]["id"] = "subprocess:CartPole-v1"
+    ckpt["ranks"][0]["trainer"]["env"] = pickle.dumps(RunsACommand(marker))
+    save_atomic(ckpt, run / "checkpoints" / "last.pt")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "ppo.total_steps=256"]) == 2
+    assert "subprocess.Popen, which is not part of an env" in one_line(capsys.readouterr().err)
+    assert not marker.exists()

@@ -105,14 +105,15 @@ def rank_states(ckpt: dict) -> dict:
     return {**ckpt, "ranks": [{"trainer": ckpt["trainer"], "rng": ckpt["rng"]}]}
 
 
-def restore(ppo: PPO, ckpt: dict, mine: dict) -> list[tuple[int, float]]:
+def restore(
+    ppo: PPO, ckpt: dict, mine: dict, trusted: tuple[str, ...] = ()
+) -> list[tuple[int, float]]:
     """Put a fresh PPO back exactly where ``ckpt`` was taken, with this rank's state ``mine``;
-    returns the success history."""
-    # An outside env's package was imported by the user's say (check_checkpoint_import).
-    package = ckpt["config"]["env"]["id"].partition(":")
+    returns the success history. ``trusted``: module prefixes the user vouched for, whose
+    classes pickled gymnasium envs may hold (see ``trusted_packages``)."""
     load_weights(ppo.model, ckpt["model"], "the checkpoint")
     ppo.optimizer.load_state_dict(ckpt["optimizer"])
-    ppo.load_trainer_state(mine["trainer"], (package[0] + ".",) if package[1] else ())
+    ppo.load_trainer_state(mine["trainer"], trusted)
     set_rng_state(mine["rng"], ppo.device)
     return [tuple(h) for h in ckpt.get("history", [])]  # type: ignore[misc]
 
@@ -127,12 +128,20 @@ def warm_start(ppo: PPO, path: str) -> None:
 class PPOTrainer:
     """PPO as a ``run_loop.Trainer``: one iteration is one update (rollout + optimisation)."""
 
-    def __init__(self, cfg: RLConfig, resume: dict | None, mine: dict | None) -> None:
+    def __init__(
+        self,
+        cfg: RLConfig,
+        resume: dict | None,
+        mine: dict | None,
+        trusted: tuple[str, ...] = (),
+    ) -> None:
         self.cfg = cfg
         self.ppo = PPO(cfg)  # before touching the disk: a bad env or space fails with no run folder
         if cfg.run.init_from and resume is None:
             warm_start(self.ppo, cfg.run.init_from)
-        self.history: list[tuple[int, float]] = restore(self.ppo, resume, mine) if resume else []
+        self.history: list[tuple[int, float]] = (
+            restore(self.ppo, resume, mine, trusted) if resume else []
+        )
         self.success = self.history[-1][1] if self.history else float("nan")
         self.sps = float("nan")
         self.scalars: dict[str, float] = {}  # the last update's
@@ -222,11 +231,32 @@ class PPOTrainer:
             self.log_video(writer)
 
 
-def train(cfg: RLConfig, resume: dict | None = None, run_dir: Path | None = None) -> TrainResult:
-    """Train PPO as ``cfg`` says; ``resume`` is a checkpoint dict to continue from exactly."""
+def trusted_packages(env_id: str) -> tuple[str, ...]:
+    """``("pkg.",)`` for ``pkg:EnvId``: the package of an env.id the user gave, whose classes
+    its pickled envs may hold; ``()`` for any other id."""
+    package, sep, _ = env_id.partition(":")
+    return (package + ".",) if sep else ()
+
+
+def train(
+    cfg: RLConfig,
+    resume: dict | None = None,
+    run_dir: Path | None = None,
+    trusted: tuple[str, ...] | None = None,
+) -> TrainResult:
+    """Train PPO as ``cfg`` says; ``resume`` is a checkpoint dict to continue from exactly.
+
+    ``trusted``: the module prefixes whose classes a resumed run's pickled gymnasium envs may
+    hold besides env, space and numpy ones; default ``trusted_packages(cfg.env.id)``, right
+    when the user gave the env.id. When it comes from the checkpoint, the caller passes what
+    the user vouched for (``--import``): an id such as ``subprocess:CartPole-v1`` must not make
+    ``subprocess.Popen`` acceptable.
+    """
+    if trusted is None:
+        trusted = trusted_packages(cfg.env.id)
     resume = rank_states(resume) if resume else None
     cfg, mine = run_loop.prepare(cfg, resume)
-    trainer = PPOTrainer(cfg, resume, mine)
+    trainer = PPOTrainer(cfg, resume, mine, trusted)
     name = cfg.run.name or f"{cfg.core.name}-{cfg.env.id.split('/')[-1]}"
     run_dir = run_dir or run_loop.new_run_dir(cfg.run.dir, name)
     step0 = trainer.ppo.global_step

@@ -46,18 +46,22 @@ def resolve_env_id(env_id: str) -> str:
     return name
 
 
-def check_checkpoint_import(env_id: str, allowed: Collection[str], where: str) -> None:
+def check_checkpoint_import(env_id: str, allowed: Collection[str], where: str) -> tuple[str, ...]:
     """Refuse an ``env.id`` read from a checkpoint (not typed by the user) whose
     ``package:EnvId`` form would import a module not yet imported and not in ``allowed``
     (``--import PACKAGE``): importing runs the module's code, and a checkpoint must not choose
-    code to run."""
+    code to run. Returns the module prefixes the user vouched for (``("pkg.",)`` when ``pkg``
+    is in ``allowed``), the only ones whose classes its pickled envs may hold."""
     package = env_id.rpartition(":")[0]
-    if package and package not in sys.modules and package not in allowed:
+    if package in allowed:
+        return (package + ".",)
+    if package and package not in sys.modules:
         raise CheckpointError(
             f"{where}: its env.id {env_id!r} would import the module {package!r}, and a "
             f"checkpoint alone never makes mnemo import code; if you trust it, add --import "
             f"{package}"
         )
+    return ()
 
 
 def reports_success(env_id: str) -> bool:
