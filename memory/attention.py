@@ -170,19 +170,33 @@ class RelMultiHeadAttention(nn.Module):
             need_weights: also return the attention probabilities (B, H, T, K) (slower path).
         """
         b, t, _ = hq.shape
-        q = self.heads(self.q(hq))  # (B, H, T, dh)
-        k, v = (self.heads(z) for z in kv.chunk(2, dim=-1))  # (B, H, K, dh)
-        scale = 1.0 / math.sqrt(self.d_head)
-        bias = rel(self.position_scores(q + self.v[:, None], pos)) * scale  # (B, H, T, K)
-        bias = bias.masked_fill(~mask[:, None], float("-inf"))
-        qu = q + self.u[:, None]
+        qu, k, v, bias = self.score_parts(hq, kv, pos, rel, mask)
         if need_weights:
-            w = torch.softmax(qu @ k.transpose(-1, -2) * scale + bias, dim=-1)
+            w = self.softmax(qu, k, bias)
             out = w @ v
         else:
             w = None
             out = F.scaled_dot_product_attention(qu, k, v, attn_mask=bias)
         return self.o(out.transpose(1, 2).reshape(b, t, self.d_model)), w
+
+    def weights(self, hq: Tensor, kv: Tensor, pos: Tensor, rel: RelFn, mask: Tensor) -> Tensor:
+        """The attention probabilities (B, H, T, K) of ``forward`` alone (no values, no output)."""
+        qu, k, _, bias = self.score_parts(hq, kv, pos, rel, mask)
+        return self.softmax(qu, k, bias)
+
+    def score_parts(
+        self, hq: Tensor, kv: Tensor, pos: Tensor, rel: RelFn, mask: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Heads of q + u, k and v, and the position term with -inf at masked keys (scaled)."""
+        q = self.heads(self.q(hq))  # (B, H, T, dh)
+        k, v = (self.heads(z) for z in kv.chunk(2, dim=-1))  # (B, H, K, dh)
+        scale = 1.0 / math.sqrt(self.d_head)
+        bias = rel(self.position_scores(q + self.v[:, None], pos)) * scale  # (B, H, T, K)
+        bias = bias.masked_fill(~mask[:, None], float("-inf"))
+        return q + self.u[:, None], k, v, bias
+
+    def softmax(self, qu: Tensor, k: Tensor, bias: Tensor) -> Tensor:
+        return torch.softmax(qu @ k.transpose(-1, -2) / math.sqrt(self.d_head) + bias, dim=-1)
 
 
 class GRUGate(nn.Module):
@@ -267,6 +281,10 @@ class TransformerBlock(nn.Module):
         """
         a, w = self.attn(win.queries(hn), win.keys(kv), pos, win.rel, win.mask, need_weights)
         return win.merge(a), w
+
+    def attention_weights(self, hn: Tensor, kv: Tensor, pos: Tensor, win: Windows) -> Tensor:
+        """The weights (B * n, H, Q, W) of ``attend`` alone, without computing its output."""
+        return self.attn.weights(win.queries(hn), win.keys(kv), pos, win.rel, win.mask)
 
     def finish(self, h: Tensor, a: Tensor) -> Tensor:
         """The rest of the layer after attention ``a``: residual or gate, then the MLP."""

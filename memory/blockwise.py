@@ -8,8 +8,8 @@ its queries' windows, a fixed width W), and the blocks become batch entries of o
 call. Cost and memory are O(T x W): linear in T. The mask inside each block is the same as the
 dense mask restricted to those keys, so the numbers are the same up to rounding.
 
-A call with ``size >= T`` is one block; with a window that spans all keys it is the dense
-attention of old (what ``inspect`` uses to show weights over every key).
+A call with ``size >= T`` is one block over every key (``index`` None): the dense attention of
+old, which short calls and acting steps use, and ``inspect`` to show weights over every key.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class Windows:
     Attributes:
         t: queries in the call.
         size: queries per block (Q); the last block is padded.
-        index: (n, W) key index of each block's window.
+        index: (n, W) key index of each block's window, or None: one block over every key.
         mask: (B * n, Q, W) bool, True where a query may attend the key. Padded query rows see
             every key of their window (finite numbers, dropped by ``merge``).
         rel: maps position scores (B * n, H, Q, P) to scores by key (B * n, H, Q, W).
@@ -67,13 +67,13 @@ class Windows:
 
     t: int
     size: int
-    index: Tensor
+    index: Tensor | None
     mask: Tensor
     rel: RelFn
 
     @property
     def n(self) -> int:
-        return self.index.shape[0]
+        return 1 if self.index is None else self.index.shape[0]
 
     def queries(self, x: Tensor) -> Tensor:
         """(B, T, F) -> (B * n, Q, F)."""
@@ -81,6 +81,8 @@ class Windows:
 
     def keys(self, x: Tensor) -> Tensor:
         """(B, K, F) -> (B * n, W, F): each block's window of keys (one gather, linear backward)."""
+        if self.index is None:
+            return x
         b, _, f = x.shape
         return x.index_select(1, self.index.flatten().to(x.device)).view(b * self.n, -1, f)
 
@@ -90,6 +92,8 @@ class Windows:
 
     def sum_into_keys(self, per_key: Tensor, n_keys: int) -> Tensor:
         """(B * n, W) amounts on each block's keys -> (B, K) summed per key over all blocks."""
+        if self.index is None:
+            return per_key
         b = per_key.shape[0] // self.n
         out = per_key.new_zeros(b, n_keys)
         idx = self.index.to(per_key.device).flatten().expand(b, -1)

@@ -18,20 +18,20 @@ reading only its window of keys (``memory.blockwise``): the cost is linear in it
 Departures from the paper, and why:
 - Memory moves every step, not every segment: each query sees itself, the ``n_mem`` steps before
   it and the last ``n_cmem`` compressed slots *as of its own step*, so a T-step call equals T
-  one-step calls (the core contract). Evicted states wait in a buffer (the oldest c - 1 slots of
-  the stored ``raw`` window) until c states of one episode are available: no zero padding, and
-  a block never mixes episodes. Buffered states are not attended (Rae et al. never have any:
-  their segment length is a multiple of c).
+  one-step calls (the core contract). For ``conv``/``max``/``mean``, evicted states wait in a
+  buffer (the oldest c - 1 slots of the stored ``raw`` window) until c states of one episode are
+  available: no zero padding, and a block never mixes episodes. Buffered states are not
+  attended (Rae et al. never have any: their segment length is a multiple of c).
 - ``most_used``: Rae et al. sort the states a segment evicts by usage and keep the most used.
   Here the compressed memory of each step is the ``n_cmem`` most used of the c x ``n_cmem``
   states of its episode evicted last (ranked all together, kept in time order): what the paper
   keeps right after a segment that evicts c x ``n_cmem`` states, made to slide one step at a
   time for the core contract. So a state ranked below the cut can enter later, when better
   ones age out of that span; the ``raw`` window holds the whole span (n_mem + c x n_cmem).
-  Usage is the attention a state received (averaged over heads, summed over the queries that
-  saw it) in a first pass over the raw memory only, which ignores the compressed slots: it is
-  then final when the state is evicted, so every step's ranking is computed in parallel. The
-  paper does not pin down the normaliser.
+  Usage is the attention a state received (averaged over heads, summed over the n_mem + 1
+  queries that saw it, so the ranking is that of the average) in a first pass over the raw
+  memory only, which ignores the compressed slots: it is then final when the state is evicted,
+  so every step's ranking is computed in parallel. The paper does not pin down the normaliser.
 - The task loss does not reach the compressors (compressed slots are used under stop-gradient),
   as in the paper where they are only ever read from the memory of the next segment.
 - The reconstruction loss is computed per block of ``query_block`` steps (their queries against
@@ -229,7 +229,7 @@ class CompressiveCore(MemoryCore):
             kv_raw = state["raw_kv"][:, i].to(x.dtype) if use_cache else block.kv_of(raw)
             kv = torch.cat([kv_raw, block.attn.kv(hn)], dim=1)  # (B, R + T, 2D)
             with torch.no_grad():  # usage: attention over the raw memory only
-                _, w_raw = block.attend(hn, kv, self.pos, plan.usage_win, need_weights=True)
+                w_raw = block.attention_weights(hn, kv, self.pos, plan.usage_win)
                 usage = plan.usage(w_raw, state["usage"][:, i])
             traced = trace is not None and i == self.n_layers - 1
             a, w = block.attend(hn, kv, self.pos, plan.main_windows(usage), traced)

@@ -117,7 +117,7 @@ def block_plan(
     win = Windows(
         t,
         q,
-        torch.cat([slot_idx, ncm + t + raw_idx], dim=1),
+        None if q >= t else torch.cat([slot_idx, ncm + t + raw_idx], dim=1),
         finish_mask(torch.cat([slot_vis, raw_vis], 3), torch.cat([slot_in, raw_in], 1), t),
         gather_rel_by(dist.flatten(0, 1)),
     )
@@ -152,26 +152,35 @@ class UsagePlan:
         self.nm, self.ncm, self.span = nm, ncm, c * ncm
         self.r = r = nm + c * ncm
         dev = episode_start.device
-        self.stream = s = stream_of(state["ep_t"], episode_start, r)
+        self.stream = stream_of(state["ep_t"], episode_start, r)
         q, n = n_blocks(t, size)
-        idx, inside = window_index(n, q, 0, r + q, r + t)
-        ki = idx.to(dev)[:, None]  # (n, 1, W)
-        self.lag = blocked(torch.arange(t, device=dev).expand(b, t), q) - s.time[ki]
-        same = s.valid[:, ki] & (s.start[:, ki] == blocked(s.q_start, q))
+        self.t, self.q = t, q
+        self.real = (torch.arange(n * q, device=dev) < t).view(1, n, q, 1)
+        # Usage pass: each block against the raw memory of its queries only.
+        idx, inside = window_index(n, q, r - nm, nm + q, r + t)
+        lag, same = self.facts(idx, b)
+        raw = same & (lag >= 0) & (lag <= nm)
+        mask = finish_mask(raw, inside, t)
+        self.usage_win = Windows(t, q, idx, mask, gather_rel_by(lag.flatten(0, 1)))
+        # Main pass: raw memory and the span of evicted states.
+        self.idx, self.inside = window_index(n, q, 0, r + q, r + t)
+        self.lag, same = self.facts(self.idx, b)
         self.raw = same & (self.lag >= 0) & (self.lag <= nm)  # (B, n, Q, W)
         self.evicted = same & (self.lag > nm) & (self.lag <= r)
-        self.idx, self.inside, self.t, self.q = idx, inside, t, q
-        self.real = (torch.arange(n * q, device=dev) < t).view(1, n, q, 1)
-        self.usage_win = self.windows(self.raw, self.lag)
 
-    def windows(self, visible: Tensor, dist: Tensor) -> Windows:
-        mask = finish_mask(visible, self.inside, self.t)
-        return Windows(self.t, self.q, self.idx, mask, gather_rel_by(dist.flatten(0, 1)))
+    def facts(self, idx: Tensor, b: int) -> tuple[Tensor, Tensor]:
+        """Lag of each key of the windows ``idx`` (n, W) from each query, and whether the key is
+        a valid state of the query's episode: (B, n, Q, W) each."""
+        s, dev = self.stream, self.stream.time.device
+        ki = idx.to(dev)[:, None]  # (n, 1, W)
+        lag = blocked(torch.arange(self.t, device=dev).expand(b, self.t), self.q) - s.time[ki]
+        same = s.valid[:, ki] & (s.start[:, ki] == blocked(s.q_start, self.q))
+        return lag, same
 
     def usage(self, weights: Tensor, before: Tensor) -> Tensor:
         """Usage (B, R + T) of every stream state: ``before`` (B, R) carried from earlier calls
         plus the raw-memory attention ``weights`` (B * n, H, Q, W) of this call's queries."""
-        w = weights.mean(1).view(*self.raw.shape) * self.real  # padded queries give nothing
+        w = weights.mean(1).view(*self.raw.shape[:3], -1) * self.real  # padded: nothing
         got = self.usage_win.sum_into_keys(w.sum(2).flatten(0, 1), self.r + self.t)
         return torch.cat([before, got.new_zeros(got.shape[0], self.t)], dim=1) + got
 
@@ -183,8 +192,10 @@ class UsagePlan:
         top = score.topk(min(self.ncm, score.shape[-1]), dim=-1).indices
         kept = torch.zeros_like(self.evicted).scatter(-1, top, True) & self.evicted
         newer = kept.flip(-1).cumsum(-1).flip(-1) - kept.long()
-        dist = torch.where(kept, self.nm + 1 + newer, self.lag)
-        return self.windows(self.raw | kept, dist)
+        dist = torch.where(kept, self.nm + 1 + newer, self.lag).flatten(0, 1)
+        mask = finish_mask(self.raw | kept, self.inside, self.t)
+        index = None if self.q >= self.t else self.idx
+        return Windows(self.t, self.q, index, mask, gather_rel_by(dist))
 
     def next_compressed(self, usage: Tensor) -> tuple[Tensor, Tensor]:
         """Stream indices (B, n_cmem) of the compressed memory the next step will read, oldest

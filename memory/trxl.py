@@ -116,7 +116,8 @@ class TransformerXLCore(MemoryCore):
         keys = idx.to(dev)[:, None]  # (n, 1, W)
         lo = torch.maximum(blocked(first, q), steps)
         visible = key_valid[:, keys] & (keys >= lo) & (keys <= steps + m)  # (B, n, Q, W)
-        win = Windows(t, q, idx, finish_mask(visible, inside, t), rel_shift_window(q))
+        index = None if n == 1 and idx.shape[1] == m + t else idx
+        win = Windows(t, q, index, finish_mask(visible, inside, t), rel_shift_window(q))
         keys_all = torch.arange(m + t, device=dev)
         keep = key_valid & (keys_all >= first[:, -1:])
         return win, keep[:, -m:]
