@@ -195,13 +195,14 @@ class TitansLayer(nn.Module):
                 k, v, full_kv = mem.keys_values(y, ms["tail_kv"])
                 k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, H, c, Dh)
                 coefs = mem.coefficients(y)
-                grads = mem.token_grads(w, k, v, coefs)
             # The gate reads the memory as it learns y (the paper's M*_t(y_t)), causally.
-            within = (grads, coefs) if self.intra_chunk_reads else (None, None)
+            within = (None, None)
+            if self.intra_chunk_reads:
+                within = (mem.token_grads(w, k, v, coefs), coefs)
             gate = self._read(w, ms["S"], *within, qy.transpose(1, 2))
             outs.append(self.gate_norm(y) * torch.sigmoid(gate))
             if any_complete[i]:
-                w2, s2 = mem.write(w, ms["S"], k, v, coefs, grads)
+                w2, s2 = mem.write(w, ms["S"], k, v, coefs)
                 if trace is not None:
                     trace.append(mem.retrieval_loss(w, k, v))
                 ms["W"] = where_rows(complete, w2, w)
@@ -247,12 +248,10 @@ class TitansLayer(nn.Module):
                 w, s = mem.reset(fresh, w, s)
             chunk_start_w.append(w)
             chunk_start_s.append(s)
-            grads = None
-            if within or any_complete[i]:
-                grads = mem.token_grads(w, ks[i], vs[i], coef_chunks[i])
-                chunk_grads.append(grads)
+            if within:
+                chunk_grads.append(mem.token_grads(w, ks[i], vs[i], coef_chunks[i]))
             if any_complete[i]:
-                w2, s2 = mem.write(w, s, ks[i], vs[i], coef_chunks[i], grads)
+                w2, s2 = mem.write(w, s, ks[i], vs[i], coef_chunks[i])
                 if trace is not None:
                     trace.append(mem.retrieval_loss(w, ks[i], vs[i]))
                 w, s = where_rows(complete, w2, w), where_rows(complete, s2, s)
