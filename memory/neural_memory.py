@@ -46,7 +46,11 @@ gates can drive theta from max_lr / 2 at initialisation up to max_lr in training
 therefore bounds the backward pass itself (``_NonExpansiveWrite``): per row, the gradient that
 reaches the chunk-start (M, S) through a write is scaled down to the norm of the gradient at
 the write's output whenever it would exceed it; the forward pass and the gradients to k, v and
-the gates are exact. Where the exact gradient
+the gates are exact. With it the same probe reads 1.5e-2 at chunk 4 / max_lr 0.5 (exact: nan),
+7.5e-2 at 32 / 0.5 (inf), 6e-3 at 16 / 0.177 (3e11), 1.1e-2 at 32 / 0.1 (2e7), against 2-5 at
+the last chunk. MAC is bounded only in part: its gradient also crosses chunks through the
+retrieved tokens (M -> h -> attention -> y -> the next write's k, v), which this does not
+scale. Where the exact gradient
 does not grow the two agree (cosine 0.998-1.000 over all outer parameters, LMM, 256-1024
 tokens, max_lr 0.05-0.1). ``TitansOptions`` still refuses max_lr * sqrt(chunk_size) > 0.5.
 
