@@ -8,6 +8,18 @@ default, for T = 512 and 2048; the last column is the time ratio against the fir
     python benchmarks/attention_scaling.py [--lengths 512 2048] [--cores gtrxl compressive]
     python benchmarks/attention_scaling.py --compression most_used
     python benchmarks/attention_scaling.py --quick     # a smoke run: T = 64, 256 at width 16
+
+Last measured (defaults: batch 2, d_model 64, 2 layers, memory 64 / n_mem 32 + n_cmem 32 at
+c = 4; 2 shared CPU cores under load, so two interleaved runs each; ms per call, then x time):
+
+| core | before: T=512 | T=2048 | x time | blockwise: T=512 | T=2048 | x time |
+|---|---|---|---|---|---|---|
+| gtrxl | 142-184 | 3,582-5,819 | 25-32 | 99-127 | 355-434 | 3.4-3.6 |
+| compressive (conv) | 609-874 | 14,580-19,014 | 22-24 | 205-214 | 851-853 | 4.0-4.2 |
+| compressive (most_used) | 424-444 | 16,676-17,758 | 38-42 | 177-211 | 594-882 | 3.4-4.2 |
+
+Before: dense attention over [memory | whole segment] (commit 3b6221a); blockwise: blocks of
+64 queries, each against its window (``memory.blockwise``).
 """
 
 from __future__ import annotations
