@@ -122,10 +122,14 @@ class ActionDist:
         return self._joined([p.squeeze(-1) for p in picks])
 
     def log_prob(self, action: Tensor) -> Tensor:
+        if self.nvec is None:  # the common case, on the acting path: no stack and sum
+            return self.dims[0].log_prob(action)
         parts = self._split(action)
         return torch.stack([d.log_prob(a) for d, a in zip(self.dims, parts, strict=True)]).sum(0)
 
     def entropy(self) -> Tensor:
+        if self.nvec is None:
+            return self.dims[0].entropy()
         return torch.stack([d.entropy() for d in self.dims]).sum(0)
 
 
