@@ -157,13 +157,13 @@ def test_resume_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.Captur
     capsys.readouterr()
     two_ranks = load_checkpoint(run)
     two_ranks["ranks"] = two_ranks["ranks"] * 2
-    save_atomic(two_ranks, tmp_path / "two.pt")
+    save_atomic(two_ranks, tmp_path / "two" / "checkpoints" / "last.pt")
     save_atomic({"model": {}, "config": {}, "step": 0}, tmp_path / "ppo.pt")
     cases = [
         (["lm", "train", "--resume", str(tmp_path / "nope")], "checkpoint not found"),
         (["lm", "train", "--resume", str(run), "core.d_model=32"], "core.d_model changed"),
         (["lm", "train", "--resume", str(tmp_path / "ppo.pt")], "not a language-model"),
-        (["lm", "train", "--resume", str(tmp_path / "two.pt")], "torchrun --nproc_per_node 2"),
+        (["lm", "train", "--resume", str(tmp_path / "two")], "torchrun --nproc_per_node 2"),
         (["lm", "train"], "give a config file"),
         (["train", "--resume", str(run)], "mnemo lm train --resume"),
     ]
