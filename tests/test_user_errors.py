@@ -242,3 +242,12 @@ def test_every_shipped_config_fits_a_laptop() -> None:
         else:
             need = check_run_memory(load_rl_config(str(path)), 1000)
         assert need < 2**30, (path, need)
+
+
+def test_eval_does_not_judge_the_training_sizes(
+    runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run trained on a big machine evaluates on a small one: eval steps 16 envs, not the
+    # run's num_envs x rollout_len.
+    monkeypatch.setattr(memory_budget, "_budget", lambda device: (2**20, "memory"))
+    assert main(["eval", str(runs["rl"]), "--episodes", "1"]) == 0

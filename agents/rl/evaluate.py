@@ -71,6 +71,7 @@ def load_agent(
     check_head(ckpt, path, lm=False, use_instead="mnemo lm eval")
     cfg = from_dict(RLConfig, ckpt["config"])
     cfg.device = device
+    cfg.memory_check = False  # eval steps its own few envs, not the training run's sizes
     check_checkpoint_import(cfg.env.id, imports, str(path))
     check_names(cfg)
     env = make_vector_env(cfg.env.id, 1, device, cfg.env.batched, **cfg.env.kwargs)
