@@ -68,6 +68,7 @@ CASES = [
     (["lm", "sample", "{lm}", "--temperature", "-1"], "--temperature must be a finite number"),
     (["lm", "sample", "{lm}", "--top-k", "-3"], "--top-k must be >= 0"),
     (["lm", "eval", "{lm}", "--max-bytes", "0"], "--max-bytes must be >= 1"),
+    (["lm", "eval", "{lm}", "--threads", "-1"], "--threads must be 0 (torch's default) to 1024"),
     (["lm", "eval", "{lm}", "--data", "{loop}"], "is a symlink loop"),
     (["lm", "eval", "{lm}", "--data", "{dangling}"], "is a symlink to"),
     (["lm", "eval", "{lm}", "--data", "{fifo}"], "is a FIFO (named pipe), not a text file"),

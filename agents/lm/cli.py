@@ -117,9 +117,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     import torch
 
+    from mnemo.agents.config_sections import MAX_THREADS
     from mnemo.agents.lm.data import document_streams, load_corpus
     from mnemo.agents.lm.evaluate import evaluate
 
+    if not 0 <= args.threads <= MAX_THREADS:
+        raise UserError(
+            f"--threads must be 0 (torch's default) to {MAX_THREADS}, got {args.threads}"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.batch_size < 1 or args.segment_len < 0:
