@@ -66,6 +66,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if n < 1:
             raise UserError(f"{flag} must be >= 1, got {n}")
     model, cfg = load_agent(args.checkpoint, args.device, args.imports)
+    if cfg.threads:  # the run's setting: torch's default thrashes a shared 2-core machine
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     res = evaluate(
         model, cfg, args.episodes, greedy=not args.stochastic, seed=args.seed, device=args.device
     )
