@@ -38,7 +38,7 @@ import copy
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mnemo import memory
 from mnemo.agents.lm.config import load_lm_config
 from mnemo.agents.lm.data import from_documents, read_text_bytes, training_streams
 from mnemo.agents.lm.model import build_model, n_params
@@ -76,6 +77,9 @@ class Runner:
         return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()), aux, state
 
 
+Builder = Callable[[int], Runner]
+
+
 class MnemoRunner(Runner):
     def fresh(self, batch: int) -> Any:
         return self.model.initial_state(batch, "cpu")
@@ -103,8 +107,12 @@ class CompressivePortRunner(Runner):
         return logits, aux.sum(), mems
 
 
-def mnemo_runner(core: str) -> Callable[[int], Runner]:
-    options = load_lm_config(str(ROOT / "configs" / f"lm_{core}.yaml")).core.options
+def mnemo_runner(core: str, extra: Sequence[str] = ()) -> Builder:
+    """configs/lm_<core>.yaml's core options, plus the ``core.key=value`` items of ``extra``
+    whose key this core has."""
+    valid = memory.core_options(core)
+    mine = [e for e in extra if e.split("=", 1)[0].removeprefix("core.") in valid]
+    options = load_lm_config(str(ROOT / "configs" / f"lm_{core}.yaml"), mine).core.options
 
     def build(width: int) -> Runner:
         return MnemoRunner(build_model(core, width, options), width, carries=True)
@@ -167,13 +175,15 @@ def _unshare_parameters(model: nn.Module) -> None:
                 setattr(mod, name, nn.Parameter(p.detach().clone()))
 
 
-def builders(names: list[str], segment: int) -> dict[str, Callable[[int], Runner] | str]:
+def builders(
+    names: list[str], segment: int, extra: list[str]
+) -> dict[str, Callable[[int], Runner] | str]:
     """name -> builder, or the reason it is skipped (a peer that is not installed)."""
     out: dict[str, Callable[[int], Runner] | str] = {}
     for name in names:
         try:
             if name in MNEMO:
-                out[name] = mnemo_runner(name)
+                out[name] = mnemo_runner(name, extra)
             elif name == "titans-pytorch":
                 out[name] = titans_port(segment)
             else:
@@ -256,6 +266,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.002)
     p.add_argument("--eval-bytes", type=int, default=65_536)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], help="core.key=value for mnemo cores")
     p.add_argument("--quick", action="store_true", help="3 steps, width 32: a smoke run")
     args = p.parse_args()
     if args.quick:
@@ -275,7 +286,7 @@ def main() -> int:
     cfg = load_lm_config(
         None, [f"train.steps={args.steps}", f"train.lr={args.lr}", "train.warmup_steps=20"]
     )
-    found = builders(args.models, seg)
+    found = builders(args.models, seg, args.set)
     target = n_params(mnemo_runner("titans_mac")(args.d_model).model)
     print(
         f"{len(text):,} bytes ({args.data or 'this repository'}), {args.steps} steps x {bsz} x "
