@@ -30,9 +30,15 @@ GiB = 2**30
 
 def build_on_meta(build: Callable[[], Any], what: str) -> Any:
     """``build()`` on the meta device; a size its constructor rejects fails in one line."""
+    from mnemo.memory import CoreConfigError
+
     try:
         with torch.device("meta"):
             return build()
+    except ConfigError:
+        raise
+    except CoreConfigError as e:  # already one line naming the core and option
+        raise ConfigError(str(e)) from e
     except (RuntimeError, MemoryError, OverflowError, ValueError) as e:
         first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise ConfigError(f"{what} cannot be built with these sizes: {first}") from e
@@ -59,9 +65,16 @@ def _budget(device: str) -> tuple[float, str]:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "memory"
 
 
-def check_memory(parts: dict[str, float], lower: str, device: str, enabled: bool) -> float:
+def check_memory(
+    parts: dict[str, float],
+    lower: str,
+    device: str,
+    enabled: bool,
+    insist: str | None = "set memory_check=false",
+) -> float:
     """Refuse, in one line, a total of ``parts`` (name -> bytes) over half of the budget;
-    ``lower`` names the keys to lower. Returns the total."""
+    ``lower`` names the keys to lower, ``insist`` how to go on anyway (None: no way). Returns
+    the total."""
     total = float(sum(parts.values()))
     budget, kind = _budget(device)
     if enabled and total > budget / 2:
@@ -69,7 +82,7 @@ def check_memory(parts: dict[str, float], lower: str, device: str, enabled: bool
         said = ", ".join(f"{k} {v / GiB:.3g}" for k, v in big if v >= total / 100)
         raise ConfigError(
             f"this run would need ~{total / GiB:.3g} GiB ({said}), more than half of this "
-            f"machine's {budget / GiB:.0f} GiB of {kind}; lower {lower}, or set "
-            "memory_check=false to try anyway"
+            f"machine's {budget / GiB:.0f} GiB of {kind}; lower {lower}"
+            + (f", or {insist} to try anyway" if insist else "")
         )
     return total

@@ -31,6 +31,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths = {"rl": root / "rl", "lm": root / "lm"}
     assert main([*RL, "ppo.total_steps=128", f"run.dir={paths['rl']}"]) == 0
     assert main(lm_train_args("lstm", paths["lm"], "train.steps=2")) == 0
+    paths["lm_gtrxl"] = root / "lm_gtrxl"
+    assert main(lm_train_args("gtrxl", paths["lm_gtrxl"], "train.steps=1")) == 0
     ckpt = load_checkpoint(paths["rl"])
     crafted = {
         "no_config": {k: v for k, v in ckpt.items() if k != "config"},
@@ -69,6 +71,8 @@ CASES = [
     (["lm", "sample", "{lm}", "--top-k", "-3"], "--top-k must be >= 0"),
     (["lm", "eval", "{lm}", "--max-bytes", "0"], "--max-bytes must be >= 1"),
     (["lm", "eval", "{lm}", "--threads", "-1"], "--threads must be 0 (torch's default) to 1024"),
+    (["lm", "eval", "{lm_gtrxl}", "--core-option", "mem_len=1e11"], "this run would need ~"),
+    (["lm", "eval", "{lm_gtrxl}", "--core-option", "mem_len=-4"], "mem_len must be >= 1"),
     (["lm", "eval", "{lm}", "--data", "{loop}"], "is a symlink loop"),
     (["lm", "eval", "{lm}", "--data", "{dangling}"], "is a symlink to"),
     (["lm", "eval", "{lm}", "--data", "{fifo}"], "is a FIFO (named pipe), not a text file"),
@@ -232,7 +236,7 @@ def test_sizes_that_would_exhaust_memory_are_refused_unless_insisted(
     assert main([*argv, "memory_check=false", "--check"]) == 0  # insisted: the config passes
 
 
-def test_every_shipped_config_fits_a_laptop() -> None:
+def test_every_shipped_config_passes_on_a_16_gib_machine() -> None:
     from mnemo.agents.lm.config import check_run_memory as lm_memory
     from mnemo.agents.lm.config import load_lm_config
     from mnemo.agents.rl.config import check_run_memory, load_rl_config
@@ -242,7 +246,7 @@ def test_every_shipped_config_fits_a_laptop() -> None:
             need = lm_memory(load_lm_config(str(path)))
         else:
             need = check_run_memory(load_rl_config(str(path)), 1000)
-        assert need < 2**30, (path, need)
+        assert need < 8 * 2**30, (path, need)
 
 
 def test_eval_does_not_judge_the_training_sizes(

@@ -19,23 +19,23 @@ from mnemo.agents.errors import UserError, exit_codes
 
 def parse_options(items: list[str]) -> dict[str, Any]:
     """``['mem_len=512']`` -> ``{'mem_len': 512}`` (values read as YAML)."""
+    from mnemo.agents.config_loader import parse_override
+
     out: dict[str, Any] = {}
     for item in items:
-        key, sep, raw = item.partition("=")
+        key, sep, _ = item.partition("=")
         if not sep or not key:
             raise UserError(f"option {item!r} must look like name=value")
-        try:
-            out[key] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            out[key] = raw
+        out[key] = parse_override(item)[1]  # read as a config override is (1e5: a number)
     return out
 
 
-def load_model(path: str, device: str, core_overrides: dict[str, Any] | None = None):
+def load_model(path: str, device: str, core_overrides: dict[str, Any] | None = None, rows: int = 1):
     """A trained ByteLM and its LMConfig from a checkpoint file or run folder.
 
     ``core_overrides`` (e.g. a longer ``mem_len``) are applied only where the core has that
-    option; the others are reported on stderr and ignored.
+    option; the others are reported on stderr and ignored. The weights and ``rows`` streams'
+    core states must fit in half the machine's memory, or it is refused in one line.
     """
     from mnemo import memory
     from mnemo.agents.checkpoint import load_weights
@@ -44,6 +44,7 @@ def load_model(path: str, device: str, core_overrides: dict[str, Any] | None = N
     from mnemo.agents.lm.config import LMConfig
     from mnemo.agents.lm.model import build_model
     from mnemo.agents.lm.resume import load_lm_checkpoint
+    from mnemo.agents.memory_budget import build_on_meta, check_memory, state_bytes, training_bytes
 
     ckpt = load_lm_checkpoint(path)
     cfg = from_dict(LMConfig, ckpt["config"])
@@ -54,7 +55,14 @@ def load_model(path: str, device: str, core_overrides: dict[str, Any] | None = N
         else:
             print(f"note: core {cfg.core.name!r} has no option {key!r}; ignored", file=sys.stderr)
     dev = check_device(device)
-    model = build_model(cfg.core.name, cfg.core.d_model, cfg.core.options)
+    build = lambda: build_model(cfg.core.name, cfg.core.d_model, cfg.core.options)  # noqa: E731
+    meta = build_on_meta(build, f"the {cfg.core.name!r} language model")
+    parts = {
+        "weights": training_bytes(meta) / 4,
+        "core states": 2 * rows * state_bytes(meta.core),
+    }
+    check_memory(parts, "--core-option sizes or --batch-size", str(dev), True, insist=None)
+    model = build()
     load_weights(model, ckpt["model"], str(path))
     return model.to(dev).eval(), cfg
 
@@ -97,7 +105,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def check(cfg) -> int:
     """Build what training would (corpora, streams, model) without training; print the config."""
-    import yaml
 
     from mnemo.agents.config_loader import to_dict
     from mnemo.agents.lm.data import training_streams
@@ -131,7 +138,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UserError("--batch-size must be >= 1 and --segment-len >= 0")
     if args.max_bytes is not None and args.max_bytes < 1:
         raise UserError(f"--max-bytes must be >= 1 (leave it out for all), got {args.max_bytes}")
-    model, cfg = load_model(args.checkpoint, args.device, parse_options(args.core_option))
+    model, cfg = load_model(
+        args.checkpoint, args.device, parse_options(args.core_option), args.batch_size
+    )
     syn = dataclasses.asdict(cfg.data.synthetic)
     for key, value in parse_options(args.synthetic).items():
         if key not in syn:
