@@ -276,11 +276,11 @@ def test_write_backward_never_grows_the_carried_gradient() -> None:
     assert (rows(found["bounded"][: 2 * n]) <= out_norm * (1 + 1e-5)).all()
 
 
-@pytest.mark.parametrize("name", ["titans_lmm", "titans_mal"])
+@pytest.mark.parametrize("name", VARIANTS)
 def test_backward_stays_bounded_where_the_memory_diverges(name: str) -> None:
     # max_lr 0.5 at chunk 4 (refused as an option: set on the module) made the gradient at
-    # the first tokens of 1024 grow beyond 1e9 before the write's backward was bounded. (Not
-    # MAC: its gradient also crosses chunks through the retrieved tokens; see titans.py.)
+    # the first tokens of 1024 grow beyond 1e9 before the write's backward was bounded (MAC:
+    # and before its retrieved tokens stopped carrying gradient into the memory).
     torch.manual_seed(0)
     core = memory.make_core(name, 16, chunk_size=4)
     core.layers[0].mem.max_lr = 0.5
