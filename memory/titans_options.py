@@ -13,8 +13,10 @@ from mnemo.memory.options import MAX_LAYERS, CoreConfigError, CoreOptions, optio
 
 VARIANTS = ("lmm", "mac", "mag", "mal")
 MAX_LR_SQRT_CHUNK = 0.5
-"""Largest max_lr * sqrt(chunk_size): above it the gradient through 2048 tokens grew by 1e3 or
-more (the measured table in memory/neural_memory.py)."""
+"""Largest max_lr * sqrt(chunk_size): above it the exact gradient through 4096 tokens grew to
+1e7 or more at every chunk size measured (the table in memory/neural_memory.py), so the bounded
+backward would discard most of it. Below it the exact gradient can still grow (chunk 4 at 0.25:
+5e9, chunk 32 at 0.1: 2e7); the bounded write keeps the backward pass finite there."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,8 @@ class TitansOptions(CoreOptions):
     """Causal depthwise convolution width after the q/k/v projections (1: none)."""
     max_lr: float = option(0.1, at_least=0.0)
     """Upper bound of the inner learning rate theta; max_lr * sqrt(chunk_size) above
-    ``MAX_LR_SQRT_CHUNK`` is refused (the backward pass diverges; memory/neural_memory.py)."""
+    ``MAX_LR_SQRT_CHUNK`` is refused (the exact backward pass diverges there;
+    memory/neural_memory.py)."""
     max_grad_norm: float = option(1.0, at_least=0.0)
     """Per-token clip of the inner gradient's norm."""
     ffn_mult: int = option(2, at_least=1)
