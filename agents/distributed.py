@@ -26,11 +26,13 @@ from mnemo.agents.errors import UserError
 __all__ = [
     "NullWriter",
     "all_reduce_grads",
+    "any_rank",
     "barrier",
     "broadcast_params",
     "gather_to_main",
     "is_main",
     "rank",
+    "rank_max",
     "rank_mean",
     "setup",
     "tb_writer",
@@ -140,15 +142,20 @@ def rank_mean(x: float) -> float:
     return total / count if count else float("nan")
 
 
-def any_rank(flag: bool) -> bool:
-    """True on every rank when ``flag`` is True on any rank, so all ranks stop together."""
+def rank_max(x: int) -> int:
+    """The largest ``x`` over the ranks; every rank gets it, so decisions taken from it agree."""
     if world_size() == 1:
-        return flag
-    t = torch.tensor([float(flag)])
+        return x
+    t = torch.tensor([x], dtype=torch.int64)
     if dist.get_backend() == "nccl":
         t = t.cuda()
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return int(t.item())
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on any rank, so all ranks stop together."""
+    return rank_max(int(flag)) > 0
 
 
 def barrier() -> None:

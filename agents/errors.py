@@ -8,6 +8,7 @@
   reports a process that a signal ended. While a command runs, SIGTERM and SIGHUP (what
   ``timeout``, ``docker stop``, SLURM and a closed terminal send) raise ``Interrupted`` as
   Ctrl-C raises ``KeyboardInterrupt``; a training loop turns the first into a checkpoint.
+  Under torchrun (``RANK`` set) rank 0 alone prints the line.
 - an ``OSError`` the user must fix (a full disk, a read-only or forbidden folder, a file where
   a folder should be: ``USER_OS_ERRNOS``): ``error: <what>: <path>``, exit 2.
 - anything else is a bug in mnemo: its traceback, exit 1.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import signal
 import sys
 import threading
@@ -142,8 +144,10 @@ def exit_codes(command: Callable[[A], int]) -> Callable[[A], int]:
             print(f"error: {_first_line(e) or type(e).__name__}", file=sys.stderr)
             return 1
         except KeyboardInterrupt as e:
-            line = _first_line(e) or "stopped by Ctrl-C"
-            print(f"interrupted: {line}", file=sys.stderr)
+            # Under torchrun every rank stops at the same step for the same signal (run_loop):
+            # rank 0's line speaks for all, as its checkpoint does.
+            if os.environ.get("RANK", "0") == "0":
+                print(f"interrupted: {_first_line(e) or 'stopped by Ctrl-C'}", file=sys.stderr)
             return 128 + getattr(e, "signum", signal.SIGINT)
         finally:
             for signum, handler in previous.items():

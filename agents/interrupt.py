@@ -8,14 +8,15 @@ import signal
 import threading
 import time
 
+from mnemo.agents import distributed
 from mnemo.agents.errors import STOP_SIGNALS, Interrupted, signal_name
 
 __all__ = ["REPEAT_GRACE_S", "GracefulStop", "Interrupted"]
 
 REPEAT_GRACE_S = 1.0
-"""A second signal this soon after the first counts as the same one: under torchrun a
-terminal's Ctrl-C (or a closed terminal's SIGHUP) reaches every worker twice (from the
-terminal, then forwarded by torchrun)."""
+"""A second signal this soon after the first counts as the same one: under torchrun a signal
+sent to every process of a job (SLURM's ``scancel``, or a terminal's Ctrl-C where the workers
+share torchrun's process group) reaches each worker twice, directly and forwarded by torchrun."""
 
 
 class GracefulStop:
@@ -45,6 +46,16 @@ class GracefulStop:
                 f"stopped at once by a second {signal_name(signum)}; the last checkpoint is kept",
                 signum,
             )
+
+    def agreed_signal(self) -> int | None:
+        """The signal every rank stops for, or None to go on (one process: its own signal).
+
+        A collective under torchrun: every rank calls it at the same point. torchrun forwards a
+        signal to each worker, but they see it at different steps, and a signal sent to one
+        worker reaches that one alone; all ranks stop at the first call after any rank got one,
+        naming the same signal, so none is left waiting in the next collective.
+        """
+        return distributed.rank_max(self.signum or 0) or None
 
     def __exit__(self, *exc: object) -> None:
         for signum, previous in self._previous.items():

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -201,18 +200,17 @@ def _run(trainer: Trainer, run_dir: Path, run_cfg: Any, resumed: bool) -> float:
         try:
             while not trainer.done:
                 stopping = _iterate(trainer, writer, stop)
-                if trainer.iteration % run_cfg.checkpoint_every == 0 or stopping:
+                if trainer.iteration % run_cfg.checkpoint_every == 0 or stopping is not None:
                     saved_at = _save(trainer, last)
                 before, (step, _) = step, trainer.progress
                 bar.update(step - before)
                 bar.set_postfix(trainer.postfix())
                 if console is not None and console.due(trainer.iteration):
                     console.show(clock.stamp(trainer, total))
-                if stopping:  # a rank that got no signal itself stops as if by Ctrl-C
-                    signum = stop.signum or signal.SIGINT
+                if stopping is not None:  # the same signal on every rank, got or not
                     raise Interrupted(
-                        f"stopped at step {step}; checkpoint: {last} ({signal_name(signum)})",
-                        signum,
+                        f"stopped at step {step}; checkpoint: {last} ({signal_name(stopping)})",
+                        stopping,
                     )
             if saved_at != trainer.iteration:  # a run always ends with its checkpoint
                 _save(trainer, last)
@@ -257,15 +255,14 @@ class _Clock:
         }
 
 
-def _iterate(trainer: Trainer, writer: Any, stop: GracefulStop) -> bool:
-    """One iteration with its logging; returns True when any rank asked to stop."""
+def _iterate(trainer: Trainer, writer: Any, stop: GracefulStop) -> int | None:
+    """One iteration with its logging; returns the signal to stop for when any rank got one."""
     scalars = trainer.step()
     step = trainer.progress[0]
     for k, v in scalars.items():
         writer.add_scalar(k, v, step)
     trainer.after_step(writer)
-    # Ranks may see Ctrl-C at different steps; they must stop at the same one.
-    return distributed.any_rank(stop.requested)
+    return stop.agreed_signal()
 
 
 def _save(trainer: Trainer, last: Path) -> int:
