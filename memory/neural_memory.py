@@ -49,9 +49,9 @@ the write's output whenever it would exceed it; the forward pass and the gradien
 the gates are exact. With it the same probe reads 1.5e-2 at chunk 4 / max_lr 0.5 (exact: nan),
 7.5e-2 at 32 / 0.5 (inf), 6e-3 at 16 / 0.177 (3e11), 1.1e-2 at 32 / 0.1 (2e7), against 2-5 at
 the last chunk. In MAC the gradient also crossed chunks through the retrieved tokens
-(M -> h -> attention -> y -> the next write's k, v), which this does not scale; there the
-retrieved tokens carry no gradient into the memory (memory/titans.py). Where the exact gradient
-does not grow the two agree (cosine 0.998-1.000 over all outer parameters, LMM, 256-1024
+(M -> h -> attention -> y -> the next write's k, v), which this does not scale;
+``retrieval_grad=false`` detaches them there (memory/titans.py). Where the exact gradient does
+not grow the two agree (cosine 0.998-1.000 over all outer parameters, LMM, 256-1024
 tokens, max_lr 0.05-0.1). ``TitansOptions`` still refuses max_lr * sqrt(chunk_size) > 0.5.
 
 Departures from the paper:

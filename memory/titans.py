@@ -40,11 +40,13 @@ Departures from the paper:
   unrotated query). The paper does not say; titans-pytorch uses rotary as well. Without
   positions, swapping two tokens inside the window left the outputs unchanged (6e-8), so
   MAC/MAG/MAL outputs differ from before this change.
-- MAC's retrieved tokens carry no gradient into the memory (``h`` is detached where the
-  attention takes it): through them chunk i's memory reached chunk i + 1's (h -> y -> the
+- ``retrieval_grad=false`` (configs/lm_titans_mac.yaml) detaches MAC's retrieved tokens where
+  the attention takes them: through them chunk i's memory reached chunk i + 1's (h -> y -> the
   write's k, v), a path the bounded write (memory/neural_memory.py) cannot scale; the gradient
   at the first tokens of 4096 reached 1.5e13 at chunk 16, max_lr 0.125 (8e-5 without it). The
-  forward pass is unchanged; the memory learns through the gate's reads and its writes.
+  forward pass is the same; the memory then learns through the gate's reads and its writes.
+  The default keeps the paper's gradient: over one RL episode (258 steps, 8 chunks) it stays
+  finite, and it is how the memory learned Recall-D256 (configs/recall_d256_titans_mac.yaml).
 - ``ablate_memory`` (the attention-only control) removes MAC's retrieved tokens from the
   attention: it attends over persistent tokens and the segment only.
 - Persistent tokens are attention context only; they are not written into the memory (a
@@ -94,6 +96,7 @@ class TitansLayer(nn.Module):
         self.variant, self.d_model, self.chunk = variant, d_model, opts.chunk_size
         self.ablate_memory = opts.ablate_memory
         self.intra_chunk_reads = opts.intra_chunk_reads
+        self.retrieval_grad = opts.retrieval_grad
         self.mem = NeuralMemory(
             d_model,
             n_heads=opts.n_heads,
@@ -190,11 +193,11 @@ class TitansLayer(nn.Module):
             mask, ks, vs = seen | eye, kx, vx
             if not self.ablate_memory:
                 h = self.mem.read(w, q.transpose(1, 2))  # (B, c, D) long-term context
-                # No gradient into the memory through the retrieved tokens: with it, chunk i's
-                # memory reached chunk i + 1's through h -> y -> the write's k, v, a path the
-                # bounded write cannot scale (1.5e13 at the first tokens of 4096, chunk 16,
-                # max_lr 0.125). The memory learns through the gate's reads and its writes.
-                kh, vh = self.attn.keys_values(h.detach())
+                # Without retrieval_grad no gradient reaches the memory through the retrieved
+                # tokens: with it, chunk i's memory reached chunk i + 1's through h -> y -> the
+                # write's k, v, a path the bounded write cannot scale (1.5e13 at the first
+                # tokens of 4096, chunk 16, max_lr 0.125).
+                kh, vh = self.attn.keys_values(h if self.retrieval_grad else h.detach())
                 mask = torch.cat([seen, mask], dim=2)
                 ks, vs = torch.cat([kh, ks], 1), torch.cat([vh, vs], 1)
             # Rotary positions: retrieved tokens 0..c-1 before the segment's c..2c-1.

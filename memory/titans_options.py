@@ -54,6 +54,11 @@ class TitansOptions(CoreOptions):
     """Token t reads the memory updated by its chunk's tokens up to t (gradients at the chunk
     start, the dual form of test-time training); false: every token reads the chunk-start
     memory. MAC's retrieval always reads the chunk start (the chunk's writes depend on it)."""
+    retrieval_grad: bool = True
+    """MAC: the task loss reaches the memory (its writes and queries) through the retrieved
+    tokens, as in the paper. False detaches them: over 4096 LM tokens that path's gradient
+    reached 1.5e13 (memory/titans.py); over one 258-step RL episode it is what trained the
+    memory on Recall-D256."""
     ablate_memory: bool = False
     """Reads of the memory return zeros: the attention-only control of learning experiments
     (MAG's gate becomes a constant 1/2, MAC sees no retrieved tokens, MAL's memory layer adds
@@ -68,6 +73,8 @@ class TitansOptions(CoreOptions):
             "n_persistent": no_attention,
             "mem_expand": self.mem_depth == 1 and "a memory of mem_depth=1 has no hidden layer",
             "intra_chunk_reads": self.ablate_memory and "ablate_memory: nothing reads the memory",
+            "retrieval_grad": (v != "mac" and f"titans_{v} retrieves no tokens")
+            or (self.ablate_memory and "ablate_memory: nothing is retrieved"),
         }
         return {k: why for k, why in ignored.items() if why}
 

@@ -280,9 +280,10 @@ def test_write_backward_never_grows_the_carried_gradient() -> None:
 def test_backward_stays_bounded_where_the_memory_diverges(name: str) -> None:
     # max_lr 0.5 at chunk 4 (refused as an option: set on the module) made the gradient at
     # the first tokens of 1024 grow beyond 1e9 before the write's backward was bounded (MAC:
-    # and before its retrieved tokens stopped carrying gradient into the memory).
+    # with retrieval_grad=false: its retrieved tokens carry the gradient past the bound).
     torch.manual_seed(0)
-    core = memory.make_core(name, 16, chunk_size=4)
+    cut = {"retrieval_grad": False} if name == "titans_mac" else {}
+    core = memory.make_core(name, 16, chunk_size=4, **cut)
     core.layers[0].mem.max_lr = 0.5
     x = (20.0 * torch.randn(1, 1024, 16)).requires_grad_()
     out = core(x, core.initial_state(1, "cpu"), torch.zeros(1, 1024, dtype=torch.bool))
@@ -397,3 +398,25 @@ def test_max_lr_that_diverges_is_refused() -> None:
     assert "\n" not in str(e.value) and "use max_lr <= 0.125" in str(e.value)
     memory.validate_core("titans_lmm", {"max_lr": 0.1, "chunk_size": 16}, 16)
     memory.validate_core("titans_lmm", {"max_lr": 0.25, "chunk_size": 4}, 16)
+
+
+def test_retrieval_grad_changes_gradients_not_outputs() -> None:
+    """MAC's retrieved tokens pass the task gradient into the memory (the paper) unless
+    retrieval_grad is false; the forward pass is the same either way."""
+
+    def run(retrieval_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(0)
+        core = memory.make_core(
+            "titans_mac", 16, **small("titans_mac"), retrieval_grad=retrieval_grad
+        )
+        starts = torch.zeros(1, 24, dtype=torch.bool)
+        starts[0, 0] = True
+        x = torch.randn(1, 24, 16, requires_grad=True)
+        y = core(x, core.initial_state(1, "cpu"), starts).y
+        (grad,) = torch.autograd.grad(y[0, -1].sum(), x)
+        return y.detach(), grad
+
+    y_paper, g_paper = run(True)
+    y_cut, g_cut = run(False)
+    torch.testing.assert_close(y_paper, y_cut)
+    assert (g_paper - g_cut).abs().max() > 1e-6
