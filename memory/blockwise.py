@@ -59,7 +59,9 @@ class Windows:
     Attributes:
         t: queries in the call.
         size: queries per block (Q); the last block is padded.
-        index: (n, W) key index of each block's window, or None: one block over every key.
+        index: (n, W) key index of each block's window, the same for every batch row, or
+            (B, n, W) one per row (the compressive core's formed blocks differ by row), or None:
+            one block over every key.
         mask: (B * n, Q, W) bool, True where a query may attend the key. Padded query rows see
             every key of their window (finite numbers, dropped by ``merge``).
         rel: maps position scores (B * n, H, Q, P) to scores by key (B * n, H, Q, W).
@@ -73,7 +75,7 @@ class Windows:
 
     @property
     def n(self) -> int:
-        return 1 if self.index is None else self.index.shape[0]
+        return 1 if self.index is None else self.index.shape[-2]
 
     def queries(self, x: Tensor) -> Tensor:
         """(B, T, F) -> (B * n, Q, F)."""
@@ -84,7 +86,10 @@ class Windows:
         if self.index is None:
             return x
         b, _, f = x.shape
-        return x.index_select(1, self.index.flatten().to(x.device)).view(b * self.n, -1, f)
+        idx = self.index.to(x.device)
+        if idx.dim() == 3:
+            return x.gather(1, idx.flatten(1)[..., None].expand(-1, -1, f)).view(b * self.n, -1, f)
+        return x.index_select(1, idx.flatten()).view(b * self.n, -1, f)
 
     def merge(self, y: Tensor) -> Tensor:
         """(B * n, Q, F) -> (B, T, F)."""
@@ -96,7 +101,8 @@ class Windows:
             return per_key
         b = per_key.shape[0] // self.n
         out = per_key.new_zeros(b, n_keys)
-        idx = self.index.to(per_key.device).flatten().expand(b, -1)
+        idx = self.index.to(per_key.device)
+        idx = idx.flatten(1) if idx.dim() == 3 else idx.flatten().expand(b, -1)
         return out.scatter_add(1, idx, per_key.view(b, -1))
 
 
@@ -107,8 +113,9 @@ def blocked(x: Tensor, size: int) -> Tensor:
 
 def finish_mask(visible: Tensor, inside: Tensor, t: int) -> Tensor:
     """(B, n, Q, W) visibility -> the ``Windows.mask``: keys outside the sequence are hidden and
-    padded query rows see every real key (so their softmax stays finite)."""
+    padded query rows see every real key (so their softmax stays finite). ``inside``: (n, W),
+    or (B, n, W) for windows per row."""
     _, n, q, _ = visible.shape
     padded = (torch.arange(n * q, device=visible.device) >= t).view(n, q, 1)
-    inside = inside.to(visible.device)[:, None, :]
+    inside = inside.to(visible.device).unsqueeze(-2)
     return torch.where(padded, inside, visible & inside).flatten(0, 1)

@@ -98,27 +98,28 @@ def block_plan(
 
     q, n = n_blocks(t, size)
     if q >= t:  # one block over every key
-        slot_idx, slot_in = window_index(1, q, 0, ncm + t, ncm + t)
+        slot_idx, slot_in = (z[None].to(dev) for z in window_index(1, q, 0, ncm + t, ncm + t))
         raw_idx, raw_in = window_index(1, q, 0, r + t, r + t)
     else:
-        old = torch.arange(ncm).expand(n, ncm)
-        cand, cand_in = window_index(n, q, -c * ncm, c * ncm + q - 1, t)
-        slot_idx = torch.cat([old, ncm + cand], dim=1)
-        slot_in = torch.cat([torch.ones_like(old, dtype=torch.bool), cand_in], dim=1)
+        # Block b's queries see the slots that ended in [b q - nm - c ncm, b q + q - 2 - nm].
+        slot_idx, slot_in = slot_windows(blk_valid, blk_e, n, q, -nm - c * ncm, q - 2 - nm)
         raw_idx, raw_in = window_index(n, q, r - nm, nm + q, r + t)
+    slot_idx, slot_in = slot_idx.expand(b, n, -1), slot_in.expand(b, n, -1)
+    raw_idx, raw_in = raw_idx.to(dev).expand(b, n, -1), raw_in.to(dev).expand(b, n, -1)
     steps = blocked(torch.arange(t, device=dev).expand(b, t), q)  # (B, n, Q, 1)
     same = blocked(s.q_start, q)
-    si, ri = slot_idx.to(dev)[:, None], raw_idx.to(dev)[:, None]  # (n, 1, W)
-    dt = steps - nm - 1 - blk_e[:, si]
-    slot_vis = blk_valid[:, si] & (blk_start[:, si] == same) & (dt >= 0) & (dt < c * ncm)
-    lag = steps - s.time[ri]
-    raw_vis = valid[:, ri] & (s.start[:, ri] == same) & (lag >= 0) & (lag <= nm)
+    dt = steps - nm - 1 - at_keys(blk_e, slot_idx)
+    slot_vis = at_keys(blk_valid, slot_idx) & (at_keys(blk_start, slot_idx) == same)
+    slot_vis &= (dt >= 0) & (dt < c * ncm)
+    lag = steps - s.time[raw_idx[:1]][:, :, None]  # (1, n, 1, W): the same in every row
+    raw_vis = at_keys(valid, raw_idx) & (at_keys(s.start, raw_idx) == same)
+    raw_vis &= (lag >= 0) & (lag <= nm)
     dist = torch.cat([nm + 1 + torch.div(dt, c, rounding_mode="floor"), lag.expand_as(raw_vis)], 3)
     win = Windows(
         t,
         q,
-        None if q >= t else torch.cat([slot_idx, ncm + t + raw_idx], dim=1),
-        finish_mask(torch.cat([slot_vis, raw_vis], 3), torch.cat([slot_in, raw_in], 1), t),
+        None if q >= t else torch.cat([slot_idx, ncm + t + raw_idx], dim=2),
+        finish_mask(torch.cat([slot_vis, raw_vis], 3), torch.cat([slot_in, raw_in], 2), t),
         gather_rel_by(dist.flatten(0, 1)),
     )
     # Next compressed memory: the last ncm formed among [old slots | new blocks].
@@ -133,6 +134,41 @@ def block_plan(
         "cvalid": still.gather(1, keep),
         "ep_t": s.ep_t,
     }
+
+
+def at_keys(per_key: Tensor, idx: Tensor) -> Tensor:
+    """Per-key facts (B, L) on windows (B, n, W) -> (B, n, 1, W), to broadcast over queries."""
+    b, n, w = idx.shape
+    return per_key.gather(1, idx.flatten(1)).view(b, n, 1, w)
+
+
+def slot_windows(
+    present: Tensor, key_time: Tensor, n: int, q: int, first: int, last: int
+) -> tuple[Tensor, Tensor]:
+    """Compressed-slot keys per row and block: the ``present`` keys (B, K) whose ``key_time``
+    (B, K, ascending) lies in [b q + first, b q + last] for block b of ``q`` queries.
+
+    Only the valid old slots and the formed candidates (1 in c) can be seen, and each query sees
+    at most n_cmem of them: reading every candidate and old slot made the windows of a
+    compressive LM step (T 256, blocks of 64) 576 keys wide instead of ~340. Rows differ in
+    which keys are present, so the windows are per row, as wide as the fullest (the host is
+    asked for that width).
+
+    Returns key indices (B, n, W) and where they are real (False: a clamped repeat, masked).
+    """
+    b, k = present.shape
+    dev = present.device
+    counts = present.long().cumsum(1)
+    before = torch.cat([counts.new_zeros(b, 1), counts], dim=1)  # (B, K + 1): present before
+    start = (q * torch.arange(n, device=dev)).expand(b, n)
+    lo = torch.searchsorted(key_time, (start + first).contiguous(), side="left")
+    hi = torch.searchsorted(key_time, (start + last).contiguous(), side="right")
+    rank_lo, rank_hi = before.gather(1, lo), before.gather(1, hi)  # (B, n)
+    width = max(int((rank_hi - rank_lo).max()), 1)
+    rank = rank_lo[..., None] + torch.arange(width, device=dev)  # (B, n, W)
+    positions = torch.where(present, torch.arange(k, device=dev), k - 1).sort(dim=1).values
+    idx = positions.gather(1, rank.clamp(max=k - 1).flatten(1)).view(b, n, width)
+    return idx, rank < rank_hi[..., None]
 
 
 class UsagePlan:
