@@ -199,7 +199,7 @@ class CompressiveCore(MemoryCore):
                 trace.append(w)
             if torch.is_grad_enabled() and self.compression == "conv":
                 formed = plan["formed"]
-                aux = aux + self.reconstruction_loss(block, h, windows, blocks, formed, size)
+                aux = aux + self.reconstruction_loss(block, h, stream, blocks, formed, c, size)
             new["raw"].append(stream[:, -self.n_raw :])
             new["cmem"].append(torch.cat([cm, blocks.detach()], dim=1).gather(1, keep) * cvalid)
             if self.cache_kv:
@@ -263,9 +263,10 @@ class CompressiveCore(MemoryCore):
     def reconstruction_loss(
         block: TransformerBlock,
         h: Tensor,
-        windows: Tensor,
+        stream: Tensor,
         blocks: Tensor,
         formed: Tensor,
+        c: int,
         size: int,
     ) -> Tensor:
         """||attn(h, old_mem) - attn(h, f_c(old_mem))||^2 over the blocks formed in this call.
@@ -273,17 +274,29 @@ class CompressiveCore(MemoryCore):
         The states of each block of ``size`` steps query the states evicted during those steps
         (as they were) and their compressions, through this layer's attention with every weight
         detached (Rae et al. 2020, Alg. 2, with blocks of steps as the segments).
+
+        ``stream`` (B, R + T, D): candidate k compresses stream[k : k + c], so a block of Q
+        candidates covers Q + c - 1 states; formed windows never overlap, so attending over
+        those states, masked to the formed windows, is attending over the formed windows (and
+        projects each state once, not c times).
         """
         if not bool(formed.any()):
             return h.new_zeros(())
-        b, t, c, d = windows.shape
+        b, t, d = blocks.shape
         q, n = n_blocks(t, size)
         real = (torch.arange(n * q, device=h.device) < t).view(1, n, q).expand(b, n, q)
         real = real.flatten(0, 1)  # (B * n, Q)
         hq = split_queries(h.detach(), q).flatten(0, 1)
         f = split_queries(formed, q).flatten(0, 1)  # (B * n, Q)
-        old_mem = split_queries(windows, q).flatten(0, 1).reshape(b * n, q * c, d)
-        old = block.frozen_content_attention(hq, old_mem, f.repeat_interleave(c, dim=1))
+        covered = f.new_zeros(b * n, q + c - 1)
+        for o in range(c):
+            covered[:, o : o + q] |= f
+        pad = n * q + c - 1 - stream.shape[1]
+        if pad > 0:
+            stream = torch.cat([stream, stream.new_zeros(b, pad, d)], dim=1)
+        old_mem = stream[:, : n * q + c - 1].unfold(1, q + c - 1, q)  # (B, n, D, Q + c - 1)
+        old_mem = old_mem.transpose(-1, -2).flatten(0, 1)  # (B * n, Q + c - 1, D)
+        old = block.frozen_content_attention(hq, old_mem, covered)
         new = block.frozen_content_attention(hq, split_queries(blocks, q).flatten(0, 1), f)
         err = ((old - new).square().mean(-1) * real).sum(-1) / real.sum(-1)  # (B * n,)
         used = f.any(dim=1)  # blocks that compressed something
