@@ -189,18 +189,20 @@ class TitansLayer(nn.Module):
                 for k in tails:
                     ms[k] = torch.where(fresh[:, None, None], 0.0, ms[k])
             w = ms["W"]
-            q, full_q = mem.queries(uc, ms["tail_q"])
+            # Without retrieval_grad no gradient reaches the memory through the retrieved
+            # tokens (so autograd records nothing of them): with it, chunk i's memory reached
+            # chunk i + 1's through h -> y -> the write's k, v, a path the bounded write cannot
+            # scale (1.5e13 at the first tokens of 4096, chunk 16, max_lr 0.125).
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.retrieval_grad):
+                q, full_q = mem.queries(uc, ms["tail_q"])
+                # (B, c, D) long-term context
+                h = None if self.ablate_memory else self.mem.read(w, q.transpose(1, 2))
             kx, vx = self.attn.keys_values(uc)
             seen = causal[None] & real[:, None, :]  # (B, c, c)
             # The diagonal stays visible so that padding slots never get an empty softmax row.
             mask, ks, vs = seen | eye, kx, vx
-            if not self.ablate_memory:
-                h = self.mem.read(w, q.transpose(1, 2))  # (B, c, D) long-term context
-                # Without retrieval_grad no gradient reaches the memory through the retrieved
-                # tokens: with it, chunk i's memory reached chunk i + 1's through h -> y -> the
-                # write's k, v, a path the bounded write cannot scale (1.5e13 at the first
-                # tokens of 4096, chunk 16, max_lr 0.125).
-                kh, vh = self.attn.keys_values(h if self.retrieval_grad else h.detach())
+            if h is not None:
+                kh, vh = self.attn.keys_values(h)
                 mask = torch.cat([seen, mask], dim=2)
                 ks, vs = torch.cat([kh, ks], 1), torch.cat([vh, vs], 1)
             # Rotary positions: retrieved tokens 0..c-1 before the segment's c..2c-1.
