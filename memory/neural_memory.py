@@ -123,6 +123,8 @@ class NeuralMemory(nn.Module):
         conv_kernel: width of the causal depthwise convolution (1 = none).
         max_lr: upper bound of the inner learning rate theta.
         max_grad_norm: per-token clip of the inner gradient's norm.
+        bounded_backward: scale the gradient through each write (``write``); False gives the
+            exact gradient (``write_exact``).
     """
 
     def __init__(
@@ -134,6 +136,7 @@ class NeuralMemory(nn.Module):
         conv_kernel: int = 4,
         max_lr: float = 0.1,
         max_grad_norm: float = 1.0,
+        bounded_backward: bool = True,
     ) -> None:
         super().__init__()
         if d_model % n_heads:
@@ -143,6 +146,7 @@ class NeuralMemory(nn.Module):
         self.d_model, self.n_heads = d_model, n_heads
         self.d_head = dh = d_model // n_heads
         self.max_lr, self.max_grad_norm = max_lr, max_grad_norm
+        self.bounded_backward = bounded_backward
         dims = [dh] + [dh * mem_expand] * (mem_depth - 1) + [dh]
         self.init_weights = nn.ParameterList(
             nn.Parameter(torch.randn(n_heads, i, o) / math.sqrt(i))
@@ -276,7 +280,8 @@ class NeuralMemory(nn.Module):
         """``write_exact``, with a backward pass that cannot grow through the chunk
         (``_BoundStateGrad``) when autograd records it."""
         n, state = len(weights), (*weights, *momentum)
-        if not (torch.is_grad_enabled() and any(t.requires_grad for t in state)):
+        recorded = torch.is_grad_enabled() and any(t.requires_grad for t in state)
+        if not (self.bounded_backward and recorded):
             return self.write_exact(weights, momentum, k, v, c)
         bound = _WriteBound()
         state = _BoundStateGrad.apply(bound, *state)

@@ -108,6 +108,7 @@ class TitansLayer(nn.Module):
             conv_kernel=opts.conv_kernel,
             max_lr=opts.max_lr,
             max_grad_norm=opts.max_grad_norm,
+            bounded_backward=opts.bounded_backward,
         )
         self.norm1 = nn.RMSNorm(d_model)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
