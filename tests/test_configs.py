@@ -80,7 +80,13 @@ def test_resolved_configs_keep_their_settings() -> None:
     assert (mal.core.name, mal.core.d_model, mal.core.options) == (
         "titans_mal",
         32,
-        {"n_heads": 2, "chunk_size": 8, "window": 4},
+        {
+            "n_heads": 2,
+            "chunk_size": 8,
+            "window": 4,
+            "intra_chunk_reads": False,
+            "bounded_backward": False,
+        },
     )
     gt = load_lm_config(str(ROOT / "configs/lm_gtrxl.yaml"))
     assert gt.core.options == {"n_layers": 2, "n_heads": 4, "mem_len": 128, "gate_bias": 2.0}
