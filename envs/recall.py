@@ -49,6 +49,19 @@ _PALETTE = np.array(
 _PHASE_COLOURS = {"cue": (230, 230, 230), "delay": (90, 90, 110), "query": (255, 255, 255)}
 
 
+MAX_SYMBOLS = 4096
+"""Largest ``num_symbols``: the observation is a one-hot of K + 1 floats per env, and a config
+typo such as 3e9 would otherwise allocate gigabytes (per env) before anything says so."""
+
+
+def check_num_symbols(num_symbols: object) -> None:
+    """One line for a ``num_symbols`` that is not an integer in [2, MAX_SYMBOLS]."""
+    if not isinstance(num_symbols, int) or not 2 <= num_symbols <= MAX_SYMBOLS:
+        raise ValueError(
+            f"num_symbols must be an integer in [2, {MAX_SYMBOLS}], got {num_symbols!r}"
+        )
+
+
 def symbol_colour(symbol: int, num_symbols: int) -> np.ndarray:
     """An RGB colour (uint8) for ``symbol``, distinct across ``num_symbols``."""
     if num_symbols <= len(_PALETTE):
@@ -75,8 +88,7 @@ class RecallEnv(gym.Env):
         self._answer: int | None = None
         if not isinstance(delay, int) or delay < 0:
             raise ValueError(f"delay must be an integer >= 0, got {delay!r}")
-        if not isinstance(num_symbols, int) or num_symbols < 2:
-            raise ValueError(f"num_symbols must be an integer >= 2, got {num_symbols!r}")
+        check_num_symbols(num_symbols)
         self.delay = delay
         self.num_symbols = num_symbols
         self.noise = noise

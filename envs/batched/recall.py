@@ -14,6 +14,7 @@ import torch
 from gymnasium import spaces
 
 from mnemo.envs.batched.base import TensorVectorEnv
+from mnemo.envs.recall import check_num_symbols
 
 
 class BatchedRecall(TensorVectorEnv):
@@ -28,8 +29,7 @@ class BatchedRecall(TensorVectorEnv):
         super().__init__(num_envs, device)
         if not isinstance(delay, int) or delay < 0:
             raise ValueError(f"delay must be an integer >= 0, got {delay!r}")
-        if not isinstance(num_symbols, int) or num_symbols < 2:
-            raise ValueError(f"num_symbols must be an integer >= 2, got {num_symbols!r}")
+        check_num_symbols(num_symbols)
         self.delay, self.num_symbols, self.noise = delay, num_symbols, noise
         self.single_observation_space = spaces.Box(0.0, 1.0, (num_symbols + 1,), np.float32)
         self.single_action_space = spaces.Discrete(num_symbols)
