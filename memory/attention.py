@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mnemo.memory.bias_attention import bias_attention
 from mnemo.memory.options import MAX_LAYERS, CoreOptions, option
 
 if TYPE_CHECKING:
@@ -135,21 +136,29 @@ class RelMultiHeadAttention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.n_heads, self.d_head).transpose(1, 2)
 
-    def position_scores(self, qv: Tensor, pos: Tensor) -> Tensor:
+    def position_scores(self, qv: Tensor, pos: Tensor, masked_column: bool = False) -> Tensor:
         """(q + v) . W_kR R_p for every distance p in ``pos``: (B, H, T, d_head) -> (B, H, T, P).
 
         W_kR R is input-independent but costs P x D^2 to form; folding W_kR into the queries
         instead costs B x T x H x P x D. Take the cheaper (same numbers up to rounding): the
         folded form keeps one acting step at O(P x D) per head even for batch 1.
+        ``masked_column``: one more column, distance index P, that scores -inf: a ``rel`` that
+        maps masked keys there masks them in the same pass (``mask`` None in ``forward``).
         """
         b, h, t, dh = qv.shape
-        p, d = pos.shape[0], self.d_model
+        p, d = pos.shape[0] + masked_column, self.d_model
         r = sinusoid(pos, d).to(qv.dtype)  # (P, D)
+        if masked_column:
+            r = torch.cat([r, r.new_zeros(1, d)])
         if p * d * d + b * h * t * p * dh <= b * h * t * dh * d + b * h * t * p * d:
             rk = self.r(r).view(p, h, dh)
-            return torch.einsum("bhtd,phd->bhtp", qv, rk)
-        w = self.r.weight.view(h, dh, d)
-        return torch.einsum("bhtd,hde,pe->bhtp", qv, w, r)
+            scores = torch.einsum("bhtd,phd->bhtp", qv, rk)
+        else:
+            w = self.r.weight.view(h, dh, d)
+            scores = torch.einsum("bhtd,hde,pe->bhtp", qv, w, r)
+        if masked_column:
+            scores[..., -1] = float("-inf")
+        return scores
 
     def forward(
         self,
@@ -157,7 +166,7 @@ class RelMultiHeadAttention(nn.Module):
         kv: Tensor,
         pos: Tensor,
         rel: RelFn,
-        mask: Tensor,
+        mask: Tensor | None,
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from queries ``hq`` (B, T, D) to keys/values ``kv`` (B, K, 2D).
@@ -166,7 +175,8 @@ class RelMultiHeadAttention(nn.Module):
             pos: (P,) distances whose position scores ``rel`` maps onto the K keys.
             rel: callable (B, H, T, P) -> (B, H, T, K).
             mask: (B, T, K) bool, True where query t may attend key j. Each query must see at
-                least one key (the token itself), or its row would be NaN.
+                least one key (the token itself), or its row would be NaN. None: ``rel`` puts
+                -inf at masked keys itself (``position_scores``' masked column).
             need_weights: also return the attention probabilities (B, H, T, K) (slower path).
         """
         b, t, _ = hq.shape
@@ -176,27 +186,33 @@ class RelMultiHeadAttention(nn.Module):
             out = w @ v
         else:
             w = None
-            out = F.scaled_dot_product_attention(qu, k, v, attn_mask=bias)
+            out = bias_attention(qu, k, v, bias)
         return self.o(out.transpose(1, 2).reshape(b, t, self.d_model)), w
 
-    def weights(self, hq: Tensor, kv: Tensor, pos: Tensor, rel: RelFn, mask: Tensor) -> Tensor:
+    def weights(
+        self, hq: Tensor, kv: Tensor, pos: Tensor, rel: RelFn, mask: Tensor | None
+    ) -> Tensor:
         """The attention probabilities (B, H, T, K) of ``forward`` alone (no values, no output)."""
         qu, k, _, bias = self.score_parts(hq, kv, pos, rel, mask)
         return self.softmax(qu, k, bias)
 
     def score_parts(
-        self, hq: Tensor, kv: Tensor, pos: Tensor, rel: RelFn, mask: Tensor
+        self, hq: Tensor, kv: Tensor, pos: Tensor, rel: RelFn, mask: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Heads of q + u, k and v, and the position term with -inf at masked keys (scaled)."""
+        """Heads of q + u (scaled), k and v, and the scaled position term with -inf at masked
+        keys. ``mask`` None: ``rel`` masks, by reading distance index P (``position_scores``)."""
         q = self.heads(self.q(hq))  # (B, H, T, dh)
         k, v = (self.heads(z) for z in kv.chunk(2, dim=-1))  # (B, H, K, dh)
         scale = 1.0 / math.sqrt(self.d_head)
-        bias = rel(self.position_scores(q + self.v[:, None], pos)) * scale  # (B, H, T, K)
-        bias = bias.masked_fill(~mask[:, None], float("-inf"))
-        return q + self.u[:, None], k, v, bias
+        qv = (q + self.v[:, None]) * scale
+        bias = rel(self.position_scores(qv, pos, masked_column=mask is None))  # (B, H, T, K)
+        if mask is not None:
+            bias = bias.masked_fill(~mask[:, None], float("-inf"))
+        return (q + self.u[:, None]) * scale, k, v, bias
 
     def softmax(self, qu: Tensor, k: Tensor, bias: Tensor) -> Tensor:
-        return torch.softmax(qu @ k.transpose(-1, -2) / math.sqrt(self.d_head) + bias, dim=-1)
+        """Probabilities from ``score_parts`` (queries already scaled)."""
+        return torch.softmax(qu @ k.transpose(-1, -2) + bias, dim=-1)
 
 
 class GRUGate(nn.Module):
@@ -279,12 +295,13 @@ class TransformerBlock(nn.Module):
 
         Returns (B, T, D) and, if asked for, the weights (B * n, H, Q, W) over each block's keys.
         """
-        a, w = self.attn(win.queries(hn), win.keys(kv), pos, win.rel, win.mask, need_weights)
+        keys, mask = win.keys(kv), win.attention_mask
+        a, w = self.attn(win.queries(hn), keys, pos, win.rel, mask, need_weights)
         return win.merge(a), w
 
     def attention_weights(self, hn: Tensor, kv: Tensor, pos: Tensor, win: Windows) -> Tensor:
         """The weights (B * n, H, Q, W) of ``attend`` alone, without computing its output."""
-        return self.attn.weights(win.queries(hn), win.keys(kv), pos, win.rel, win.mask)
+        return self.attn.weights(win.queries(hn), win.keys(kv), pos, win.rel, win.attention_mask)
 
     def finish(self, h: Tensor, a: Tensor) -> Tensor:
         """The rest of the layer after attention ``a``: residual or gate, then the MLP."""

@@ -65,6 +65,8 @@ class Windows:
         mask: (B * n, Q, W) bool, True where a query may attend the key. Padded query rows see
             every key of their window (finite numbers, dropped by ``merge``).
         rel: maps position scores (B * n, H, Q, P) to scores by key (B * n, H, Q, W).
+        rel_masks: ``rel`` also masks (it reads the position scores' masked column, index P,
+            at hidden keys), so attention need not apply ``mask`` again.
     """
 
     t: int
@@ -72,6 +74,12 @@ class Windows:
     index: Tensor | None
     mask: Tensor
     rel: RelFn
+    rel_masks: bool = False
+
+    @property
+    def attention_mask(self) -> Tensor | None:
+        """The mask attention still has to apply (None: ``rel`` applies it)."""
+        return None if self.rel_masks else self.mask
 
     @property
     def n(self) -> int:
@@ -85,10 +93,11 @@ class Windows:
         """(B, K, F) -> (B * n, W, F): each block's window of keys (one gather, linear backward)."""
         if self.index is None:
             return x
-        b, _, f = x.shape
+        b, k, f = x.shape
         idx = self.index.to(x.device)
-        if idx.dim() == 3:
-            return x.gather(1, idx.flatten(1)[..., None].expand(-1, -1, f)).view(b * self.n, -1, f)
+        if idx.dim() == 3:  # rows of one flat list: whole rows copied, not an index per number
+            rows = idx.flatten(1) + k * torch.arange(b, device=x.device)[:, None]
+            return x.reshape(b * k, f).index_select(0, rows.flatten()).view(b * self.n, -1, f)
         return x.index_select(1, idx.flatten()).view(b * self.n, -1, f)
 
     def merge(self, y: Tensor) -> Tensor:

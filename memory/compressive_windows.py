@@ -27,14 +27,18 @@ from mnemo.memory.blockwise import Windows, blocked, finish_mask, n_blocks, wind
 from mnemo.memory.trxl import last_start
 
 
-def gather_rel_by(dist: Tensor):
-    """The ``rel`` function of distances per (query, key) ``dist`` (B * n, Q, W)."""
-    dist = dist[:, None]
+def masked_windows(
+    t: int, q: int, index: Tensor | None, mask: Tensor, dist: Tensor, n_dist: int
+) -> Windows:
+    """Windows whose ``rel`` gathers the position scores at the distances per (query, key)
+    ``dist`` (B * n, Q, W) and masks in the same pass: a key hidden by ``mask`` reads distance
+    index ``n_dist``, the position scores' masked column (-inf)."""
+    idx = torch.where(mask, dist.clamp(0, n_dist - 1), n_dist)[:, None]
 
     def rel(scores: Tensor) -> Tensor:
-        return gather_rel(scores, dist)
+        return gather_rel(scores, idx)
 
-    return rel
+    return Windows(t, q, index, mask, rel, rel_masks=True)
 
 
 @dataclass(frozen=True)
@@ -115,12 +119,13 @@ def block_plan(
     raw_vis = at_keys(valid, raw_idx) & (at_keys(s.start, raw_idx) == same)
     raw_vis &= (lag >= 0) & (lag <= nm)
     dist = torch.cat([nm + 1 + torch.div(dt, c, rounding_mode="floor"), lag.expand_as(raw_vis)], 3)
-    win = Windows(
+    win = masked_windows(
         t,
         q,
         None if q >= t else torch.cat([slot_idx, ncm + t + raw_idx], dim=2),
         finish_mask(torch.cat([slot_vis, raw_vis], 3), torch.cat([slot_in, raw_in], 2), t),
-        gather_rel_by(dist.flatten(0, 1)),
+        dist.flatten(0, 1),
+        nm + ncm + 1,
     )
     # Next compressed memory: the last ncm formed among [old slots | new blocks].
     cand_ok = torch.cat([torch.ones_like(state["cvalid"]), formed], dim=1)
@@ -197,7 +202,7 @@ class UsagePlan:
         lag, same = self.facts(idx, b)
         raw = same & (lag >= 0) & (lag <= nm)
         mask = finish_mask(raw, inside, t)
-        self.usage_win = Windows(t, q, idx, mask, gather_rel_by(lag.flatten(0, 1)))
+        self.usage_win = masked_windows(t, q, idx, mask, lag.flatten(0, 1), nm + ncm + 1)
         # Main pass: raw memory and the span of evicted states.
         self.idx, self.inside = window_index(n, q, 0, r + q, r + t)
         self.lag, same = self.facts(self.idx, b)
@@ -231,7 +236,7 @@ class UsagePlan:
         dist = torch.where(kept, self.nm + 1 + newer, self.lag).flatten(0, 1)
         mask = finish_mask(self.raw | kept, self.inside, self.t)
         index = None if self.q >= self.t else self.idx
-        return Windows(self.t, self.q, index, mask, gather_rel_by(dist))
+        return masked_windows(self.t, self.q, index, mask, dist, self.nm + self.ncm + 1)
 
     def next_compressed(self, usage: Tensor) -> tuple[Tensor, Tensor]:
         """Stream indices (B, n_cmem) of the compressed memory the next step will read, oldest
