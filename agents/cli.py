@@ -15,6 +15,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mnemo.agents.checkpoint import check_frozen, check_head, load_checkpoint, run_dir_of
     from mnemo.agents.config_loader import apply_overrides, from_dict, to_dict
     from mnemo.agents.rl.config import RLConfig, check_names, describe, load_rl_config
+    from mnemo.agents.rl.curriculum import load_curriculum, run_curriculum
     from mnemo.agents.rl.train import FROZEN, train
     from mnemo.agents.rl.vector_env import check_checkpoint_import
 
@@ -38,7 +39,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif args.config is None:
         raise UserError("give a config file (e.g. configs/recall_lstm.yaml) or --resume RUN_DIR")
     else:
-        cfg = load_rl_config(args.config, overrides)
+        cfg, stages = load_curriculum(args.config, overrides)
+        if stages:  # the config's earlier stages, then the config itself
+            return run_curriculum(stages, check=args.check)
     if args.check:
         print(describe(cfg), end="")
         return 0
@@ -48,13 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if not distributed.is_main():
         return 0
-    success = result.final_success
-    shown = "n/a" if success != success else f"{success:.3f}"  # NaN: the env reports none
-    print(
-        f"run {result.run_dir}: {result.steps} steps in {result.wall_s:.1f} s "
-        f"({result.sps:.0f} SPS), final success {shown}"
-        + (f", target reached at {result.steps_to_target} steps" if result.steps_to_target else "")
-    )
+    print(result.summary())
     return 0
 
 
@@ -212,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from mnemo.agents.config_help import KeysHelpParser
     from mnemo.agents.rl.config import RLConfig
+    from mnemo.agents.rl.curriculum import HELP as CURRICULUM_HELP
 
     sub = p.add_subparsers(dest="command", required=True, parser_class=KeysHelpParser)
 
@@ -220,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a PPO agent from a YAML config",
         description="Train a PPO agent from a YAML config (configs/*.yaml), with overrides.",
         config_keys=RLConfig,
+        extra_keys=(CURRICULUM_HELP,),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     t.add_argument("config", nargs="?", help="YAML config, e.g. configs/recall_lstm.yaml")

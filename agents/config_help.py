@@ -111,9 +111,10 @@ def keys_help(keys: list[ConfigKey], indent: int = 2) -> str:
     return "\n".join(lines)
 
 
-def config_epilog(cls: type) -> str:
-    """What ``--help`` ends with: every key of config ``cls``, core options pointed to."""
-    keys = [k for k in config_keys(cls) if k.key != "core.options"]
+def config_epilog(cls: type, extra: tuple[ConfigKey, ...] = ()) -> str:
+    """What ``--help`` ends with: every key of config ``cls`` (and ``extra``, keys a command
+    reads beside the dataclass, such as ``curriculum``), core options pointed to."""
+    keys = [k for k in config_keys(cls) if k.key != "core.options"] + list(extra)
     return "\n".join(
         [
             "config keys (in the YAML file, or key=value overrides; --check prints the values a "
@@ -129,11 +130,18 @@ class KeysHelpParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose help can end with a config's keys (``config_keys``), built
     only when help is asked for: other commands do not pay for reading the configs' docs."""
 
-    def __init__(self, *args: object, config_keys: type | None = None, **kwargs: object) -> None:
+    def __init__(
+        self,
+        *args: object,
+        config_keys: type | None = None,
+        extra_keys: tuple[ConfigKey, ...] = (),
+        **kwargs: object,
+    ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.config_keys = config_keys
+        self.extra_keys = extra_keys
 
     def format_help(self) -> str:
         if self.config_keys is not None and self.epilog is None:
-            self.epilog = config_epilog(self.config_keys)
+            self.epilog = config_epilog(self.config_keys, self.extra_keys)
         return super().format_help()

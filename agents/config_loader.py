@@ -151,31 +151,47 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
+    return key.split("."), read_number(value)
+
+
+def read_number(value: Any) -> Any:
+    """``'1e6'`` -> 1000000, ``'5e-3'`` -> 0.005; anything else as it is.
+
+    YAML 1.1 reads 5e-3 and 1e6 as strings; a user means numbers, and by 1e5 (no point) a
+    whole one: core options (mem_len) are checked as ints, not widened.
+    """
     if isinstance(value, str) and any(c in value.lower() for c in ".e"):
-        # YAML 1.1 reads 5e-3 and 1e6 as strings; a user means numbers, and by 1e5 (no
-        # point) a whole one: core options (mem_len) are checked as ints, not widened.
         with contextlib.suppress(ValueError):
-            value = float(value)
-            if value.is_integer() and "." not in raw:
-                value = int(value)
-    return key.split("."), value
+            number = float(value)
+            return int(number) if number.is_integer() and "." not in value else number
+    return value
+
+
+def set_key(data: dict[str, Any], path: list[str], value: Any, what: str) -> None:
+    """``data[path[0]][path[1]]... = value``, sections created as needed; ``what`` names the
+    setting in the one-line error when a part of the path is a value, not a section."""
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{what}: '{part}' is not a section")
+        node = child
+    node[path[-1]] = value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for text in overrides:
         path, value = parse_override(text)
-        node = data
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: '{part}' is not a section")
-            node = child
-        node[path[-1]] = value
+        set_key(data, path, value, f"override {text!r}")
     return data
 
 
 BASE_KEY = "base"
 """Top-level key naming the file a config extends."""
+
+CURRICULUM_KEY = "curriculum"
+"""Top-level key listing a ``mnemo train`` config's earlier stages (agents/rl/curriculum.py);
+every other loader refuses it in one line."""
 
 
 def _is_file(p: Path) -> bool:
@@ -238,4 +254,9 @@ def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | No
     """Load ``cls`` from a YAML file (or defaults when ``path`` is None) plus overrides."""
     data = read_yaml(path) if path is not None else {}
     apply_overrides(data, overrides or [])
+    if CURRICULUM_KEY in data:
+        raise ConfigError(
+            f"{CURRICULUM_KEY}: only `mnemo train CONFIG` runs a curriculum (rerun that command, "
+            "without --resume, to resume one); this command takes a single run's config"
+        )
     return from_dict(cls, data)

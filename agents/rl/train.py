@@ -49,6 +49,17 @@ class TrainResult:
     history: list[tuple[int, float]] = field(default_factory=list)
     """(env step, success rate) after every update."""
 
+    def summary(self) -> str:
+        """The line ``mnemo train`` ends with."""
+        success = self.final_success
+        shown = "n/a" if success != success else f"{success:.3f}"  # NaN: the env reports none
+        target = self.steps_to_target
+        return (
+            f"run {self.run_dir}: {self.steps} steps in {self.wall_s:.1f} s "
+            f"({self.sps:.0f} SPS), final success {shown}"
+            + (f", target reached at {target} steps" if target else "")
+        )
+
 
 class RecentEpisodes:
     """Success, return and length over the last updates holding >= ``least`` finished
@@ -238,6 +249,12 @@ def trusted_packages(env_id: str) -> tuple[str, ...]:
     return (package + ".",) if sep else ()
 
 
+def default_run_dir(cfg: RLConfig) -> Path:
+    """``run.dir``, or ``runs/<run.name or core-env>-<date>-<time>`` when it is unset."""
+    name = cfg.run.name or f"{cfg.core.name}-{cfg.env.id.split('/')[-1]}"
+    return run_loop.new_run_dir(cfg.run.dir, name)
+
+
 def train(
     cfg: RLConfig,
     resume: dict | None = None,
@@ -257,8 +274,7 @@ def train(
     resume = rank_states(resume) if resume else None
     cfg, mine = run_loop.prepare(cfg, resume)
     trainer = PPOTrainer(cfg, resume, mine, trusted)
-    name = cfg.run.name or f"{cfg.core.name}-{cfg.env.id.split('/')[-1]}"
-    run_dir = run_dir or run_loop.new_run_dir(cfg.run.dir, name)
+    run_dir = run_dir or default_run_dir(cfg)
     step0 = trainer.ppo.global_step
     wall = run_loop.run(trainer, run_dir, cfg.run, resumed=resume is not None)
     steps = trainer.ppo.global_step
