@@ -101,6 +101,9 @@ def test_a_missed_target_stops_and_a_rerun_continues_the_stage(
     assert "stage 2 not started" in err
     assert not (run / "checkpoints").exists()
     assert not json.loads((run / "curriculum.json").read_text())["stages"][0]["finished"]
+    overwrite = [f"run.dir={run}", "run.overwrite=true"]  # starts stage 1 over: the same stop
+    assert main(["train", write(tmp_path, "curriculum:\n" + stage), *overwrite]) == 1
+    assert "resuming" not in capsys.readouterr().out
 
     # More steps and a target it reaches: stage 1 goes on from its checkpoint, then stage 2.
     stage = "  - {env.kwargs: {delay: 2}, ppo.total_steps: 1024, ppo.target_success: 0.01}\n"
