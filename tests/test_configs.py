@@ -13,6 +13,7 @@ from mnemo.agents.cli import main
 from mnemo.agents.config_loader import ConfigError, merge, read_yaml
 from mnemo.agents.lm.config import LMConfig, load_lm_config
 from mnemo.agents.rl.config import RLConfig, load_rl_config
+from mnemo.agents.rl.curriculum import load_curriculum
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -24,7 +25,9 @@ def _is_lm(path: Path) -> bool:
 
 
 def _load(path: Path) -> RLConfig | LMConfig:
-    return load_lm_config(str(path)) if _is_lm(path) else load_rl_config(str(path))
+    if _is_lm(path):
+        return load_lm_config(str(path))
+    return load_curriculum(str(path), [])[0]  # a curriculum's stages are checked too
 
 
 def test_configs_are_found() -> None:

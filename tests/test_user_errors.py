@@ -239,14 +239,17 @@ def test_sizes_that_would_exhaust_memory_are_refused_unless_insisted(
 def test_every_shipped_config_passes_on_a_16_gib_machine() -> None:
     from mnemo.agents.lm.config import check_run_memory as lm_memory
     from mnemo.agents.lm.config import load_lm_config
-    from mnemo.agents.rl.config import check_run_memory, load_rl_config
+    from mnemo.agents.rl.config import check_run_memory
+    from mnemo.agents.rl.curriculum import load_curriculum
 
     for path in sorted(Path("configs").glob("*.yaml")):
         if path.name.startswith("lm_"):
-            need = lm_memory(load_lm_config(str(path)))
-        else:
-            need = check_run_memory(load_rl_config(str(path)), 1000)
-        assert need < 8 * 2**30, (path, need)
+            assert lm_memory(load_lm_config(str(path))) < 8 * 2**30, path
+            continue
+        cfg, stages = load_curriculum(str(path), [])
+        for stage in [s.cfg for s in stages] or [cfg]:  # every stage of a curriculum
+            need = check_run_memory(stage, 1000)
+            assert need < 8 * 2**30, (path, stage.env.id, need)
 
 
 def test_eval_does_not_judge_the_training_sizes(
