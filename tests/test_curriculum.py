@@ -13,6 +13,7 @@ import torch
 from mnemo.agents.checkpoint import load_checkpoint
 from mnemo.agents.cli import main
 from mnemo.agents.rl import train as train_module
+from mnemo.agents.rl.curriculum import load_curriculum
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -174,6 +175,9 @@ def test_check_help_and_an_empty_curriculum(
     assert not run.exists()
     assert main(["train", write(tmp_path), "curriculum=[]", "--check"]) == 0  # the config alone
     assert not capsys.readouterr().out.startswith("stage")
+    # A section in a stage merges over the config's, as a config over its base.
+    _, stages = load_curriculum(write(tmp_path, "curriculum: [{env: {kwargs: {delay: 2}}}]"), [])
+    assert stages[0].cfg.env.num_envs == 8 and stages[0].cfg.env.kwargs == {"delay": 2}
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "  curriculum: list = []" in capsys.readouterr().out

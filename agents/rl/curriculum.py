@@ -4,9 +4,12 @@ warm-starting the next, so one command runs a whole curriculum (D16 first, then 
 The key is a list of earlier stages, each a mapping of dotted keys to values with the meaning
 and checks of command-line overrides (``env.id: mnemo/Recall-D16-v0``, ``ppo.bptt_len: 8``).
 The config itself is the last stage. An earlier stage is the final config, command-line
-overrides included, with the stage's own keys set on top: ``seed=1`` on the command line
+overrides included, with the stage's own keys set on top (it inherits every key it does not set,
+``ppo.target_success`` and ``ppo.total_steps`` included): ``seed=1`` on the command line
 reaches every stage, ``env.id=...`` there changes the final stage and any stage that does not
-set its own ``env.id``. ``run.dir`` and ``run.init_from`` are the curriculum's to set.
+set its own ``env.id``. A key naming a section (``env: {id: ...}``) merges over the config's
+section, as a config over its ``base:``. ``run.dir`` and ``run.init_from`` are the
+curriculum's to set.
 
 Every stage is an ordinary run: stage k < N in ``<run.dir>/stages/<k>``, stage N (the config)
 in ``<run.dir>`` itself, so ``mnemo eval RUN``, ``--resume RUN`` and ``tensorboard --logdir
@@ -30,10 +33,12 @@ start from a policy that has not learned what it was there to learn. Rerunning (
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import sys
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +49,7 @@ from mnemo.agents.config_loader import (
     ConfigError,
     apply_overrides,
     from_dict,
+    merge,
     read_number,
     read_yaml,
     set_key,
@@ -138,7 +144,10 @@ def _stage(
                 f"{where}: {key} is the curriculum's to set (stage k runs in "
                 f"<run.dir>/{STAGES_DIR}/<k>, from the weights of stage k - 1)"
             )
-        set_key(stage, key.split("."), read_number(value), f"{where}: {key}")
+        path = key.split(".")
+        if isinstance(value, dict) and _is_section(path):  # `env: {id: ...}` as a child config
+            value = merge(_get(stage, path), value)
+        set_key(stage, path, read_number(value), f"{where}: {key}")
     set_key(stage, ["run", "dir"], str(run_dir), where)
     set_key(stage, ["run", "init_from"], init_from, where)
     try:
@@ -147,6 +156,23 @@ def _stage(
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
     return Stage(index, cfg, dict(keys))
+
+
+def _is_section(path: list[str]) -> bool:
+    """Whether ``path`` names a config section (``env``, ``ppo``), not a value."""
+    tp: Any = RLConfig
+    for part in path:
+        hints = typing.get_type_hints(tp) if dataclasses.is_dataclass(tp) else {}
+        if part not in hints:
+            return False
+        tp = hints[part]
+    return dataclasses.is_dataclass(tp)
+
+
+def _get(data: dict[str, Any], path: list[str]) -> dict[str, Any]:
+    for part in path:
+        data = data.get(part) if isinstance(data.get(part), dict) else {}
+    return data
 
 
 def run_curriculum(stages: list[Stage], check: bool = False) -> int:
