@@ -61,7 +61,7 @@ __all__ = ["CURRICULUM_FILE", "HELP", "Stage", "load_curriculum", "run_curriculu
 
 CURRICULUM_FILE = "curriculum.json"
 STAGES_DIR = "stages"
-SET_BY_CURRICULUM = ("run.dir", "run.init_from", CURRICULUM_KEY)
+SET_BY_CURRICULUM = ("run.dir", "run.init_from")
 RESULT_NEUTRAL = ("run.", "threads", "device", "memory_check")
 """Keys (and prefixes) a finished stage may differ in on a rerun: where and how a run logs,
 not what it learns. ``run.init_from`` is compared all the same."""
@@ -139,6 +139,8 @@ def _stage(
     for key, value in keys.items():
         if not isinstance(key, str) or not key or any(not p for p in key.split(".")):
             raise ConfigError(f"{where}: key {key!r} must look like section.key")
+        if key == CURRICULUM_KEY:
+            raise ConfigError(f"{where}: a stage cannot hold a {CURRICULUM_KEY} of its own")
         if key in SET_BY_CURRICULUM:
             raise ConfigError(
                 f"{where}: {key} is the curriculum's to set (stage k runs in "
