@@ -262,27 +262,31 @@ class TransformerBlock(nn.Module):
         """Keys and values (B, N, 2D) of context hidden states (B, N, D)."""
         return self.attn.kv(self.ln1(ctx) if self.pre_ln else ctx)
 
-    def frozen_content_attention(self, hq: Tensor, ctx: Tensor, mask: Tensor) -> Tensor:
-        """Content-only attention of ``hq`` (B, T, D) over ``ctx`` (B, N, D), mask (B, N) bool.
+    def frozen_projection(self, z: Tensor, weight: Tensor) -> Tensor:
+        """``weight`` (this layer's q or kv) applied to what attention reads of ``z`` (B, N, D),
+        with every parameter detached."""
+        if self.pre_ln:
+            w, b = self.ln1.weight.detach(), self.ln1.bias.detach()
+            z = F.layer_norm(z, (z.shape[-1],), w, b, self.ln1.eps)
+        return F.linear(z, weight.detach())
 
-        Every parameter of this layer is detached, so a loss on the result trains only what
-        produced ``ctx`` (the compressor of Rae et al. 2020). Returns (B, T, D) per-head outputs.
-        Rows whose mask is all False give uniform weights; callers must drop them.
+    def frozen_content_attention(self, q: Tensor, kv: Tensor, mask: Tensor) -> Tensor:
+        """Content-only attention of queries ``q`` (B, T, D) over keys/values ``kv`` (B, N, 2D),
+        mask (B, N) bool.
+
+        Both come from this layer's weights with every parameter detached
+        (``frozen_projection``, or the layer's own keys/values, detached), so a loss on the
+        result trains only what produced the context (the compressor of Rae et al. 2020).
+        Returns (B, T, D) per-head outputs. Rows whose mask is all False give uniform weights;
+        callers must drop them.
         """
         a = self.attn
-
-        def ln(z: Tensor) -> Tensor:
-            if not self.pre_ln:
-                return z
-            w, b = self.ln1.weight.detach(), self.ln1.bias.detach()
-            return F.layer_norm(z, (z.shape[-1],), w, b, self.ln1.eps)
-
-        q = a.heads(F.linear(ln(hq), a.q.weight.detach()))
-        k, v = (a.heads(z) for z in F.linear(ln(ctx), a.kv.weight.detach()).chunk(2, dim=-1))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(a.d_head)  # (B, H, T, N)
+        qh = a.heads(q)
+        k, v = (a.heads(z) for z in kv.chunk(2, dim=-1))
+        scores = qh @ k.transpose(-1, -2) / math.sqrt(a.d_head)  # (B, H, T, N)
         scores = scores.masked_fill(~mask[:, None, None, :], -1e9)
         out = torch.softmax(scores, dim=-1) @ v  # (B, H, T, dh)
-        return out.transpose(1, 2).reshape(hq.shape)
+        return out.transpose(1, 2).reshape(q.shape)
 
     def attend_input(self, h: Tensor) -> Tensor:
         """What the attention sub-layer reads from the hidden states (B, T, D)."""

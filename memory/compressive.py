@@ -181,27 +181,34 @@ class CompressiveCore(MemoryCore):
         new: dict[str, list[Tensor]] = {k: [] for k in ("raw", "cmem", "raw_kv", "cmem_kv")}
         aux = x.new_zeros(())
         cvalid = plan["cvalid"][..., None]  # (B, ncm, 1)
+        made_at = formed_first(plan["formed"], c)  # (B, M): only these candidates are compressed
         h = x
         for i, (block, comp) in enumerate(zip(self.blocks, self.compressors)):
             raw = state["raw"][:, i].to(x.dtype)  # (B, R, D)
             cm = state["cmem"][:, i].to(x.dtype)  # (B, ncm, D)
             stream = torch.cat([raw, h.detach()], dim=1)  # (B, R + T, D), stop-gradient
             windows = stream.unfold(1, c, 1)[:, :t].transpose(-1, -2)  # (B, T, c, D)
-            blocks = comp(windows)  # (B, T, D); only the aux loss reaches comp
+            made = comp(take(windows, made_at))  # (B, M, D); only the aux loss reaches comp
             if use_cache:  # acting: keys/values of the memory were computed when it was written
-                kv_mem = [state["cmem_kv"][:, i], block.kv_of(blocks), state["raw_kv"][:, i]]
+                kv_made = spread(block.kv_of(made), made_at, t)
+                kv_mem = [state["cmem_kv"][:, i], kv_made, state["raw_kv"][:, i]]
                 kv_ctx = torch.cat([z.to(x.dtype) for z in kv_mem], dim=1)
             else:
-                kv_ctx = block.kv_of(torch.cat([cm, blocks.detach(), raw], dim=1))
+                kv_made = spread(block.kv_of(made.detach()), made_at, t)
+                kv_ctx = torch.cat([block.kv_of(cm), kv_made, block.kv_of(raw)], dim=1)
             traced = trace is not None and i == self.n_layers - 1
             out, kv, w = block(h, kv_ctx, self.pos, plan["win"], traced)
             if traced:
                 trace.append(w)
             if torch.is_grad_enabled() and self.compression == "conv":
+                stream_kv = kv[:, ncm + t :].detach()  # (B, R + T, 2D): the stream's own
                 formed = plan["formed"]
-                aux = aux + self.reconstruction_loss(block, h, stream, blocks, formed, c, size)
+                aux = aux + self.reconstruction_loss(
+                    block, h, stream_kv, made, made_at, formed, c, size
+                )
+            blocks = spread(made.detach(), made_at, t)  # (B, T, D), zero where not formed
             new["raw"].append(stream[:, -self.n_raw :])
-            new["cmem"].append(torch.cat([cm, blocks.detach()], dim=1).gather(1, keep) * cvalid)
+            new["cmem"].append(torch.cat([cm, blocks], dim=1).gather(1, keep) * cvalid)
             if self.cache_kv:
                 kv = kv.detach()  # (B, ncm + T + R + T, 2D)
                 new["raw_kv"].append(kv[:, ncm + t :][:, -self.n_raw :])
@@ -263,8 +270,9 @@ class CompressiveCore(MemoryCore):
     def reconstruction_loss(
         block: TransformerBlock,
         h: Tensor,
-        stream: Tensor,
-        blocks: Tensor,
+        stream_kv: Tensor,
+        made: Tensor,
+        made_at: Tensor,
         formed: Tensor,
         c: int,
         size: int,
@@ -275,29 +283,41 @@ class CompressiveCore(MemoryCore):
         (as they were) and their compressions, through this layer's attention with every weight
         detached (Rae et al. 2020, Alg. 2, with blocks of steps as the segments).
 
-        ``stream`` (B, R + T, D): candidate k compresses stream[k : k + c], so a block of Q
-        candidates covers Q + c - 1 states; formed windows never overlap, so attending over
-        those states, masked to the formed windows, is attending over the formed windows (and
-        projects each state once, not c times).
+        ``stream_kv`` (B, R + T, 2D): keys/values of the stream, detached; candidate k
+        compresses stream[k : k + c], so a block of Q candidates covers Q + c - 1 states; formed
+        windows never overlap, so attending over those states, masked to the formed windows, is
+        attending over the formed windows (and projects each state once, not c times).
+        ``made`` (B, M, D): the compressions at candidates ``made_at`` (``formed_first``); each
+        block reads its own formed ones only.
         """
         if not bool(formed.any()):
             return h.new_zeros(())
-        b, t, d = blocks.shape
+        b, t = formed.shape
         q, n = n_blocks(t, size)
         real = (torch.arange(n * q, device=h.device) < t).view(1, n, q).expand(b, n, q)
         real = real.flatten(0, 1)  # (B * n, Q)
-        hq = split_queries(h.detach(), q).flatten(0, 1)
+        hq = block.frozen_projection(h.detach(), block.attn.q.weight)
+        hq = split_queries(hq, q).flatten(0, 1)
         f = split_queries(formed, q).flatten(0, 1)  # (B * n, Q)
         covered = f.new_zeros(b * n, q + c - 1)
         for o in range(c):
             covered[:, o : o + q] |= f
-        pad = n * q + c - 1 - stream.shape[1]
+        pad = n * q + c - 1 - stream_kv.shape[1]
         if pad > 0:
-            stream = torch.cat([stream, stream.new_zeros(b, pad, d)], dim=1)
-        old_mem = stream[:, : n * q + c - 1].unfold(1, q + c - 1, q)  # (B, n, D, Q + c - 1)
-        old_mem = old_mem.transpose(-1, -2).flatten(0, 1)  # (B * n, Q + c - 1, D)
-        old = block.frozen_content_attention(hq, old_mem, covered)
-        new = block.frozen_content_attention(hq, split_queries(blocks, q).flatten(0, 1), f)
+            stream_kv = torch.cat([stream_kv, stream_kv.new_zeros(b, pad, stream_kv.shape[2])], 1)
+        old_kv = stream_kv[:, : n * q + c - 1].unfold(1, q + c - 1, q)  # (B, n, 2D, Q + c - 1)
+        old_kv = old_kv.transpose(-1, -2).flatten(0, 1)  # (B * n, Q + c - 1, 2D)
+        old = block.frozen_content_attention(hq, old_kv, covered)
+        # Block j's formed candidates are made[rank_j : rank_j + count_j] (time order).
+        ranks = torch.cat([formed.new_zeros(b, 1, dtype=torch.long), formed.long().cumsum(1)], 1)
+        edges = ranks[:, [min(j * q, t) for j in range(n + 1)]]  # (B, n + 1)
+        count = edges[:, 1:] - edges[:, :-1]  # (B, n)
+        width = max(int(count.max()), 1)
+        slot = torch.arange(width, device=h.device)
+        idx = (edges[:, :-1, None] + slot).clamp(max=made.shape[1] - 1)  # (B, n, width)
+        new_kv = block.frozen_projection(made, block.attn.kv.weight)  # (B, M, 2D)
+        new_kv = take(new_kv, idx.flatten(1)).view(b * n, width, -1)
+        new = block.frozen_content_attention(hq, new_kv, (slot < count[..., None]).flatten(0, 1))
         err = ((old - new).square().mean(-1) * real).sum(-1) / real.sum(-1)  # (B * n,)
         used = f.any(dim=1)  # blocks that compressed something
         return (err * used).sum() / used.sum()
@@ -308,5 +328,23 @@ STORED = ("raw", "cmem", "raw_kv", "cmem_kv")
 
 
 def take(x: Tensor, idx: Tensor) -> Tensor:
-    """Rows ``idx`` (B, N) of ``x`` (B, L, F) -> (B, N, F)."""
-    return x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))
+    """Rows ``idx`` (B, N) of ``x`` (B, L, ...) -> (B, N, ...)."""
+    index = idx.view(*idx.shape, *(1,) * (x.dim() - 2)).expand(-1, -1, *x.shape[2:])
+    return x.gather(1, index)
+
+
+def formed_first(formed: Tensor, c: int) -> Tensor:
+    """Candidate positions (B, M): each row's formed candidates in time order, then others (so
+    rows line up; never read) up to the most any row formed. Only these are compressed and
+    projected (1 in c of a long call). A call of at most c steps keeps every candidate (no
+    host sync in acting)."""
+    order = torch.sort((~formed).to(torch.uint8), dim=1, stable=True).indices
+    t = formed.shape[1]
+    m = t if t <= c else max(int(formed.sum(1).max()), 1)
+    return order[:, :m]
+
+
+def spread(rows: Tensor, at: Tensor, t: int) -> Tensor:
+    """Rows (B, M, F) placed at positions ``at`` (B, M, distinct) of zeros (B, t, F)."""
+    index = at[..., None].expand(-1, -1, rows.shape[-1])
+    return rows.new_zeros(rows.shape[0], t, rows.shape[-1]).scatter(1, index, rows)
