@@ -28,9 +28,8 @@ class BiasAttention(torch.autograd.Function):
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
         b, h, n, d = q.shape
         q3, k3, v3 = q.reshape(b * h, n, d), k.reshape(b * h, -1, d), v.reshape(b * h, -1, d)
-        scores = bias.reshape(b * h, n, -1).baddbmm_(q3, k3.transpose(1, 2))  # bias is spent
-        p = torch.softmax(scores, dim=-1)
-        del scores
+        p = bias.detach().view(b * h, n, -1).baddbmm_(q3, k3.transpose(1, 2))  # bias is spent
+        torch.ops.aten._softmax.out(p, -1, False, out=p)  # in place: row by row
         ctx.save_for_backward(q3, k3, v3, p)
         ctx.shapes = (q.shape, k.shape, bias.shape)
         return torch.bmm(p, v3).view(b, h, n, d)
@@ -41,8 +40,7 @@ class BiasAttention(torch.autograd.Function):
         q_shape, k_shape, bias_shape = ctx.shapes
         g = grad.reshape(q3.shape)
         dp = torch.bmm(g, v3.transpose(1, 2))
-        ds = torch._softmax_backward_data(dp, p, -1, p.dtype)
-        del dp
+        ds = torch.ops.aten._softmax_backward_data.out(dp, p, -1, p.dtype, grad_input=dp)
         dq = torch.bmm(ds, k3).view(q_shape)
         dk = torch.bmm(ds.transpose(1, 2), q3).view(k_shape)
         dv = torch.bmm(p.transpose(1, 2), g).view(k_shape)
