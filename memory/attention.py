@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mnemo.memory.bias_attention import bias_attention
+from mnemo.memory.bias_attention import bias_attention, gathered_bias_attention
 from mnemo.memory.options import MAX_LAYERS, CoreOptions, option
 
 if TYPE_CHECKING:
@@ -108,6 +108,19 @@ def gather_rel(x: Tensor, dist: Tensor) -> Tensor:
     return torch.gather(x, -1, dist)
 
 
+@dataclass(frozen=True)
+class GatherRel:
+    """The ``rel`` that gathers the position scores at a distance index per (query, key),
+    ``index`` (B, 1, T, K) long, that also masks: masked keys point at distance index P, the
+    masked column of ``position_scores`` (``mask`` None in ``RelMultiHeadAttention``). Knowing
+    the index, attention forms the bias slice by slice (``gathered_bias_attention``)."""
+
+    index: Tensor
+
+    def __call__(self, scores: Tensor) -> Tensor:
+        return gather_rel(scores, self.index)
+
+
 class RelMultiHeadAttention(nn.Module):
     """Multi-head attention with Transformer-XL relative positions (Dai et al. 2019, eq. 4).
 
@@ -146,19 +159,31 @@ class RelMultiHeadAttention(nn.Module):
         maps masked keys there masks them in the same pass (``mask`` None in ``forward``).
         """
         b, h, t, dh = qv.shape
-        p, d = pos.shape[0] + masked_column, self.d_model
-        r = sinusoid(pos, d).to(qv.dtype)  # (P, D)
-        if masked_column:
-            r = torch.cat([r, r.new_zeros(1, d)])
-        if p * d * d + b * h * t * p * dh <= b * h * t * dh * d + b * h * t * p * d:
-            rk = self.r(r).view(p, h, dh)
-            scores = torch.einsum("bhtd,phd->bhtp", qv, rk)
+        p = pos.shape[0] + masked_column
+        if self.unfolded_is_cheaper(b * t, p):
+            scores = torch.einsum("bhtd,phd->bhtp", qv, self.position_keys(pos, masked_column))
         else:
-            w = self.r.weight.view(h, dh, d)
+            w = self.r.weight.view(h, dh, self.d_model)
+            r = self.sinusoid(pos, masked_column).to(qv.dtype)
             scores = torch.einsum("bhtd,hde,pe->bhtp", qv, w, r)
         if masked_column:
             scores[..., -1] = float("-inf")
         return scores
+
+    def unfolded_is_cheaper(self, queries: int, p: int) -> bool:
+        """Whether forming W_kR R (P, D) beats folding W_kR into ``queries`` queries."""
+        h, dh, d = self.n_heads, self.d_head, self.d_model
+        return p * d * d + queries * h * p * dh <= queries * h * dh * d + queries * h * p * d
+
+    def sinusoid(self, pos: Tensor, masked_column: bool) -> Tensor:
+        """R (P, D) of ``pos``, plus a zero row for the masked column."""
+        r = sinusoid(pos, self.d_model)
+        return torch.cat([r, r.new_zeros(1, self.d_model)]) if masked_column else r
+
+    def position_keys(self, pos: Tensor, masked_column: bool) -> Tensor:
+        """W_kR R per head: (P, H, d_head) (a zero row last for the masked column)."""
+        r = self.sinusoid(pos, masked_column).to(self.r.weight.dtype)
+        return self.r(r).view(r.shape[0], self.n_heads, self.d_head)
 
     def forward(
         self,
@@ -180,6 +205,11 @@ class RelMultiHeadAttention(nn.Module):
             need_weights: also return the attention probabilities (B, H, T, K) (slower path).
         """
         b, t, _ = hq.shape
+        p = pos.shape[0] + 1
+        if not need_weights and isinstance(rel, GatherRel) and self.unfolded_is_cheaper(b * t, p):
+            out = self.gathered(hq, kv, pos, rel)
+            if out is not None:
+                return self.o(out.transpose(1, 2).reshape(b, t, self.d_model)), None
         qu, k, v, bias = self.score_parts(hq, kv, pos, rel, mask)
         if need_weights:
             w = self.softmax(qu, k, bias)
@@ -188,6 +218,16 @@ class RelMultiHeadAttention(nn.Module):
             w = None
             out = bias_attention(qu, k, v, bias)
         return self.o(out.transpose(1, 2).reshape(b, t, self.d_model)), w
+
+    def gathered(self, hq: Tensor, kv: Tensor, pos: Tensor, rel: GatherRel) -> Tensor | None:
+        """``forward``'s heads (B, H, T, d_head) by ``gathered_bias_attention`` (None where it
+        does not run): the bias is formed slice by slice, never whole."""
+        q = self.heads(self.q(hq))
+        k, v = (self.heads(z) for z in kv.chunk(2, dim=-1))
+        scale = 1.0 / math.sqrt(self.d_head)
+        qu, qv = (q + self.u[:, None]) * scale, (q + self.v[:, None]) * scale
+        rk = self.position_keys(pos, masked_column=True)
+        return gathered_bias_attention(qu, qv, k, v, rk, rel.index, pos.shape[0])
 
     def weights(
         self, hq: Tensor, kv: Tensor, pos: Tensor, rel: RelFn, mask: Tensor | None

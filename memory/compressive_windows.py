@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mnemo.memory.attention import gather_rel
+from mnemo.memory.attention import GatherRel
 from mnemo.memory.blockwise import Windows, blocked, finish_mask, n_blocks, window_index
 from mnemo.memory.trxl import last_start
 
@@ -34,11 +34,7 @@ def masked_windows(
     ``dist`` (B * n, Q, W) and masks in the same pass: a key hidden by ``mask`` reads distance
     index ``n_dist``, the position scores' masked column (-inf)."""
     idx = torch.where(mask, dist.clamp(0, n_dist - 1), n_dist)[:, None]
-
-    def rel(scores: Tensor) -> Tensor:
-        return gather_rel(scores, idx)
-
-    return Windows(t, q, index, mask, rel, rel_masks=True)
+    return Windows(t, q, index, mask, GatherRel(idx), rel_masks=True)
 
 
 @dataclass(frozen=True)
