@@ -154,6 +154,7 @@ def cmd_ladder(args: argparse.Namespace) -> int:
         eval_episodes=args.eval_episodes,
         command="mnemo " + " ".join(sys.argv[1:]),
         cost_only=args.cost_only,
+        climb=args.climb,
     )
     for line in errors:
         print(f"run failed: {line}", file=sys.stderr)
@@ -274,6 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     lad.add_argument("--eval-episodes", type=int, default=100, help="held-out episodes per run")
     lad.add_argument(
         "--cost-only", action="store_true", help="measure the cost per env step only (no training)"
+    )
+    lad.add_argument(
+        "--climb",
+        action="store_true",
+        help="each (core, seed) climbs the delays in the order given: the run at each delay "
+        "starts from the weights of the same core and seed's finished run at the previous one, "
+        "with the same --steps per rung (the first from scratch); not with --cost-only",
     )
     lad.add_argument("overrides", nargs="*", help="key.sub=value overrides for every run")
     lad.set_defaults(func=cmd_ladder)

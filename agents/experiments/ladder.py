@@ -14,6 +14,10 @@ transformer keeps a quarter in its FIFO memory and compresses the rest 4:1; Tita
 attention span and gets one-episode windows, so its neural memory carries the rest. The rest
 of the config is the built-in default (or ``--config``) plus overrides, as in ``mnemo
 compare``.
+
+With ``climb`` (``--climb``, agents/experiments/climb.py) each (core, seed) climbs the delays in
+the order given: the run at each delay starts from the same core and seed's finished run at
+the previous one, with the same budget per rung.
 """
 
 from __future__ import annotations
@@ -85,10 +89,16 @@ def plan_ladder(
     config: str | None = None,
     overrides: Sequence[str] = (),
     eval_episodes: int = 100,
+    climb: bool = False,
 ) -> list[RunSpec]:
-    """Every (core, delay, seed) run, each config checked before anything trains."""
+    """Every (core, delay, seed) run, delay by delay, each config checked before anything
+    trains; with ``climb`` each run after the first delay warm-starts from its previous rung."""
+    from mnemo.agents.experiments.climb import climb_configs
+
     if not cores or not delays:
         raise ConfigError("give at least one core (--cores) and one delay (--delays)")
+    if len(set(delays)) != len(delays):
+        raise ConfigError(f"--delays names a delay twice: {','.join(map(str, delays))}")
     specs: list[RunSpec] = []
     for delay in delays:
         for core in cores:
@@ -102,6 +112,8 @@ def plan_ladder(
                 [*overrides, *ladder_overrides(core, delay)],
                 eval_episodes,
             )
+    if climb:
+        climb_configs(specs)
     return specs
 
 
@@ -186,9 +198,14 @@ def _cells(results: list[dict[str, Any]], costs: dict[tuple[str, int], dict]) ->
 
 
 def write_ladder(
-    results: list[dict[str, Any]], costs: dict[tuple[str, int], dict], out: Path, command: str
+    results: list[dict[str, Any]],
+    costs: dict[tuple[str, int], dict],
+    out: Path,
+    command: str,
+    climb: bool = False,
 ) -> list[Path]:
-    """ladder.md and ladder.png from the runs' results (none with --cost-only) and the costs."""
+    """ladder.md and ladder.png from the runs' results (none with --cost-only) and the costs;
+    ``climb``: the runs climbed the delays (each warm-started from the previous delay's)."""
     from mnemo.agents.experiments.plots import plot_ladder
 
     rows = _cells(results, costs)
@@ -212,7 +229,7 @@ def write_ladder(
             prices.append(f"{r['us_per_step']:.0f} us, {r['mb']:.0f} MB" if "mb" in r else "")
         success.append(f"| {core} | " + " | ".join(marks) + " |")
         cost.append(f"| {core} | " + " | ".join(prices) + " |")
-    plot = plot_ladder(rows, out / "ladder.png")
+    plot = plot_ladder(rows, out / "ladder.png", climb)
     text = ["# mnemo ladder", "", f"`{command}`", ""]
     if results:
         steps = max(r["steps"] for r in results)
@@ -223,6 +240,15 @@ def write_ladder(
             "bootstrap CI), then the median env steps at which the training success rate "
             "reached 0.9 (- : never), over the seeds that reached it. Chance is 0.25.",
             "",
+        ]
+        if climb:
+            text += [
+                f"Climbed (--climb): each delay warm-started from the same core's run at the "
+                f"previous delay, {steps:,} env steps per rung (the first delay from scratch); "
+                "steps to 0.9 count from the start of each rung.",
+                "",
+            ]
+        text += [
             *success,
             "",
         ]
@@ -253,21 +279,31 @@ def ladder(
     progress: bool = True,
     command: str = "ladder()",
     cost_only: bool = False,
+    climb: bool = False,
 ) -> tuple[list[Path], list[str]]:
     """Run the ladder (resuming what an earlier call left), write its table and plot.
 
-    With ``cost_only`` nothing is trained: only the cost per (core, delay) is measured.
+    With ``cost_only`` nothing is trained: only the cost per (core, delay) is measured. With
+    ``climb`` each (core, seed) climbs the delays (agents/experiments/climb.py).
     Returns the written paths and the error lines of runs that failed (rerun to retry them).
     """
+    from mnemo.agents.experiments.climb import check_climb_mode, execute_climb
+
+    if cost_only and climb:  # a cost per env step does not depend on the weights
+        raise ConfigError(
+            "--climb trains each delay from the previous one; --cost-only trains "
+            "nothing: give one of them"
+        )
     out = Path(out)
-    specs = plan_ladder(cores, delays, seeds, out, steps, config, overrides, eval_episodes)
+    specs = plan_ladder(cores, delays, seeds, out, steps, config, overrides, eval_episodes, climb)
     out.mkdir(parents=True, exist_ok=True)
     if cost_only:  # one timed iteration: a cost table of every core in minutes
         return write_ladder([], measure_costs(specs, iterations=1), out, command), []
-    errors = execute(specs, jobs, progress)
+    check_climb_mode(specs, climb)
+    errors = execute_climb(specs, jobs, progress) if climb else execute(specs, jobs, progress)
     results = [load_result(s.result_path) for s in specs if s.result_path.is_file()]
     if not results:
         return [], errors
     write_csv(results, out / "results.csv")
     costs = measure_costs(specs)
-    return write_ladder(results, costs, out, command), errors
+    return write_ladder(results, costs, out, command, climb), errors

@@ -227,10 +227,11 @@ class _quiet:
         self._ctx.__exit__(*exc)
 
 
-def plot_ladder(rows: list[dict[str, Any]], path: str | Path) -> Path:
+def plot_ladder(rows: list[dict[str, Any]], path: str | Path, climb: bool = False) -> Path:
     """``mnemo ladder``'s figure: eval success (IQM, 95% CI) and cost per env step against
     delay, one line per core. ``rows`` are per (core, delay) with ``delay``, ``iqm``,
-    ``ci_low``, ``ci_high`` (trained cells) and ``us_per_step``, ``mb`` (measured cells)."""
+    ``ci_low``, ``ci_high`` (trained cells) and ``us_per_step``, ``mb`` (measured cells).
+    ``climb``: each delay was warm-started from the previous one (``mnemo ladder --climb``)."""
     plt = _plt()
     cores = list(dict.fromkeys(r["core"] for r in rows))
     delays = sorted({r["delay"] for r in rows})
@@ -246,7 +247,8 @@ def plot_ladder(rows: list[dict[str, Any]], path: str | Path) -> Path:
             y = np.array([r["iqm"] for r in trained])
             lo, hi = [r["ci_low"] for r in trained], [r["ci_high"] for r in trained]
             err = np.stack([y - lo, hi - y])
-            left.errorbar(d, y, yerr=err, marker="o", capsize=3, color=colour, label=core)
+            label = f"{core}, climbed" if climb else core
+            left.errorbar(d, y, yerr=err, marker="o", capsize=3, color=colour, label=label)
         costed = [r for r in mine if "us_per_step" in r]
         for ax, key in ((right, "us_per_step"), (mem, "mb")):
             if costed:
@@ -256,7 +258,7 @@ def plot_ladder(rows: list[dict[str, Any]], path: str | Path) -> Path:
         envs = [r["env"] for r in rows if "env" in r]
         _chance_line(left, chance_level(envs[0]) if envs else None)
         left.set(ylabel="eval success (IQM)", ylim=(-0.02, 1.02))
-        left.set_title("how far memory reaches")
+        left.set_title("how far memory reaches" + (" (climbed)" if climb else ""))
     right.set(ylabel="us per env step (PPO iteration)")
     right.set_title("what it costs: time")
     mem.set(ylabel="MB (rollout + activations)")

@@ -105,7 +105,7 @@ def _filled(config: dict[str, Any]) -> dict[str, Any]:
         return config
 
 
-def _recorded_config(spec: RunSpec) -> tuple[str, dict[str, Any]] | None:
+def recorded_config(spec: RunSpec) -> tuple[str, dict[str, Any]] | None:
     """What ``spec``'s folder already holds: (its file, the config it was run with)."""
     if spec.result_path.is_file():
         r = load_result(spec.result_path)
@@ -126,11 +126,11 @@ def pending(specs: list[RunSpec]) -> list[RunSpec]:
     todo = []
     for spec in specs:
         try:
-            recorded = _recorded_config(spec)
+            recorded = recorded_config(spec)
         except ResultError as e:
             print(f"warning: {e}; running that run again", file=sys.stderr)
             spec.result_path.unlink()
-            recorded = _recorded_config(spec)
+            recorded = recorded_config(spec)
         if recorded is not None:
             diff = config_differences(recorded[1], spec.config)
             if diff:
