@@ -358,14 +358,21 @@ class TransformerBlock(nn.Module):
         return self.gate2(y, f) if self.gated else y + f
 
     def forward(
-        self, h: Tensor, kv_ctx: Tensor, pos: Tensor, win: Windows, need_weights: bool = False
+        self,
+        h: Tensor,
+        kv_ctx: Tensor | list[Tensor],
+        pos: Tensor,
+        win: Windows,
+        need_weights: bool = False,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """h: (B, T, D) segment; kv_ctx: (B, K - T, 2D) keys/values of the context.
+        """h: (B, T, D) segment; kv_ctx: (B, K - T, 2D) keys/values of the context, or its
+        pieces in order (concatenated once, with the segment's).
 
         Returns the block output (B, T, D), keys/values of [context | segment] (B, K, 2D) and
         the attention weights if asked for (``attend``).
         """
         hn = self.attend_input(h)
-        kv = torch.cat([kv_ctx, self.attn.kv(hn)], dim=1)  # (B, K, 2D)
+        pieces = kv_ctx if isinstance(kv_ctx, list) else [kv_ctx]
+        kv = torch.cat([*pieces, self.attn.kv(hn)], dim=1)  # (B, K, 2D)
         a, w = self.attend(hn, kv, pos, win, need_weights)
         return self.finish(h, a), kv, w

@@ -192,10 +192,10 @@ class CompressiveCore(MemoryCore):
             if use_cache:  # acting: keys/values of the memory were computed when it was written
                 kv_made = spread(block.kv_of(made), made_at, t)
                 kv_mem = [state["cmem_kv"][:, i], kv_made, state["raw_kv"][:, i]]
-                kv_ctx = torch.cat([z.to(x.dtype) for z in kv_mem], dim=1)
+                kv_ctx = [z.to(x.dtype) for z in kv_mem]
             else:
                 kv_made = spread(block.kv_of(made.detach()), made_at, t)
-                kv_ctx = torch.cat([block.kv_of(cm), kv_made, block.kv_of(raw)], dim=1)
+                kv_ctx = [block.kv_of(cm), kv_made, block.kv_of(raw)]
             traced = trace is not None and i == self.n_layers - 1
             out, kv, w = block(h, kv_ctx, self.pos, plan["win"], traced)
             if traced:
