@@ -317,15 +317,14 @@ class TransformerBlock(nn.Module):
         Both come from this layer's weights with every parameter detached
         (``frozen_projection``, or the layer's own keys/values, detached), so a loss on the
         result trains only what produced the context (the compressor of Rae et al. 2020).
-        Returns (B, T, D) per-head outputs. Rows whose mask is all False give uniform weights;
-        callers must drop them.
+        Returns (B, T, D) per-head outputs. Masked keys get -1e9 added (weight 0), so rows
+        whose mask is all False come out finite but meaningless; callers must drop them.
         """
         a = self.attn
         qh = a.heads(q)
         k, v = (a.heads(z) for z in kv.chunk(2, dim=-1))
-        scores = qh @ k.transpose(-1, -2) / math.sqrt(a.d_head)  # (B, H, T, N)
-        scores = scores.masked_fill(~mask[:, None, None, :], -1e9)
-        out = torch.softmax(scores, dim=-1) @ v  # (B, H, T, dh)
+        hidden = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, -1e9)
+        out = F.scaled_dot_product_attention(qh, k, v, attn_mask=hidden[:, None, None, :])
         return out.transpose(1, 2).reshape(q.shape)
 
     def attend_input(self, h: Tensor) -> Tensor:
