@@ -223,11 +223,10 @@ class RelMultiHeadAttention(nn.Module):
         """``forward``'s heads (B, H, T, d_head) by ``gathered_bias_attention`` (None where it
         does not run): the bias is formed slice by slice, never whole."""
         q = self.heads(self.q(hq))
-        k, v = (self.heads(z) for z in kv.chunk(2, dim=-1))
         scale = 1.0 / math.sqrt(self.d_head)
         qu, qv = (q + self.u[:, None]) * scale, (q + self.v[:, None]) * scale
         rk = self.position_keys(pos, masked_column=True)
-        return gathered_bias_attention(qu, qv, k, v, rk, rel.index, pos.shape[0])
+        return gathered_bias_attention(qu, qv, kv, rk, rel.index, pos.shape[0])
 
     def weights(
         self, hq: Tensor, kv: Tensor, pos: Tensor, rel: RelFn, mask: Tensor | None

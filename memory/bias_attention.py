@@ -58,11 +58,11 @@ class BiasAttention(torch.autograd.Function):
 class GatheredBiasAttention(torch.autograd.Function):
     """``BiasAttention`` whose bias is the position scores qv . rk gathered at a distance index
     per (query, key), formed slice by slice and never whole (nor its gradient): the scores by
-    distance, the bias and their gradients stay in cache.
+    distance, the bias, the heads of the keys and values and all their gradients stay in cache.
 
-    (B, H, Q, d) qu and qv (scaled), (B, H, W, d) keys and values, (H, d, P) rk^T per head,
-    (B, 1, Q, W) distance index (masked keys at index ``masked``, whose score is set to -inf;
-    -1: none) -> (B, H, Q, d).
+    (B, H, Q, d) qu and qv (scaled), (B, W, 2 H d) keys and values (as projected), (H, d, P)
+    rk^T per head, (B, 1, Q, W) distance index (masked keys at index ``masked``, whose score is
+    set to -inf; -1: none) -> (B, H, Q, d).
     """
 
     @staticmethod
@@ -70,52 +70,65 @@ class GatheredBiasAttention(torch.autograd.Function):
         ctx: Any,
         qu: Tensor,
         qv: Tensor,
-        k: Tensor,
-        v: Tensor,
+        kv: Tensor,
         rkt: Tensor,
         index: Tensor,
         masked: int,
     ) -> Tensor:
         b, h, n, d = qu.shape
-        w = k.shape[2]
+        w = kv.shape[1]
         qu3, qv4 = qu.reshape(b * h, n, d), qv.contiguous()
-        k3, v3 = k.reshape(b * h, w, d), v.reshape(b * h, w, d)
         p, out = qu.new_empty(b * h, n, w), qu.new_empty(b * h, n, d)
         for s, rows in window_chunks(b, h, n * w):
+            k, v = heads_of(kv[s], h)
             scores = torch.matmul(qv4[s], rkt)  # (m, H, Q, P) by distance
             if masked >= 0:
                 scores[..., masked] = float("-inf")
             pc = p[rows]
             torch.gather(scores, -1, index[s].expand(-1, h, -1, -1), out=pc.view(-1, h, n, w))
-            pc.baddbmm_(qu3[rows], k3[rows].transpose(1, 2))
+            pc.baddbmm_(qu3[rows], k.transpose(1, 2))
             torch.ops.aten._softmax.out(pc, -1, False, out=pc)
-            torch.bmm(pc, v3[rows], out=out[rows])
-        ctx.save_for_backward(qu3, qv4, k3, v3, rkt, index, p)
+            torch.bmm(pc, v, out=out[rows])
+        ctx.save_for_backward(qu3, qv4, kv, rkt, index, p)
         ctx.masked = masked
         return out.view(b, h, n, d)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        qu3, qv4, k3, v3, rkt, index, p = ctx.saved_tensors
+        qu3, qv4, kv, rkt, index, p = ctx.saved_tensors
         b, h, n, d = qv4.shape
-        w = k3.shape[1]
+        w = kv.shape[1]
         g = grad.reshape(qu3.shape)
-        dqu, dk, dv = torch.empty_like(qu3), torch.empty_like(k3), torch.empty_like(v3)
+        dqu, dkv = torch.empty_like(qu3), torch.empty_like(kv)
         dqv, drkt = torch.empty_like(qv4), torch.zeros_like(rkt)
         for s, rows in window_chunks(b, h, n * w):
-            ds = torch.bmm(g[rows], v3[rows].transpose(1, 2))
+            k, v = heads_of(kv[s], h)
+            ds = torch.bmm(g[rows], v.transpose(1, 2))
             torch.ops.aten._softmax_backward_data.out(ds, p[rows], -1, p.dtype, grad_input=ds)
-            torch.bmm(ds, k3[rows], out=dqu[rows])
-            torch.bmm(ds.transpose(1, 2), qu3[rows], out=dk[rows])
-            torch.bmm(p[rows].transpose(1, 2), g[rows], out=dv[rows])
+            torch.bmm(ds, k, out=dqu[rows])
+            into_heads_of(dkv[s], h, torch.bmm(ds.transpose(1, 2), qu3[rows]), 0)
+            into_heads_of(dkv[s], h, torch.bmm(p[rows].transpose(1, 2), g[rows]), 1)
             dscores = ds.new_zeros(ds.shape[0] // h, h, n, rkt.shape[-1])
             dscores.scatter_add_(-1, index[s].expand(-1, h, -1, -1), ds.view(-1, h, n, w))
             if ctx.masked >= 0:
                 dscores[..., ctx.masked] = 0.0  # a constant -inf: nothing flows to rk
             dqv[s] = torch.matmul(dscores, rkt.transpose(-1, -2))
             drkt += torch.matmul(qv4[s].transpose(-1, -2), dscores).sum(0)
-        shape = (b, h, -1, d)
-        return dqu.view(shape), dqv, dk.view(shape), dv.view(shape), drkt, None, None
+        return dqu.view(b, h, n, d), dqv, dkv, drkt, None, None
+
+
+def heads_of(kv: Tensor, h: int) -> tuple[Tensor, Tensor]:
+    """(m, W, 2 H d) keys and values -> each (m H, W, d), contiguous."""
+    m, w, f = kv.shape
+    parts = kv.view(m, w, 2, h, f // (2 * h)).permute(2, 0, 3, 1, 4)
+    return parts[0].reshape(m * h, w, -1), parts[1].reshape(m * h, w, -1)
+
+
+def into_heads_of(kv: Tensor, h: int, part: Tensor, which: int) -> None:
+    """Write (m H, W, d) into the keys (``which`` 0) or values (1) of (m, W, 2 H d) ``kv``."""
+    m, w, f = kv.shape
+    target = kv.view(m, w, 2, h, f // (2 * h))[:, :, which]  # (m, W, H, d)
+    target.copy_(part.view(m, h, w, -1).transpose(1, 2))
 
 
 def window_chunks(batch: int, heads: int, per_item: int) -> list[tuple[slice, slice]]:
@@ -150,10 +163,10 @@ def bias_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
 
 
 def gathered_bias_attention(
-    qu: Tensor, qv: Tensor, k: Tensor, v: Tensor, rk: Tensor, index: Tensor, masked: int
+    qu: Tensor, qv: Tensor, kv: Tensor, rk: Tensor, index: Tensor, masked: int
 ) -> Tensor | None:
     """``GatheredBiasAttention`` with rk (P, H, d), on a CPU; None elsewhere (the caller then
     forms the bias whole and calls ``bias_attention``)."""
     if qu.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
         return None
-    return GatheredBiasAttention.apply(qu, qv, k, v, rk.permute(1, 2, 0), index, masked)
+    return GatheredBiasAttention.apply(qu, qv, kv.contiguous(), rk.permute(1, 2, 0), index, masked)
