@@ -57,8 +57,9 @@ class BiasAttention(torch.autograd.Function):
 
 class GatheredBiasAttention(torch.autograd.Function):
     """``BiasAttention`` whose bias is the position scores qv . rk gathered at a distance index
-    per (query, key), formed slice by slice and never whole (nor its gradient): the scores by
-    distance, the bias, the heads of the keys and values and all their gradients stay in cache.
+    per (query, key), formed head by head and slice by slice, never whole (nor its gradient),
+    so that it stays in cache; each head's queries, keys and values are read in place (strided)
+    from the projections, never copied out.
 
     (B, H, Q, d) qu and qv (scaled), (B, W, 2 H d) keys and values (as projected), (H, d, P)
     rk^T per head, (B, 1, Q, W) distance index (masked keys at index ``masked``, whose score is
@@ -77,81 +78,60 @@ class GatheredBiasAttention(torch.autograd.Function):
     ) -> Tensor:
         b, h, n, d = qu.shape
         w = kv.shape[1]
-        qu3, qv4 = qu.reshape(b * h, n, d), qv.contiguous()
-        p, out = qu.new_empty(b * h, n, w), qu.new_empty(b * h, n, d)
-        for s, rows in window_chunks(b, h, n * w):
-            k, v = heads_of(kv[s], h)
-            scores = torch.matmul(qv4[s], rkt)  # (m, H, Q, P) by distance
-            if masked >= 0:
-                scores[..., masked] = float("-inf")
-            pc = p[rows]
-            torch.gather(scores, -1, index[s].expand(-1, h, -1, -1), out=pc.view(-1, h, n, w))
-            pc.baddbmm_(qu3[rows], k.transpose(1, 2))
-            torch.ops.aten._softmax.out(pc, -1, False, out=pc)
-            torch.bmm(pc, v, out=out[rows])
-        ctx.save_for_backward(qu3, qv4, kv, rkt, index, p)
+        qu, qv = qu.transpose(1, 2).contiguous(), qv.transpose(1, 2).contiguous()  # (B, Q, H, d)
+        p, out = qu.new_empty(h, b, n, w), qu.new_empty(h, b, n, d)
+        for s in chunks(b, n * w):
+            m, idx = s.stop - s.start, index[s, 0]
+            for i in range(h):
+                k, v = kv[s, :, i * d : (i + 1) * d], kv[s, :, (h + i) * d : (h + i + 1) * d]
+                scores = torch.mm(qv[s, :, i].reshape(m * n, d), rkt[i]).view(m, n, -1)
+                if masked >= 0:
+                    scores[..., masked] = float("-inf")
+                pc = torch.gather(scores, -1, idx, out=p[i, s])
+                pc.baddbmm_(qu[s, :, i], k.transpose(1, 2))
+                torch.ops.aten._softmax.out(pc, -1, False, out=pc)
+                torch.bmm(pc, v, out=out[i, s])
+        ctx.save_for_backward(qu, qv, kv, rkt, index, p)
         ctx.masked = masked
-        return out.view(b, h, n, d)
+        return out.permute(1, 0, 2, 3)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        qu3, qv4, kv, rkt, index, p = ctx.saved_tensors
-        b, h, n, d = qv4.shape
-        w = kv.shape[1]
-        g = grad.reshape(qu3.shape)
-        dqu, dkv = torch.empty_like(qu3), torch.empty_like(kv)
-        dqv, drkt = torch.empty_like(qv4), torch.zeros_like(rkt)
-        for s, rows in window_chunks(b, h, n * w):
-            k, v = heads_of(kv[s], h)
-            ds = torch.bmm(g[rows], v.transpose(1, 2))
-            torch.ops.aten._softmax_backward_data.out(ds, p[rows], -1, p.dtype, grad_input=ds)
-            torch.bmm(ds, k, out=dqu[rows])
-            into_heads_of(dkv[s], h, torch.bmm(ds.transpose(1, 2), qu3[rows]), 0)
-            into_heads_of(dkv[s], h, torch.bmm(p[rows].transpose(1, 2), g[rows]), 1)
-            dscores = ds.new_zeros(ds.shape[0] // h, h, n, rkt.shape[-1])
-            dscores.scatter_add_(-1, index[s].expand(-1, h, -1, -1), ds.view(-1, h, n, w))
-            if ctx.masked >= 0:
-                dscores[..., ctx.masked] = 0.0  # a constant -inf: nothing flows to rk
-            dqv[s] = torch.matmul(dscores, rkt.transpose(-1, -2))
-            drkt += torch.matmul(qv4[s].transpose(-1, -2), dscores).sum(0)
-        return dqu.view(b, h, n, d), dqv, dkv, drkt, None, None
-
-
-def heads_of(kv: Tensor, h: int) -> tuple[Tensor, Tensor]:
-    """(m, W, 2 H d) keys and values -> each (m H, W, d), contiguous."""
-    m, w, f = kv.shape
-    parts = kv.view(m, w, 2, h, f // (2 * h)).permute(2, 0, 3, 1, 4)
-    return parts[0].reshape(m * h, w, -1), parts[1].reshape(m * h, w, -1)
-
-
-def into_heads_of(kv: Tensor, h: int, part: Tensor, which: int) -> None:
-    """Write (m H, W, d) into the keys (``which`` 0) or values (1) of (m, W, 2 H d) ``kv``."""
-    m, w, f = kv.shape
-    target = kv.view(m, w, 2, h, f // (2 * h))[:, :, which]  # (m, W, H, d)
-    target.copy_(part.view(m, h, w, -1).transpose(1, 2))
-
-
-def window_chunks(batch: int, heads: int, per_item: int) -> list[tuple[slice, slice]]:
-    """``chunks`` of whole windows (``heads`` rows each): (window, row) slice pairs."""
-    step = chunk_size(per_item * heads)
-    ends = [(i, min(i + step, batch)) for i in range(0, batch, step)]
-    return [(slice(i, j), slice(i * heads, j * heads)) for i, j in ends]
+        qu, qv, kv, rkt, index, p = ctx.saved_tensors
+        h, b, n, w = p.shape
+        d = qu.shape[-1]
+        g = grad.transpose(1, 2).contiguous()  # (B, Q, H, d)
+        dqu, dqv = qu.new_empty(h, b, n, d), qu.new_empty(h, b, n, d)
+        dkv, drkt = torch.empty_like(kv), rkt.new_zeros(rkt.shape)
+        for s in chunks(b, n * w):
+            m, idx = s.stop - s.start, index[s, 0]
+            for i in range(h):
+                keys, values = slice(i * d, (i + 1) * d), slice((h + i) * d, (h + i + 1) * d)
+                k, v, gi, pc = kv[s, :, keys], kv[s, :, values], g[s, :, i], p[i, s]
+                ds = torch.bmm(gi, v.transpose(1, 2))
+                torch.ops.aten._softmax_backward_data.out(ds, pc, -1, p.dtype, grad_input=ds)
+                torch.bmm(ds, k, out=dqu[i, s])
+                dkv[s, :, keys] = torch.bmm(ds.transpose(1, 2), qu[s, :, i])
+                dkv[s, :, values] = torch.bmm(pc.transpose(1, 2), gi)
+                dscores = ds.new_zeros(m, n, rkt.shape[-1]).scatter_add_(-1, idx, ds)
+                if ctx.masked >= 0:
+                    dscores[..., ctx.masked] = 0.0  # a constant -inf: nothing flows to rk
+                dscores = dscores.view(m * n, -1)
+                torch.mm(dscores, rkt[i].t(), out=dqv[i, s].view(m * n, d))
+                drkt[i].addmm_(qv[s, :, i].reshape(m * n, d).t(), dscores)
+        return dqu.permute(1, 0, 2, 3), dqv.permute(1, 0, 2, 3), dkv, drkt, None, None
 
 
 def chunks(batch: int, per_item: int) -> list[slice]:
     """Slices of the batch whose score matrices hold about ``CACHE_NUMBERS`` numbers: each
     chunk's steps run while its scores are still in cache."""
-    step = chunk_size(per_item)
+    step = max(1, CACHE_NUMBERS // max(per_item, 1))
     return [slice(i, min(i + step, batch)) for i in range(0, batch, step)]
 
 
-def chunk_size(per_item: int) -> int:
-    return max(1, CACHE_NUMBERS // max(per_item, 1))
-
-
 CACHE_NUMBERS = 1 << 19
-"""Scores per slice of the batch (2 MB in float32): measured best of 0.5, 2 and 8 MB on the
-compressive LM step."""
+"""Scores per slice of the batch (2 MB in float32): on the compressive LM step 0.5 and 2 MB
+were as fast, 8 and 32 MB slower."""
 
 
 def bias_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
