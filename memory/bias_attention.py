@@ -125,7 +125,8 @@ class GatheredBiasAttention(torch.autograd.Function):
 def chunks(batch: int, per_item: int) -> list[slice]:
     """Slices of the batch whose score matrices hold about ``CACHE_NUMBERS`` numbers: each
     chunk's steps run while its scores are still in cache."""
-    step = max(1, CACHE_NUMBERS // max(per_item, 1))
+    most = max(1, CACHE_NUMBERS // max(per_item, 1))
+    step = -(-batch // -(-batch // most)) if batch else 1  # as even as that allows
     return [slice(i, min(i + step, batch)) for i in range(0, batch, step)]
 
 
