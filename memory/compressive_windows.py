@@ -33,7 +33,7 @@ def masked_windows(
     """Windows whose ``rel`` gathers the position scores at the distances per (query, key)
     ``dist`` (B * n, Q, W) and masks in the same pass: a key hidden by ``mask`` reads distance
     index ``n_dist``, the position scores' masked column (-inf)."""
-    idx = torch.where(mask, dist.clamp(0, n_dist - 1), n_dist)[:, None]
+    idx = torch.where(mask, dist.clamp(0, n_dist - 1), n_dist).long()[:, None]
     return Windows(t, q, index, mask, GatherRel(idx), rel_masks=True)
 
 
@@ -106,12 +106,13 @@ def block_plan(
         raw_idx, raw_in = window_index(n, q, r - nm, nm + q, r + t)
     slot_idx, slot_in = slot_idx.expand(b, n, -1), slot_in.expand(b, n, -1)
     raw_idx, raw_in = raw_idx.to(dev).expand(b, n, -1), raw_in.to(dev).expand(b, n, -1)
-    steps = blocked(torch.arange(t, device=dev).expand(b, t), q)  # (B, n, Q, 1)
+    # Times in int32 and the lags once for every row: these arrays are (B, n, Q, W).
+    steps = blocked(torch.arange(t, device=dev, dtype=torch.int32)[None], q)  # (1, n, Q, 1)
     same = blocked(s.q_start, q)
-    dt = steps - nm - 1 - at_keys(blk_e, slot_idx)
+    dt = steps - nm - 1 - at_keys(blk_e, slot_idx).int()
     slot_vis = at_keys(blk_valid, slot_idx) & (at_keys(blk_start, slot_idx) == same)
     slot_vis &= (dt >= 0) & (dt < c * ncm)
-    lag = steps - s.time[raw_idx[:1]][:, :, None]  # (1, n, 1, W): the same in every row
+    lag = steps - s.time[raw_idx[:1]][:, :, None].int()  # (1, n, Q, W): the same in every row
     raw_vis = at_keys(valid, raw_idx) & (at_keys(s.start, raw_idx) == same)
     raw_vis &= (lag >= 0) & (lag <= nm)
     dist = torch.cat([nm + 1 + torch.div(dt, c, rounding_mode="floor"), lag.expand_as(raw_vis)], 3)
