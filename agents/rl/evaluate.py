@@ -18,6 +18,9 @@ from mnemo.agents.rl.vector_env import check_checkpoint_import, make_vector_env
 
 HELD_OUT_SEED_OFFSET = 1_000_003
 """Evaluation env seeds start here past the training seed, so they are never trained on."""
+VALIDATION_SEED_OFFSET = 2_000_029
+"""``ppo.target_check_episodes``'s env seeds start here: apart from training's and from the
+held-out ones, so a run that stops on them is still judged on seeds it never saw."""
 
 
 @dataclass
@@ -89,11 +92,13 @@ def evaluate(
     greedy: bool = True,
     seed: int | None = None,
     device: str = "cpu",
+    offset: int = HELD_OUT_SEED_OFFSET,
 ) -> EvalResult:
-    """Run until ``episodes`` episodes have finished; counts the first ``episodes`` of them."""
+    """Run until ``episodes`` episodes have finished; counts the first ``episodes`` of them.
+    Env seeds start at ``seed`` (default: the run's) + ``offset``."""
     num_envs = max(1, min(num_envs, episodes))
     env = make_vector_env(cfg.env.id, num_envs, device, cfg.env.batched, **cfg.env.kwargs)
-    obs, _ = env.reset(seed=(cfg.seed if seed is None else seed) + HELD_OUT_SEED_OFFSET)
+    obs, _ = env.reset(seed=(cfg.seed if seed is None else seed) + offset)
     acting = model.initial_acting_state(num_envs, device)
     ret = torch.zeros(num_envs, device=device)
     successes: list[float] = []

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mnemo.agents import distributed, run_loop
 from mnemo.agents.checkpoint import load_checkpoint, load_weights, rng_state, set_rng_state
 from mnemo.agents.config_loader import to_dict
@@ -187,7 +189,12 @@ class PPOTrainer:
         episodes = scalars.get("charts/episodes", 0.0) * distributed.world_size()
         self.recent.add(episodes, self.success, ret, length)
         target, recent = cfg.ppo.target_success, self.recent
-        if target and recent.mean(recent.SUCCESS) >= target:
+        checked = cfg.ppo.target_check_episodes
+        if (
+            target
+            and recent.mean(recent.SUCCESS) >= target
+            and (not checked or self.validate(scalars) >= target)
+        ):
             self.steps_to_target = ppo.global_step
         if (
             cfg.ppo.target_return is not None
@@ -195,6 +202,31 @@ class PPOTrainer:
         ):
             self.steps_to_target = ppo.global_step
         return scalars if ppo.update_idx % cfg.run.log_every == 0 else {}
+
+    def validate(self, scalars: dict[str, Any]) -> float:
+        """Greedy success of the current weights on ``ppo.target_check_episodes`` validation
+        episodes; torch's random streams are left as they were, so a run that checks stays
+        the run it would have been (up to stopping)."""
+        from mnemo.agents.rl.evaluate import VALIDATION_SEED_OFFSET, evaluate
+
+        ppo, n = self.ppo, self.cfg.ppo.target_check_episodes
+        cuda = [ppo.device] if str(ppo.device).startswith("cuda") else []
+        was_training = ppo.model.training
+        with torch.random.fork_rng(devices=cuda):
+            ppo.model.eval()
+            try:
+                result = evaluate(
+                    ppo.model,
+                    self.cfg,
+                    n,
+                    num_envs=min(n, self.cfg.env.num_envs),
+                    device=str(ppo.device),
+                    offset=VALIDATION_SEED_OFFSET,
+                )
+            finally:
+                ppo.model.train(was_training)
+        scalars["eval/validation_success"] = result.success_rate
+        return result.success_rate
 
     def after_step(self, writer: Any) -> None:
         if self.cfg.run.video_every and self.ppo.update_idx % self.cfg.run.video_every == 0:
