@@ -44,11 +44,21 @@ chunk of 4096 tokens; norm of the gradient reaching the first chunk):
 So no rule in max_lr alone keeps it bounded (chunk 32 diverges at the default 0.1, and the
 gates can drive theta from max_lr / 2 at initialisation up to max_lr in training). ``write``
 therefore bounds the backward pass itself (``_BoundStateGrad``): per row, the gradient that
-reaches the chunk-start (M, S) through a write is scaled down to the norm of the gradient at
-the write's output whenever it would exceed it; the forward pass and the gradients to k, v and
-the gates are exact. With it the same probe reads 1.5e-2 at chunk 4 / max_lr 0.5 (exact: nan),
-7.5e-2 at 32 / 0.5 (inf), 6e-3 at 16 / 0.177 (3e11), 1.1e-2 at 32 / 0.1 (2e7), against 2-5 at
-the last chunk. In MAC the gradient also crossed chunks through the retrieved tokens
+reaches the chunk-start (M, S) through a write is scaled down where its growth through the
+writes so far in the backward pass (a ``WriteChain`` the writes of one pass share) would exceed
+``gain_limit``; the forward pass and the gradients to k, v and the gates are exact. At
+``gain_limit`` 1 (the default) no write may grow it: the same probe reads 1.5e-2 at chunk 4 /
+max_lr 0.5 (exact: nan), 7.5e-2 at 32 / 0.5 (inf), 6e-3 at 16 / 0.177 (3e11), 1.1e-2 at 32 /
+0.1 (2e7), against 2-5 at the last chunk. At 1e3 it is exact up to chunk 16 / 0.125, and
+4.5-79 where the exact one is 37 to nan; at 1e4 exact also at chunk 4 / 0.177 (37), and
+51-790 elsewhere (``benchmarks/titans_bound_probe.py --lm``). The default is 1 because the exact gradient also
+grows where nothing diverges: the momentum feeds M (a write's gain on (M, S) is ~6 at its
+first step, 1.2-3.4 after), so on the Recall-D256 MAC core (chunk 32, max_lr 0.08, 8 writes
+from the cue to the query, loss at the query) the writes' gains multiply to 700-1100 (median),
+and gain_limit 1 leaves the cue's write 0.03-0.06x of its exact gradient (median; cosine
+-0.01 to 0.67), 100 0.67-0.76x, 1000 1.0x. But on the LM (titans_mac, lm_peers, 100 steps)
+1e4 gave 3.21 / 3.35 bits per byte and 1e3 3.29 against 3.09 / 3.13 at 1 (seeds 0 / 1;
+exact: 4.02). In MAC the gradient also crossed chunks through the retrieved tokens
 (M -> h -> attention -> y -> the next write's k, v), which this does not scale;
 ``retrieval_grad=false`` detaches them there (memory/titans.py). Where the exact gradient does
 not grow the two agree (cosine 0.998-1.000 over all outer parameters, LMM, 256-1024
@@ -125,6 +135,8 @@ class NeuralMemory(nn.Module):
         max_grad_norm: per-token clip of the inner gradient's norm.
         bounded_backward: scale the gradient through each write (``write``); False gives the
             exact gradient (``write_exact``).
+        gain_limit: most the bounded gradient may grow through a chain of writes
+            (``WriteChain``); 1: no write grows it.
     """
 
     def __init__(
@@ -137,6 +149,7 @@ class NeuralMemory(nn.Module):
         max_lr: float = 0.1,
         max_grad_norm: float = 1.0,
         bounded_backward: bool = True,
+        gain_limit: float = 1.0,
     ) -> None:
         super().__init__()
         if d_model % n_heads:
@@ -146,7 +159,7 @@ class NeuralMemory(nn.Module):
         self.d_model, self.n_heads = d_model, n_heads
         self.d_head = dh = d_model // n_heads
         self.max_lr, self.max_grad_norm = max_lr, max_grad_norm
-        self.bounded_backward = bounded_backward
+        self.bounded_backward, self.gain_limit = bounded_backward, gain_limit
         dims = [dh] + [dh * mem_expand] * (mem_depth - 1) + [dh]
         self.init_weights = nn.ParameterList(
             nn.Parameter(torch.randn(n_heads, i, o) / math.sqrt(i))
@@ -275,15 +288,22 @@ class NeuralMemory(nn.Module):
         return TokenGrads(tuple(hs), tuple(dzs), -c.theta * clip)
 
     def write(
-        self, weights: Weights, momentum: Weights, k: Tensor, v: Tensor, c: ChunkCoefs
+        self,
+        weights: Weights,
+        momentum: Weights,
+        k: Tensor,
+        v: Tensor,
+        c: ChunkCoefs,
+        chain: WriteChain | None = None,
     ) -> tuple[Weights, Weights]:
-        """``write_exact``, with a backward pass that cannot grow through the chunk
-        (``_BoundStateGrad``) when autograd records it."""
+        """``write_exact``, with a backward pass whose growth through consecutive writes is
+        bounded (``_BoundStateGrad``) when autograd records it. ``chain``: the growth budget
+        the writes of one pass share, in order (one per call if not given)."""
         n, state = len(weights), (*weights, *momentum)
         recorded = torch.is_grad_enabled() and any(t.requires_grad for t in state)
         if not (self.bounded_backward and recorded):
             return self.write_exact(weights, momentum, k, v, c)
-        bound = _WriteBound()
+        bound = _WriteBound(chain if chain is not None else WriteChain(), self.gain_limit)
         state = _BoundStateGrad.apply(bound, *state)
         new_w, new_s = self.write_exact(tuple(state[:n]), tuple(state[n:]), k, v, c)
         out = _RecordOutputGrad.apply(bound, *new_w, *new_s)
@@ -350,10 +370,29 @@ class NeuralMemory(nn.Module):
         return self.out_norm(h_out.reshape(*h_out.shape[:-2], self.d_model))
 
 
-class _WriteBound:
-    """What a write's two ends share: the per-row norm of the gradient at its outputs."""
+class WriteChain:
+    """The growth budget of consecutive writes, shared across their backward pass (per row).
 
-    limit: Tensor | None = None
+    ``used`` is the gain the carried gradient has taken on since it last shrank: each write
+    multiplies it by its own gain (norm of the gradient it passes to its chunk-start (M, S)
+    over the norm at its outputs), never below 1, and a write's gain is scaled down where it
+    would take ``used`` beyond the memory's ``gain_limit``. Writes run backward last to first,
+    so the budget is spent from the loss backward: a chain that keeps growing is cut at
+    gain_limit times its level, one that grows less is exact. At gain_limit 1 no write may
+    grow the gradient at all (the rule before the budget: each write's (M, S) gradient at most
+    the gradient at its output).
+    """
+
+    used: Tensor | None = None
+
+
+class _WriteBound:
+    """What a write's two ends share: its chain, its limit and the per-row norm of its output
+    gradient."""
+
+    def __init__(self, chain: WriteChain, limit: float) -> None:
+        self.chain, self.limit = chain, limit
+        self.out_norm: Tensor | None = None
 
 
 class _WriteEnd(torch.autograd.Function):
@@ -370,31 +409,38 @@ class _RecordOutputGrad(_WriteEnd):
 
     @staticmethod
     def backward(ctx: Any, *grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        ctx.bound.limit = _row_norm(grad_out)
+        ctx.bound.out_norm = _row_norm(grad_out)
         return (None, *grad_out)
 
 
 class _BoundStateGrad(_WriteEnd):
     """``NeuralMemory.write``'s backward bound, on the chunk-start (M, S) it reads.
 
-    Per batch row, the gradient reaching (M, S) through the write is scaled down to the norm of
-    the gradient at the write's output (``_RecordOutputGrad``, whose backward runs first) when
-    it would exceed it. Through many chunks the gradient carried by the memory then cannot grow
-    (it grew as the product of the chunks' Jacobians: ~1e9 at the first tokens of 4096 with
-    max_lr 0.25, chunk 4); the gradients to k, v and the gates, and the forward pass, are
-    exact. (Two identities around the plain write, instead of one function whose backward
-    took a nested ``autograd.grad`` of the write: a titans_mac LM step ~2% faster, same
-    numbers.)
+    Per batch row, the gradient reaching (M, S) through the write is scaled down where its
+    gain over the gradient at the write's output (``_RecordOutputGrad``, whose backward runs
+    first) would spend more than the chain's budget (``WriteChain``). Through many chunks the
+    gradient carried by the memory then grows at most gain_limit-fold beyond what reaches the
+    memory directly (it grew as the product of the chunks' Jacobians: ~1e9 at the first tokens
+    of 4096 with max_lr 0.25, chunk 4); the gradients to k, v and the gates, and the forward
+    pass, are exact. (Two identities around the plain write, instead of one function whose
+    backward took a nested ``autograd.grad`` of the write: a titans_mac LM step ~2% faster,
+    same numbers.)
     """
 
     @staticmethod
     def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
         wanted = ctx.needs_input_grad[1:]
-        limit = ctx.bound.limit
-        if limit is None:  # no gradient reached the write's outputs
+        bound, chain = ctx.bound, ctx.bound.chain
+        if bound.out_norm is None:  # no gradient reached the write's outputs
             return (None, *(g if w else None for g, w in zip(grads, wanted)))
-        scale = limit / _row_norm([g for g, w in zip(grads, wanted) if w]).clamp(min=1e-30)
-        scale = scale.clamp(max=1.0)
+        through = _row_norm([g for g, w in zip(grads, wanted) if w])
+        used = chain.used
+        if used is None or used.shape != through.shape:
+            used = torch.ones_like(through)
+        gain = through / bound.out_norm.clamp(min=1e-30)
+        scale = (bound.limit / (used * gain).clamp(min=1e-30)).clamp(max=1.0)
+        moved = through > 0
+        chain.used = torch.where(moved, (used * gain * scale).clamp(min=1.0), used)
         return (
             None,
             *(

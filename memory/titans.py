@@ -64,7 +64,7 @@ import torch
 from torch import Tensor, nn
 
 from mnemo.memory.base import CoreOutput, MemoryCore, State, tree_map2, where_rows
-from mnemo.memory.neural_memory import ChunkCoefs, NeuralMemory, TokenGrads
+from mnemo.memory.neural_memory import ChunkCoefs, NeuralMemory, TokenGrads, WriteChain
 from mnemo.memory.registry import register_core
 from mnemo.memory.titans_layout import ChunkLayout, chunk_layout
 from mnemo.memory.titans_options import TitansOptions
@@ -109,6 +109,7 @@ class TitansLayer(nn.Module):
             max_lr=opts.max_lr,
             max_grad_norm=opts.max_grad_norm,
             bounded_backward=opts.bounded_backward,
+            gain_limit=opts.backward_gain_limit,
         )
         self.norm1 = nn.RMSNorm(d_model)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
@@ -178,7 +179,7 @@ class TitansLayer(nn.Module):
         causal = torch.ones(c, c, dtype=torch.bool, device=u.device).tril()
         eye = torch.eye(c, dtype=torch.bool, device=u.device)
         pos = torch.arange(2 * c, device=u.device)
-        outs = []
+        outs, chain = [], WriteChain()  # the writes' shared backward budget
         # split/unbind once: indexing inside the loop would make backward quadratic in T
         # (each slice's backward writes into a zero tensor of the full size).
         u_chunks, real_chunks = u.split(c, dim=1), lay.real.split(c, dim=1)
@@ -220,7 +221,7 @@ class TitansLayer(nn.Module):
             gate = self._read(w, ms["S"], *within, qy.transpose(1, 2))
             outs.append(self.gate_norm(y) * torch.sigmoid(gate))
             if any_complete[i]:
-                w2, s2 = mem.write(w, ms["S"], k, v, coefs)
+                w2, s2 = mem.write(w, ms["S"], k, v, coefs, chain)
                 if trace is not None:
                     trace.append(mem.retrieval_loss(w, k, v))
                 every = all_complete[i]
@@ -261,7 +262,7 @@ class TitansLayer(nn.Module):
         ks, vs = grid(k).unbind(1), grid(v).unbind(1)
         if coefs is not None:
             coef_chunks = [type(coefs)(*f) for f in zip(*(t.unbind(1) for t in coefs))]
-        w, s = st["W"], st["S"]
+        w, s, chain = st["W"], st["S"], WriteChain()  # the writes' shared backward budget
         chunk_start_w, chunk_start_s, chunk_grads = [], [], []
         for i in range(n):
             fresh, complete = lay.fresh[:, i], lay.complete[:, i]
@@ -272,7 +273,7 @@ class TitansLayer(nn.Module):
             if within:
                 chunk_grads.append(mem.token_grads(w, ks[i], vs[i], coef_chunks[i]))
             if any_complete[i]:
-                w2, s2 = mem.write(w, s, ks[i], vs[i], coef_chunks[i])
+                w2, s2 = mem.write(w, s, ks[i], vs[i], coef_chunks[i], chain)
                 if trace is not None:
                     trace.append(mem.retrieval_loss(w, ks[i], vs[i]))
                 if all_complete[i]:

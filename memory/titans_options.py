@@ -60,6 +60,13 @@ class TitansOptions(CoreOptions):
     the exact one grows mildly: with it, MAC on Recall-D256 (8 chunks, seed 0) was still at
     chance after 3-5M env steps, where the exact gradient had learned by 1.5-3.0M (seeds 0-2);
     the RL configs set false (False: the exact gradient)."""
+    backward_gain_limit: float = option(1.0, at_least=1.0)
+    """With ``bounded_backward``: the most the gradient carried by the memory may grow through
+    consecutive writes (a budget their backward pass shares; memory/neural_memory.py). 1: no
+    write may grow it. On the Recall-D256 MAC core (8 writes, loss on the last step) 1 leaves
+    the cue's write 0.03-0.06x of its exact gradient and 1000 the exact one, while on the LM
+    (titans_mac, benchmarks/lm_peers.py, 100 steps) 1e4 gave 3.21/3.35 bits per byte against
+    3.09/3.13 at 1 (seeds 0/1): benchmarks/titans_bound_probe.py."""
     retrieval_grad: bool = True
     """MAC: the task loss reaches the memory (its writes and queries) through the retrieved
     tokens, as in the paper. False detaches them: over 4096 LM tokens that path's gradient
@@ -80,6 +87,10 @@ class TitansOptions(CoreOptions):
             "mem_expand": self.mem_depth == 1 and "a memory of mem_depth=1 has no hidden layer",
             "intra_chunk_reads": self.ablate_memory and "ablate_memory: nothing reads the memory",
             "bounded_backward": self.ablate_memory and "ablate_memory: nothing reads the memory",
+            "backward_gain_limit": (
+                self.ablate_memory and "ablate_memory: nothing reads the memory"
+            )
+            or (not self.bounded_backward and "bounded_backward=false: the gradient is exact"),
             "retrieval_grad": (v != "mac" and f"titans_{v} retrieves no tokens")
             or (self.ablate_memory and "ablate_memory: nothing is retrieved"),
         }

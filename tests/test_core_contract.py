@@ -194,6 +194,7 @@ NO_OUTPUT_EFFECT = {
     "cache_kv": "speed only: the same numbers with or without the cache",
     "retrieval_grad": "gradients only (tests/test_titans.py checks them)",
     "bounded_backward": "gradients only (tests/test_titans.py checks them)",
+    "backward_gain_limit": "gradients only (tests/test_titans.py checks them)",
 }
 # Options that do nothing in some preset are not accepted there (``CoreOptions.inert``): the
 # registry does not list them, and setting one is refused (test_inert_options_are_refused).

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mnemo import memory
-from mnemo.memory.neural_memory import NeuralMemory
+from mnemo.memory.neural_memory import NeuralMemory, WriteChain
 from mnemo.memory.titans_layout import chunk_layout
 from mnemo.memory.window_attention import SlidingWindowAttention
 
@@ -236,12 +236,12 @@ def test_long_sequences_stay_finite(name: str) -> None:
         assert torch.isfinite(w).all() and w.abs().max() < 1e3
 
 
-def test_write_backward_never_grows_the_carried_gradient() -> None:
-    """The memory's gradient through one write is at most the gradient at its output (per
-    row); the forward pass and the gradients to k, v and the gates are exact."""
+def _expansive_writes(n_writes: int, gain_limit: float):
+    """n_writes chained writes (one ``WriteChain``) whose backward grows ~4x each (max_lr 2):
+    outputs and gradients to the first (M, S), k, v and the gates, exact and bounded."""
     torch.manual_seed(0)
     b_rows, d, heads, chunk = 3, 16, 2, 8
-    mem = NeuralMemory(d, n_heads=heads, max_lr=2.0)  # an expansive write
+    mem = NeuralMemory(d, n_heads=heads, max_lr=2.0, gain_limit=gain_limit)
     w0 = tuple(
         (p.detach() + 0.1 * torch.randn(b_rows, *p.shape)).requires_grad_()
         for p in mem.init_weights
@@ -251,29 +251,57 @@ def test_write_backward_never_grows_the_carried_gradient() -> None:
     k.requires_grad_()
     v = torch.randn(b_rows, heads, chunk, d // heads, requires_grad=True)
     c = mem.coefficients(torch.randn(b_rows, chunk, d))
-    probe = [torch.randn_like(t) for t in (*w0, *s0)]
+    probe = [torch.randn(b_rows, *t.shape[1:]) for t in (*w0, *s0)]
+    chain = WriteChain()
+
+    def bounded(*args):
+        return mem.write(*args, chain=chain)
+
     found = {}
-    for name, write in (("exact", mem.write_exact), ("bounded", mem.write)):
-        w, s = write(w0, s0, k, v, c)
-        for a, b in zip((*w, *s), found.get("exact_out", (*w, *s))):
-            torch.testing.assert_close(a, b)
-        found[f"{name}_out"] = (*w, *s)
+    for name, write in (("exact", mem.write_exact), ("bounded", bounded)):
+        w, s = w0, s0
+        for _ in range(n_writes):
+            w, s = write(w, s, k, v, c)
         loss = sum((o * p).sum() for o, p in zip((*w, *s), probe))
-        found[name] = torch.autograd.grad(
-            loss, [*w0, *s0, k, v, mem.gate_proj.weight], retain_graph=True
-        )
-    n = len(w0)
-    for a, b in zip(found["exact"][2 * n :], found["bounded"][2 * n :]):
+        inputs = [*w0, *s0, k, v, mem.gate_proj.weight]
+        found[name] = ((*w, *s), torch.autograd.grad(loss, inputs, retain_graph=True))
+    return found, _rows(probe), len(w0)
+
+
+def _rows(ts) -> torch.Tensor:
+    return torch.sqrt(sum(t.flatten(1).square().sum(1) for t in ts))
+
+
+def test_write_backward_never_grows_the_carried_gradient() -> None:
+    """At gain_limit 1 the memory's gradient through one write is at most the gradient at its
+    output (per row); the forward pass and the gradients to k, v and the gates are exact."""
+    found, out_norm, n = _expansive_writes(1, gain_limit=1.0)
+    (out_e, grads_e), (out_b, grads_b) = found["exact"], found["bounded"]
+    for a, b in zip((*out_e, *grads_e[2 * n :]), (*out_b, *grads_b[2 * n :])):
+        torch.testing.assert_close(a, b)
+    assert (_rows(grads_e[: 2 * n]) > 1.5 * out_norm).all(), "the test's write is not expansive"
+    assert (_rows(grads_b[: 2 * n]) <= out_norm * (1 + 1e-5)).all()
+
+
+def test_writes_that_grow_the_gradient_less_than_the_limit_are_exact() -> None:
+    found, out_norm, n = _expansive_writes(2, gain_limit=100.0)
+    (out_e, grads_e), (out_b, grads_b) = found["exact"], found["bounded"]
+    assert (_rows(grads_e[: 2 * n]) > 5 * out_norm).all(), "the test's writes are not expansive"
+    for a, b in zip((*out_e, *grads_e), (*out_b, *grads_b)):
         torch.testing.assert_close(a, b)
 
-    def rows(ts):
-        return torch.sqrt(sum(t.flatten(1).square().sum(1) for t in ts))
 
-    out_norm = rows(probe)
-    assert (rows(found["exact"][: 2 * n]) > 1.5 * out_norm).all(), (
-        "the test's write is not expansive"
-    )
-    assert (rows(found["bounded"][: 2 * n]) <= out_norm * (1 + 1e-5)).all()
+def test_writes_never_grow_the_carried_gradient_beyond_the_limit() -> None:
+    """Through a chain of writes the memory's gradient grows at most gain_limit-fold (per
+    row); the forward pass is exact."""
+    found, out_norm, n = _expansive_writes(24, gain_limit=100.0)  # exact: ~2e7-fold
+    (out_e, grads_e), (out_b, grads_b) = found["exact"], found["bounded"]
+    for a, b in zip(out_e, out_b):
+        torch.testing.assert_close(a, b)
+    assert (_rows(grads_e[: 2 * n]) > 1e3 * out_norm).all(), "not expansive enough"
+    bounded = _rows(grads_b[: 2 * n])
+    assert (bounded <= 100.0 * out_norm * (1 + 1e-4)).all()
+    assert (bounded >= 10.0 * out_norm).all()  # cut at the limit, not at every write
 
 
 @pytest.mark.parametrize("name", VARIANTS)
