@@ -179,8 +179,12 @@ def main() -> None:
     ap.add_argument("--lm", action="store_true", help="the LM probe's table instead")
     ap.add_argument("--chunks", type=int, nargs="+", default=[4, 8, 16, 32])
     ap.add_argument("--length", type=int, default=4096)
+    ap.add_argument("--quick", action="store_true", help="one setting and seed (a smoke run)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.quick:
+        args.max_lr, args.theta_bias, args.seeds, args.rows = [0.08], [0.0], [0], 2
+        args.gain_limit, args.chunks, args.length = [1.0, 1000.0], [8], 256
     if args.lm:
         for g in args.gain_limit:
             lm_table(args.max_lr, args.chunks, args.length, g)

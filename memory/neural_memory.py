@@ -51,7 +51,8 @@ writes so far in the backward pass (a ``WriteChain`` the writes of one pass shar
 max_lr 0.5 (exact: nan), 7.5e-2 at 32 / 0.5 (inf), 6e-3 at 16 / 0.177 (3e11), 1.1e-2 at 32 /
 0.1 (2e7), against 2-5 at the last chunk. At 1e3 it is exact up to chunk 16 / 0.125, and
 4.5-79 where the exact one is 37 to nan; at 1e4 exact also at chunk 4 / 0.177 (37), and
-51-790 elsewhere (``benchmarks/titans_bound_probe.py --lm``). The default is 1 because the exact gradient also
+51-790 elsewhere (``benchmarks/titans_bound_probe.py --lm``). The default is 1 because the
+exact gradient also
 grows where nothing diverges: the momentum feeds M (a write's gain on (M, S) is ~6 at its
 first step, 1.2-3.4 after), so on the Recall-D256 MAC core (chunk 32, max_lr 0.08, 8 writes
 from the cue to the query, loss at the query) the writes' gains multiply to 700-1100 (median),
