@@ -160,8 +160,10 @@ def task_name(env_id: str) -> str:
 def _delay_axis(ax: Any, delays: list[int]) -> None:
     """A log2 x axis of delays, ticked at exactly the delays run, with grid and legend."""
     ax.set_xscale("log", base=2)
+    from matplotlib.ticker import NullLocator
+
     ax.set_xticks(delays, [str(d) for d in delays])
-    ax.minorticks_off()
+    ax.xaxis.set_minor_locator(NullLocator())  # y keeps its minor ticks: a log axis under a decade
     ax.set_xlabel("delay (steps)")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -263,8 +265,13 @@ def plot_ladder(rows: list[dict[str, Any]], path: str | Path, climb: bool = Fals
     right.set_title("what it costs: time")
     mem.set(ylabel="MB (rollout + activations)")
     mem.set_title("what it costs: memory")
+    from matplotlib.ticker import FormatStrFormatter
+
     for ax in (right, mem):
         ax.set_yscale("log")
+        low, high = ax.get_ylim()
+        if high < 10 * low:  # under a decade a log axis has no major tick to label
+            ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     for ax in axes:
         _delay_axis(ax, delays)
     fig.tight_layout()
