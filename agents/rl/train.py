@@ -219,7 +219,7 @@ class PPOTrainer:
                     ppo.model,
                     self.cfg,
                     n,
-                    num_envs=min(n, self.cfg.env.num_envs),
+                    num_envs=self.cfg.env.num_envs,  # evaluate caps it at n
                     device=str(ppo.device),
                     offset=VALIDATION_SEED_OFFSET,
                 )
