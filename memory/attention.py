@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mnemo.memory.bias_attention import bias_attention, gathered_bias_attention
+from mnemo.memory.bias_attention import (
+    GatherIndex,
+    bias_attention,
+    gather_index,
+    gathered_bias_attention,
+)
 from mnemo.memory.options import MAX_LAYERS, CoreOptions, option
 
 if TYPE_CHECKING:
@@ -113,12 +118,25 @@ class GatherRel:
     """The ``rel`` that gathers the position scores at a distance index per (query, key),
     ``index`` (B, 1, T, K) long, that also masks: masked keys point at distance index P, the
     masked column of ``position_scores`` (``mask`` None in ``RelMultiHeadAttention``). Knowing
-    the index, attention forms the bias slice by slice (``gathered_bias_attention``)."""
+    the index, attention forms the bias slice by slice (``gathered_bias_attention``).
+
+    ``shifted`` (G, offset): keys G.. are a Toeplitz run, key G + j of query i at distance
+    offset + i - j wherever it is seen (Transformer-XL's memory and segment), which that
+    attention reads as a strided view instead of a gather."""
 
     index: Tensor
+    shifted: tuple[int, int] | None = None
+    prepared: dict[int, GatherIndex] = field(default_factory=dict, compare=False, repr=False)
 
     def __call__(self, scores: Tensor) -> Tensor:
         return gather_rel(scores, self.index)
+
+    def for_attention(self, masked: int) -> GatherIndex:
+        """The index as ``gathered_bias_attention`` reads it, with the masked column at
+        distance index ``masked`` (the last): made once, for every layer of the call."""
+        if masked not in self.prepared:
+            self.prepared[masked] = gather_index(self.index, masked, masked + 1, self.shifted)
+        return self.prepared[masked]
 
 
 class RelMultiHeadAttention(nn.Module):
@@ -226,7 +244,8 @@ class RelMultiHeadAttention(nn.Module):
         scale = 1.0 / math.sqrt(self.d_head)
         qu, qv = (q + self.u[:, None]) * scale, (q + self.v[:, None]) * scale
         rk = self.position_keys(pos, masked_column=True)
-        return gathered_bias_attention(qu, qv, kv, rk, rel.index, pos.shape[0])
+        masked = pos.shape[0]
+        return gathered_bias_attention(qu, qv, kv, rk, rel.for_attention(masked), masked)
 
     def weights(
         self, hq: Tensor, kv: Tensor, pos: Tensor, rel: RelFn, mask: Tensor | None

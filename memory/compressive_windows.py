@@ -28,13 +28,19 @@ from mnemo.memory.trxl import last_start
 
 
 def masked_windows(
-    t: int, q: int, index: Tensor | None, mask: Tensor, dist: Tensor, n_dist: int
+    t: int,
+    q: int,
+    index: Tensor | None,
+    mask: Tensor,
+    dist: Tensor,
+    n_dist: int,
+    shifted: tuple[int, int] | None = None,
 ) -> Windows:
     """Windows whose ``rel`` gathers the position scores at the distances per (query, key)
     ``dist`` (B * n, Q, W) and masks in the same pass: a key hidden by ``mask`` reads distance
-    index ``n_dist``, the position scores' masked column (-inf)."""
+    index ``n_dist``, the position scores' masked column (-inf). ``shifted``: see ``GatherRel``."""
     idx = torch.where(mask, dist.clamp(0, n_dist - 1), n_dist).long()[:, None]
-    return Windows(t, q, index, mask, GatherRel(idx), rel_masks=True)
+    return Windows(t, q, index, mask, GatherRel(idx, shifted), rel_masks=True)
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,7 @@ def block_plan(
         finish_mask(torch.cat([slot_vis, raw_vis], 3), torch.cat([slot_in, raw_in], 2), t),
         dist.flatten(0, 1),
         nm + ncm + 1,
+        (slot_idx.shape[-1], nm if q < t else r),  # raw keys: lag = offset + query - key
     )
     # Next compressed memory: the last ncm formed among [old slots | new blocks].
     cand_ok = torch.cat([torch.ones_like(state["cvalid"]), formed], dim=1)

@@ -65,3 +65,25 @@ def test_bias_attention_equals_autograd(monkeypatch, cache: int) -> None:
         torch.autograd.grad(out, (qu, kv, bias), g), torch.autograd.grad(want, (qu, kv, bias), g)
     ):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("cache", [1 << 19, 2 * Q * W])
+def test_a_toeplitz_run_of_keys_gives_the_gathered_numbers(monkeypatch, cache: int) -> None:
+    """Keys G.. at distance offset + query - key (Transformer-XL's memory and segment): their
+    gradient is copied through a strided view, not scattered, with the numbers of the plain
+    distance index."""
+    monkeypatch.setattr(ba, "CACHE_NUMBERS", cache)
+    (qu, qv, kv, rk), index = inputs(2)
+    first, offset = 4, 2
+    dist = offset + torch.arange(Q)[:, None] - torch.arange(W - first)[None, :]
+    hide = torch.rand(B, 1, Q, W - first, generator=torch.Generator().manual_seed(3)) < 0.3
+    seen = (dist >= 0) & (dist < P) & ~hide
+    index[..., first:] = torch.where(seen, dist.clamp(0, P - 1), P)
+    at = ba.gather_index(index, P, P + 1, (first, offset))
+    assert at.scattered is not None  # the strided path is taken
+    runs = [ba.gathered_bias_attention(qu, qv, kv, rk, i, P) for i in (at, index)]
+    g = torch.randn_like(runs[0])
+    got, wanted = (torch.autograd.grad(o, (qu, qv, kv, rk), g) for o in runs)
+    torch.testing.assert_close(runs[0], runs[1])  # the plain index: checked above
+    for a, b in zip(got, wanted, strict=True):
+        torch.testing.assert_close(a, b)
