@@ -228,6 +228,18 @@ def check_frozen(
             )
 
 
+def check_steps_left(ckpt: dict[str, Any], total: int, key: str) -> None:
+    """Fail in one line if a resume would train nothing: ``total`` (the config's ``key``) is at
+    or below the steps the checkpoint has done. Without this the run "finished" at once and
+    reported the checkpoint's numbers as its own (an LM's bits per byte as nan)."""
+    done = int(ckpt.get("step", 0))
+    if total <= done:
+        raise ConfigError(
+            f"{key}={total}: the checkpoint has already trained {done} steps, so this resume "
+            f"would train nothing; give {key} above {done} to continue it"
+        )
+
+
 def to_cpu(obj: Any) -> Any:
     """``obj`` with every tensor in nested dicts, lists and tuples moved to the CPU."""
     if isinstance(obj, torch.Tensor):

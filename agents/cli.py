@@ -12,7 +12,13 @@ from mnemo.agents.errors import UserError, exit_codes
 
 @exit_codes
 def cmd_train(args: argparse.Namespace) -> int:
-    from mnemo.agents.checkpoint import check_frozen, check_head, load_checkpoint, run_dir_of
+    from mnemo.agents.checkpoint import (
+        check_frozen,
+        check_head,
+        check_steps_left,
+        load_checkpoint,
+        run_dir_of,
+    )
     from mnemo.agents.config_loader import apply_overrides, from_dict, to_dict
     from mnemo.agents.rl.config import RLConfig, check_names, describe, load_rl_config
     from mnemo.agents.rl.curriculum import load_curriculum, run_curriculum
@@ -46,6 +52,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(describe(cfg), end="")
         return 0
     run_dir = run_dir_of(args.resume) if args.resume else None
+    if resume is not None:
+        check_steps_left(resume, cfg.ppo.total_steps, "ppo.total_steps")
     result = train(cfg, resume=resume, run_dir=run_dir, trusted=trusted)
     from mnemo.agents import distributed
 

@@ -163,7 +163,10 @@ def test_resume_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.Captur
         (["lm", "train", "--resume", str(tmp_path / "nope")], "checkpoint not found"),
         (["lm", "train", "--resume", str(run), "core.d_model=32"], "core.d_model changed"),
         (["lm", "train", "--resume", str(tmp_path / "ppo.pt")], "not a language-model"),
-        (["lm", "train", "--resume", str(tmp_path / "two")], "torchrun --nproc_per_node 2"),
+        (
+            ["lm", "train", "--resume", str(tmp_path / "two"), "train.steps=4"],
+            "torchrun --nproc_per_node 2",
+        ),
         (["lm", "train"], "give a config file"),
         (["train", "--resume", str(run)], "mnemo lm train --resume"),
     ]

@@ -80,3 +80,22 @@ def test_lm_data_changed_under_the_same_path_is_refused(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "holds other bytes than the run read" in err, err
     assert load_checkpoint(run)["step"] == 2
+
+
+def test_a_resume_that_would_train_nothing_is_refused(
+    tmp_path: Path, run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A budget at or below the checkpoint's steps: one line naming the key, not a run that
+    "finishes" at once and reports the checkpoint's numbers (an LM's bits per byte as nan)."""
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "ppo.total_steps=128"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ppo.total_steps=128: the checkpoint")
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+    lm = tmp_path / "lm"
+    assert main(lm_train_args("lstm", lm, "train.steps=2")) == 0
+    capsys.readouterr()
+    assert main(["lm", "train", "--resume", str(lm), "train.steps=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already trained 2 steps" in err and "train.steps" in err

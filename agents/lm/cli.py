@@ -70,7 +70,7 @@ def load_model(path: str, device: str, core_overrides: dict[str, Any] | None = N
 @exit_codes
 def cmd_train(args: argparse.Namespace) -> int:
     from mnemo.agents import distributed
-    from mnemo.agents.checkpoint import run_dir_of
+    from mnemo.agents.checkpoint import check_steps_left, run_dir_of
     from mnemo.agents.lm.config import load_lm_config
     from mnemo.agents.lm.resume import load_lm_checkpoint, resume_config
     from mnemo.agents.lm.train import train
@@ -84,6 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume = load_lm_checkpoint(args.resume, use_instead="mnemo train --resume")
         cfg = resume_config(resume, args.config, overrides)
         run_dir = run_dir_of(args.resume)
+        check_steps_left(resume, cfg.train.steps, "train.steps")
     elif args.config is None:
         raise UserError("give a config file (e.g. configs/lm_lstm.yaml) or --resume RUN_DIR")
     else:
