@@ -121,8 +121,7 @@ class GatherRel:
     the index, attention forms the bias slice by slice (``gathered_bias_attention``).
 
     ``shifted`` (G, offset): keys G.. are a Toeplitz run, key G + j of query i at distance
-    offset + i - j wherever it is seen (Transformer-XL's memory and segment), which that
-    attention reads as a strided view instead of a gather."""
+    offset + i - j wherever seen (Transformer-XL's memory and segment; ``gather_index``)."""
 
     index: Tensor
     shifted: tuple[int, int] | None = None
@@ -132,8 +131,8 @@ class GatherRel:
         return gather_rel(scores, self.index)
 
     def for_attention(self, masked: int) -> GatherIndex:
-        """The index as ``gathered_bias_attention`` reads it, with the masked column at
-        distance index ``masked`` (the last): made once, for every layer of the call."""
+        """The index as ``gathered_bias_attention`` reads it (masked column: distance index
+        ``masked``, the last), made once for every layer of the call."""
         if masked not in self.prepared:
             self.prepared[masked] = gather_index(self.index, masked, masked + 1, self.shifted)
         return self.prepared[masked]
@@ -211,6 +210,7 @@ class RelMultiHeadAttention(nn.Module):
         rel: RelFn,
         mask: Tensor | None,
         need_weights: bool = False,
+        q: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from queries ``hq`` (B, T, D) to keys/values ``kv`` (B, K, 2D).
 
@@ -221,14 +221,16 @@ class RelMultiHeadAttention(nn.Module):
                 least one key (the token itself), or its row would be NaN. None: ``rel`` puts
                 -inf at masked keys itself (``position_scores``' masked column).
             need_weights: also return the attention probabilities (B, H, T, K) (slower path).
+            q: the projected queries ``self.q(hq)``, if the caller has them.
         """
         b, t, _ = hq.shape
         p = pos.shape[0] + 1
+        q = self.q(hq) if q is None else q
         if not need_weights and isinstance(rel, GatherRel) and self.unfolded_is_cheaper(b * t, p):
-            out = self.gathered(hq, kv, pos, rel)
+            out = self.gathered(q, kv, pos, rel)
             if out is not None:
                 return self.o(out.transpose(1, 2).reshape(b, t, self.d_model)), None
-        qu, k, v, bias = self.score_parts(hq, kv, pos, rel, mask)
+        qu, k, v, bias = self.score_parts(q, kv, pos, rel, mask)
         if need_weights:
             w = self.softmax(qu, k, bias)
             out = w @ v
@@ -237,10 +239,10 @@ class RelMultiHeadAttention(nn.Module):
             out = bias_attention(qu, k, v, bias)
         return self.o(out.transpose(1, 2).reshape(b, t, self.d_model)), w
 
-    def gathered(self, hq: Tensor, kv: Tensor, pos: Tensor, rel: GatherRel) -> Tensor | None:
-        """``forward``'s heads (B, H, T, d_head) by ``gathered_bias_attention`` (None where it
-        does not run): the bias is formed slice by slice, never whole."""
-        q = self.heads(self.q(hq))
+    def gathered(self, q: Tensor, kv: Tensor, pos: Tensor, rel: GatherRel) -> Tensor | None:
+        """``forward``'s heads (B, H, T, d_head) from projected queries by
+        ``gathered_bias_attention`` (None where it does not run): the bias formed piecewise."""
+        q = self.heads(q)
         scale = 1.0 / math.sqrt(self.d_head)
         qu, qv = (q + self.u[:, None]) * scale, (q + self.v[:, None]) * scale
         rk = self.position_keys(pos, masked_column=True)
@@ -251,15 +253,15 @@ class RelMultiHeadAttention(nn.Module):
         self, hq: Tensor, kv: Tensor, pos: Tensor, rel: RelFn, mask: Tensor | None
     ) -> Tensor:
         """The attention probabilities (B, H, T, K) of ``forward`` alone (no values, no output)."""
-        qu, k, _, bias = self.score_parts(hq, kv, pos, rel, mask)
+        qu, k, _, bias = self.score_parts(self.q(hq), kv, pos, rel, mask)
         return self.softmax(qu, k, bias)
 
     def score_parts(
-        self, hq: Tensor, kv: Tensor, pos: Tensor, rel: RelFn, mask: Tensor | None
+        self, q: Tensor, kv: Tensor, pos: Tensor, rel: RelFn, mask: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Heads of q + u (scaled), k and v, and the scaled position term with -inf at masked
-        keys. ``mask`` None: ``rel`` masks, by reading distance index P (``position_scores``)."""
-        q = self.heads(self.q(hq))  # (B, H, T, dh)
+        """Heads of q + u (scaled; ``q`` projected), k and v, and the scaled position term with
+        -inf at masked keys. ``mask`` None: ``rel`` masks, by reading distance index P."""
+        q = self.heads(q)  # (B, H, T, dh)
         k, v = (self.heads(z) for z in kv.chunk(2, dim=-1))  # (B, H, K, dh)
         scale = 1.0 / math.sqrt(self.d_head)
         qv = (q + self.v[:, None]) * scale
@@ -350,14 +352,22 @@ class TransformerBlock(nn.Module):
         return self.ln1(h) if self.pre_ln else h
 
     def attend(
-        self, hn: Tensor, kv: Tensor, pos: Tensor, win: Windows, need_weights: bool = False
+        self,
+        hn: Tensor,
+        kv: Tensor,
+        pos: Tensor,
+        win: Windows,
+        need_weights: bool = False,
+        q: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """Attention of ``hn`` (B, T, D) over ``kv`` (B, K, 2D), block by block (``win``).
+        """Attention of ``hn`` (B, T, D) over ``kv`` (B, K, 2D), block by block (``win``);
+        ``q``: its projected queries (B, T, D), if the caller has them.
 
         Returns (B, T, D) and, if asked for, the weights (B * n, H, Q, W) over each block's keys.
         """
         keys, mask = win.keys(kv), win.attention_mask
-        a, w = self.attn(win.queries(hn), keys, pos, win.rel, mask, need_weights)
+        qs = None if q is None else win.queries(q)
+        a, w = self.attn(win.queries(hn), keys, pos, win.rel, mask, need_weights, qs)
         return win.merge(a), w
 
     def attention_weights(self, hn: Tensor, kv: Tensor, pos: Tensor, win: Windows) -> Tensor:

@@ -197,14 +197,17 @@ class CompressiveCore(MemoryCore):
                 kv_made = spread(block.kv_of(made.detach()), made_at, t)
                 kv_ctx = [block.kv_of(cm), kv_made, block.kv_of(raw)]
             traced = trace is not None and i == self.n_layers - 1
-            out, kv, w = block(h, kv_ctx, self.pos, plan["win"], traced)
+            hn = block.attend_input(h)
+            kv = torch.cat([*kv_ctx, block.attn.kv(hn)], dim=1)  # (B, K, 2D)
+            q = block.attn.q(hn)  # also the reconstruction loss's queries
+            a, w = block.attend(hn, kv, self.pos, plan["win"], traced, q)
             if traced:
                 trace.append(w)
             if torch.is_grad_enabled() and self.compression == "conv":
                 stream_kv = kv[:, ncm + t :].detach()  # (B, R + T, 2D): the stream's own
                 formed = plan["formed"]
                 aux = aux + self.reconstruction_loss(
-                    block, h, stream_kv, made, made_at, formed, c, size
+                    block, q.detach(), stream_kv, made, made_at, formed, c, size
                 )
             blocks = spread(made.detach(), made_at, t)  # (B, T, D), zero where not formed
             new["raw"].append(stream[:, -self.n_raw :])
@@ -213,7 +216,7 @@ class CompressiveCore(MemoryCore):
                 kv = kv.detach()  # (B, ncm + T + R + T, 2D)
                 new["raw_kv"].append(kv[:, ncm + t :][:, -self.n_raw :])
                 new["cmem_kv"].append(kv[:, : ncm + t].gather(1, keep2) * cvalid)
-            h = out
+            h = block.finish(h, a)
         stacked = {k: torch.stack(v, 1) for k, v in new.items() if v}
         return h, {**stacked, "cvalid": plan["cvalid"], "ep_t": plan["ep_t"]}, aux / self.n_layers
 
@@ -269,7 +272,7 @@ class CompressiveCore(MemoryCore):
     @staticmethod
     def reconstruction_loss(
         block: TransformerBlock,
-        h: Tensor,
+        hq: Tensor,
         stream_kv: Tensor,
         made: Tensor,
         made_at: Tensor,
@@ -283,7 +286,8 @@ class CompressiveCore(MemoryCore):
         (as they were) and their compressions, through this layer's attention with every weight
         detached (Rae et al. 2020, Alg. 2, with blocks of steps as the segments).
 
-        ``stream_kv`` (B, R + T, 2D): keys/values of the stream, detached; candidate k
+        ``hq`` (B, T, D): the layer's queries of the call, detached. ``stream_kv``
+        (B, R + T, 2D): keys/values of the stream, detached; candidate k
         compresses stream[k : k + c], so a block of Q candidates covers Q + c - 1 states; formed
         windows never overlap, so attending over those states, masked to the formed windows, is
         attending over the formed windows (and projects each state once, not c times).
@@ -291,12 +295,11 @@ class CompressiveCore(MemoryCore):
         block reads its own formed ones only.
         """
         if not bool(formed.any()):
-            return h.new_zeros(())
+            return hq.new_zeros(())
         b, t = formed.shape
         q, n = n_blocks(t, size)
-        real = (torch.arange(n * q, device=h.device) < t).view(1, n, q).expand(b, n, q)
+        real = (torch.arange(n * q, device=hq.device) < t).view(1, n, q).expand(b, n, q)
         real = real.flatten(0, 1)  # (B * n, Q)
-        hq = block.frozen_projection(h.detach(), block.attn.q.weight)
         hq = split_queries(hq, q).flatten(0, 1)
         f = split_queries(formed, q).flatten(0, 1)  # (B * n, Q)
         covered = f.new_zeros(b * n, q + c - 1)
@@ -313,7 +316,7 @@ class CompressiveCore(MemoryCore):
         edges = ranks[:, [min(j * q, t) for j in range(n + 1)]]  # (B, n + 1)
         count = edges[:, 1:] - edges[:, :-1]  # (B, n)
         width = max(int(count.max()), 1)
-        slot = torch.arange(width, device=h.device)
+        slot = torch.arange(width, device=hq.device)
         idx = (edges[:, :-1, None] + slot).clamp(max=made.shape[1] - 1)  # (B, n, width)
         new_kv = block.frozen_projection(made, block.attn.kv.weight)  # (B, M, 2D)
         new_kv = take(new_kv, idx.flatten(1)).view(b * n, width, -1)
