@@ -70,6 +70,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for flag, n in (("--episodes", args.episodes), ("--video-episodes", args.video_episodes)):
         if n < 1:
             raise UserError(f"{flag} must be >= 1, got {n}")
+    video = None
+    if args.video:  # checked before a long evaluation, not after it
+        from mnemo.agents.rl.video import video_folder
+
+        video = video_folder(args.video)
     model, cfg = load_agent(args.checkpoint, args.device, args.imports)
     if cfg.threads:  # the run's setting: torch's default thrashes a shared 2-core machine
         import torch
@@ -79,17 +84,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         model, cfg, args.episodes, greedy=not args.stochastic, seed=args.seed, device=args.device
     )
     print(f"{cfg.core.name} on {cfg.env.id}: {res.summary()}")
-    if args.video:
+    if video is not None:
         from mnemo.agents.rl.evaluate import HELD_OUT_SEED_OFFSET
         from mnemo.agents.rl.video import write_episode_gifs
 
         base = (cfg.seed if args.seed is None else args.seed) + HELD_OUT_SEED_OFFSET
         paths = write_episode_gifs(
-            model, cfg, args.video, args.video_episodes, base, greedy=not args.stochastic
+            model, cfg, video, args.video_episodes, base, greedy=not args.stochastic
         )
-        print(
-            f"wrote {len(paths)} episode GIFs to {args.video} (tensorboard --logdir {args.video})"
-        )
+        print(f"wrote {len(paths)} episode GIFs to {video} (tensorboard --logdir {video})")
     return 0
 
 

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from mnemo.agents.errors import ConfigError
+from mnemo.agents.errors import ConfigError, UserError
 from mnemo.agents.rl.actor_critic import ActorCritic
 from mnemo.agents.rl.config import RLConfig
 
@@ -221,6 +221,28 @@ def log_episode(
         writer.add_image(f"memory/{name}", img, step, dataformats="HWC")
     writer.flush()
     return ep
+
+
+VIDEO_SUFFIXES = (".gif", ".mp4", ".webm", ".avi", ".mov", ".mkv")
+"""Names that look like one video file: ``--video`` takes a folder of GIFs and events."""
+
+
+def video_folder(path: str | Path) -> Path:
+    """``mnemo eval --video``'s folder, created now, before a long evaluation, and refused in
+    one line if it names a file (or looks like a file's name) or cannot be created."""
+    from mnemo.agents.checkpoint import check_folder
+
+    out = check_folder(path, "--video")
+    if out.suffix.lower() in VIDEO_SUFFIXES and not out.is_dir():
+        raise UserError(
+            f"--video takes a folder (one GIF per episode and TensorBoard events go in it), "
+            f"not a file name: {path}; give a folder, e.g. {out.with_suffix('')}"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--video: cannot create the folder {out}: {e.strerror or e}") from e
+    return out
 
 
 def write_episode_gifs(
