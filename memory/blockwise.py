@@ -120,11 +120,14 @@ def blocked(x: Tensor, size: int) -> Tensor:
     return split_queries(x, size)[..., None]
 
 
-def finish_mask(visible: Tensor, inside: Tensor, t: int) -> Tensor:
-    """(B, n, Q, W) visibility -> the ``Windows.mask``: keys outside the sequence are hidden and
-    padded query rows see every real key (so their softmax stays finite). ``inside``: (n, W),
-    or (B, n, W) for windows per row."""
+def finish_mask(visible: Tensor, inside: Tensor, t: int, flat: bool = True) -> Tensor:
+    """(B, n, Q, W) visibility -> the ``Windows.mask`` (B * n, Q, W), or (B, n, Q, W) if not
+    ``flat``: keys outside the sequence are hidden and padded query rows see every real key (so
+    their softmax stays finite). ``inside``: (n, W), or (B, n, W) for windows per row."""
     _, n, q, _ = visible.shape
-    padded = (torch.arange(n * q, device=visible.device) >= t).view(n, q, 1)
     inside = inside.to(visible.device).unsqueeze(-2)
-    return torch.where(padded, inside, visible & inside).flatten(0, 1)
+    seen = visible & inside
+    if n * q > t:
+        padded = (torch.arange(n * q, device=visible.device) >= t).view(n, q, 1)
+        seen = torch.where(padded, inside, seen)
+    return seen.flatten(0, 1) if flat else seen

@@ -31,16 +31,20 @@ def masked_windows(
     t: int,
     q: int,
     index: Tensor | None,
-    mask: Tensor,
-    dist: Tensor,
+    runs: list[tuple[Tensor, Tensor]],
     n_dist: int,
     shifted: tuple[int, int] | None = None,
 ) -> Windows:
-    """Windows whose ``rel`` gathers the position scores at the distances per (query, key)
-    ``dist`` (B * n, Q, W) and masks in the same pass: a key hidden by ``mask`` reads distance
-    index ``n_dist``, the position scores' masked column (-inf). ``shifted``: see ``GatherRel``."""
-    idx = torch.where(mask, dist.clamp(0, n_dist - 1), n_dist).long()[:, None]
-    return Windows(t, q, index, mask, GatherRel(idx, shifted), rel_masks=True)
+    """Windows whose ``rel`` gathers the position scores at the distances per (query, key) and
+    masks in the same pass: a hidden key reads distance index ``n_dist``, the position scores'
+    masked column (-inf). ``runs``: for each run of keys, in window order, whether each query
+    sees each key (B, n, Q, W_k, from ``finish_mask(..., flat=False)``) and the distances
+    (broadcastable to it), joined once at the end. ``shifted``: see ``GatherRel``."""
+    dists = [torch.where(seen, dist.clamp(0, n_dist - 1), n_dist) for seen, dist in runs]
+    masks = [seen for seen, _ in runs]
+    idx, mask = (z[0] if len(z) == 1 else torch.cat(z, 3) for z in (dists, masks))
+    idx = idx.flatten(0, 1).long()[:, None]
+    return Windows(t, q, index, mask.flatten(0, 1), GatherRel(idx, shifted), rel_masks=True)
 
 
 @dataclass(frozen=True)
@@ -121,13 +125,15 @@ def block_plan(
     lag = steps - s.time[raw_idx[:1]][:, :, None].int()  # (1, n, Q, W): the same in every row
     raw_vis = at_keys(valid, raw_idx) & (at_keys(s.start, raw_idx) == same)
     raw_vis &= (lag >= 0) & (lag <= nm)
-    dist = torch.cat([nm + 1 + torch.div(dt, c, rounding_mode="floor"), lag.expand_as(raw_vis)], 3)
+    slot_dist = torch.div(dt, c, rounding_mode="floor").add_(nm + 1)
     win = masked_windows(
         t,
         q,
         None if q >= t else torch.cat([slot_idx, ncm + t + raw_idx], dim=2),
-        finish_mask(torch.cat([slot_vis, raw_vis], 3), torch.cat([slot_in, raw_in], 2), t),
-        dist.flatten(0, 1),
+        [
+            (finish_mask(slot_vis, slot_in, t, flat=False), slot_dist),
+            (finish_mask(raw_vis, raw_in, t, flat=False), lag),
+        ],
         nm + ncm + 1,
         (slot_idx.shape[-1], nm if q < t else r),  # raw keys: lag = offset + query - key
     )
@@ -205,8 +211,8 @@ class UsagePlan:
         idx, inside = window_index(n, q, r - nm, nm + q, r + t)
         lag, same = self.facts(idx, b)
         raw = same & (lag >= 0) & (lag <= nm)
-        mask = finish_mask(raw, inside, t)
-        self.usage_win = masked_windows(t, q, idx, mask, lag.flatten(0, 1), nm + ncm + 1)
+        seen = finish_mask(raw, inside, t, flat=False)
+        self.usage_win = masked_windows(t, q, idx, [(seen, lag)], nm + ncm + 1)
         # Main pass: raw memory and the span of evicted states.
         self.idx, self.inside = window_index(n, q, 0, r + q, r + t)
         self.lag, same = self.facts(self.idx, b)
@@ -237,10 +243,10 @@ class UsagePlan:
         top = score.topk(min(self.ncm, score.shape[-1]), dim=-1).indices
         kept = torch.zeros_like(self.evicted).scatter(-1, top, True) & self.evicted
         newer = kept.flip(-1).cumsum(-1).flip(-1) - kept.long()
-        dist = torch.where(kept, self.nm + 1 + newer, self.lag).flatten(0, 1)
-        mask = finish_mask(self.raw | kept, self.inside, self.t)
+        dist = torch.where(kept, self.nm + 1 + newer, self.lag)
+        seen = finish_mask(self.raw | kept, self.inside, self.t, flat=False)
         index = None if self.q >= self.t else self.idx
-        return masked_windows(self.t, self.q, index, mask, dist, self.nm + self.ncm + 1)
+        return masked_windows(self.t, self.q, index, [(seen, dist)], self.nm + self.ncm + 1)
 
     def next_compressed(self, usage: Tensor) -> tuple[Tensor, Tensor]:
         """Stream indices (B, n_cmem) of the compressed memory the next step will read, oldest
