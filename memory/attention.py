@@ -242,9 +242,9 @@ class RelMultiHeadAttention(nn.Module):
     def gathered(self, q: Tensor, kv: Tensor, pos: Tensor, rel: GatherRel) -> Tensor | None:
         """``forward``'s heads (B, H, T, d_head) from projected queries by
         ``gathered_bias_attention`` (None where it does not run): the bias formed piecewise."""
-        q = self.heads(q)
+        q = q.view(*q.shape[:2], self.n_heads, self.d_head)  # (B, T, H, d): the layout it reads
         scale = 1.0 / math.sqrt(self.d_head)
-        qu, qv = (q + self.u[:, None]) * scale, (q + self.v[:, None]) * scale
+        qu, qv = (((q + z) * scale).transpose(1, 2) for z in (self.u, self.v))
         rk = self.position_keys(pos, masked_column=True)
         masked = pos.shape[0]
         return gathered_bias_attention(qu, qv, kv, rk, rel.for_attention(masked), masked)
