@@ -100,6 +100,12 @@ class PPOConfig:
     """Clip the gradient's global norm to this."""
     norm_adv: bool = True
     """Normalise the advantages of each minibatch to mean 0, std 1."""
+    target_kl: float = 0.0
+    """When > 0, an update ends early, before the optimizer step of the first minibatch whose
+    approximate KL from the acting policy exceeds 1.5 x this (Stable-Baselines3's rule; 0 =
+    off, the default there and in CleanRL). ``losses/minibatch_steps`` logs the steps each
+    update took. A Titans run on Recall-D1024 had updates of KL 0.3-0.5 (clipfrac 0.7) for
+    millions of steps; typical updates stay near 0.01."""
     target_success: float = 0.0
     """Stop early once the recent success rate reaches this (0 = never). Needs an env that
     reports success, or ``env.success_return``."""
@@ -140,6 +146,10 @@ class PPOConfig:
         for name in ("lr", "adam_eps", "max_grad_norm", "clip"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"ppo.{name} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.target_kl < float("inf"):
+            raise ConfigError(
+                f"ppo.target_kl must be a number >= 0 (0 = off), got {self.target_kl}"
+            )
         for name in ("gamma", "gae_lambda"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"ppo.{name} must be in [0, 1], got {getattr(self, name)}")

@@ -245,7 +245,10 @@ class PPO:
         recon_coef = self.cfg.agent.recon_coef
         adv, ret = compute_gae(ro.reward, ro.value, ro.done, last_value, cfg.gamma, cfg.gae_lambda)
         logs: dict[str, list[float]] = {}
+        steps, too_far = 0, False
         for _ in range(cfg.epochs):
+            if too_far:
+                break
             for mb in sequence_minibatches(ro, adv, ret, cfg.minibatches, self.generator):
                 with self.amp():
                     out = self.forward(
@@ -257,14 +260,20 @@ class PPO:
                 outputs = LossOutputs(out.logits, out.value, out.aux_loss, recon, self.model.nvec)
                 loss, metrics = ppo_loss(outputs, mb, cfg, recon_coef)
                 self._check_loss(loss, metrics, outputs)
+                for k, v in metrics.items():
+                    logs.setdefault(k, []).append(float(v.detach()))
+                if cfg.target_kl > 0:  # every rank stops at the same minibatch
+                    kl = float(metrics["losses/approx_kl"])
+                    too_far = distributed.any_rank(kl > 1.5 * cfg.target_kl)
+                    if too_far:
+                        break
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 distributed.all_reduce_grads(self.model)
                 norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 divergence.check_before_step(self.model, norm, self._where())
                 self.optimizer.step()
-                for k, v in metrics.items():
-                    logs.setdefault(k, []).append(float(v.detach()))
+                steps += 1
         self.check_outputs()  # the last step's weights, before any checkpoint holds them
         y, v = ret.flatten(), ro.value.flatten()
         var_y = y.var()
@@ -272,6 +281,7 @@ class PPO:
         self.update_idx += 1
         result = {k: float(np.mean(v)) for k, v in logs.items()}
         result["losses/explained_variance"] = explained
+        result["losses/minibatch_steps"] = float(steps)
         return result
 
     def _where(self) -> str:
