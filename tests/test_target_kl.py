@@ -33,5 +33,5 @@ def test_an_update_stops_at_the_first_minibatch_past_the_kl() -> None:
 
 @pytest.mark.parametrize("bad", ["-0.1", ".inf", ".nan"])
 def test_bad_target_kl_is_one_line(bad: str) -> None:
-    with pytest.raises(ConfigError, match="ppo.target_kl"):
+    with pytest.raises(ConfigError, match=r"ppo\.target_kl"):
         load_rl_config(None, [f"ppo.target_kl={bad}"])
