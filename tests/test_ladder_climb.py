@@ -4,6 +4,7 @@ says so, a rerun resumes, and a toggled --climb, a missing previous rung and --c
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,9 @@ def test_climb_warm_starts_each_rung_and_resumes(
     second = compare.load_result(out / "runs" / "lstm__mnemo_Recall-D16-v0__s0" / "result.json")
     assert second["config"]["run"]["init_from"] == str(first)
     assert compare.load_result(first / "result.json")["config"]["run"]["init_from"] is None
+    rows = {r["run_dir"]: r for r in csv.DictReader((out / "results.csv").open())}
+    assert rows[str(first)]["init_from"] == ""
+    assert rows[str(second["run_dir"])]["init_from"] == str(first)
     table = (out / "ladder.md").read_text()
     assert (
         "each delay warm-started from the same core's run at the previous delay, 1,440 env steps "

@@ -24,6 +24,7 @@ CSV_COLUMNS = [
     "eval_return",
     "steps_to_90",
     "run_dir",
+    "init_from",  # the run whose weights it started from (run.init_from; a ladder --climb rung)
 ]
 
 
@@ -85,6 +86,8 @@ def write_csv(results: list[dict[str, Any]], path: Path) -> None:
         w = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for r in results:
+            init_from = (r.get("config") or {}).get("run", {}).get("init_from")
+            r = {**r, "init_from": init_from}
             w.writerow({k: "" if r.get(k) is None else r[k] for k in CSV_COLUMNS})
 
 
