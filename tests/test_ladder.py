@@ -55,3 +55,15 @@ def test_cost_only_trains_nothing(tmp_path: Path) -> None:
     table = (out / "ladder.md").read_text()
     assert " us, " in table and " MB |" in table and "eval success" not in table.lower()
     assert not list(out.glob("runs/*"))
+
+
+def test_budget_words_name_the_rule_runs_stop_by() -> None:
+    from mnemo.agents.experiments.ladder import budget_words
+
+    ppo = {"total_steps": 5000, "target_success": 0.0, "target_episodes": 640}
+    assert budget_words([{"steps": 1024, "config": {"ppo": ppo}}]) == "1,024 env steps per run"
+    ppo = {**ppo, "target_success": 0.9, "target_check_episodes": 400}
+    assert budget_words([{"steps": 1024, "config": {"ppo": ppo}}]) == (
+        "up to 5,000 env steps per run, each run stopping once its training success reached 0.9 "
+        "over its last 640 episodes and its greedy policy's on 400 validation episodes"
+    )

@@ -48,7 +48,7 @@ def test_climb_warm_starts_each_rung_and_resumes(
     assert rows[str(second["run_dir"])]["init_from"] == str(first)
     table = (out / "ladder.md").read_text()
     assert (
-        "each delay warm-started from the same core's run at the previous delay, 1,440 env steps "
+        "each delay warm-started from the same core's run at the previous delay, the same budget "
         "per rung" in table
     )
 

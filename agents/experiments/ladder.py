@@ -197,6 +197,21 @@ def _cells(results: list[dict[str, Any]], costs: dict[tuple[str, int], dict]) ->
     return list(rows.values())
 
 
+def budget_words(results: list[dict[str, Any]]) -> str:
+    """The runs' budget in words: "N env steps per run", or, when the runs stop at a target
+    (``ppo.target_success``), "up to N ..." and the rule they stopped by."""
+    ppo = results[0]["config"]["ppo"]  # one config for every run (plan_runs)
+    if not ppo.get("target_success"):
+        return f"{max(r['steps'] for r in results):,} env steps per run"
+    words = (
+        f"up to {ppo['total_steps']:,} env steps per run, each run stopping once its training "
+        f"success reached {ppo['target_success']} over its last {ppo['target_episodes']} "
+        "episodes"
+    )
+    check = ppo.get("target_check_episodes", 0)
+    return words + (f" and its greedy policy's on {check} validation episodes" if check else "")
+
+
 def write_ladder(
     results: list[dict[str, Any]],
     costs: dict[tuple[str, int], dict],
@@ -232,10 +247,9 @@ def write_ladder(
     plot = plot_ladder(rows, out / "ladder.png", climb)
     text = ["# mnemo ladder", "", f"`{command}`", ""]
     if results:
-        steps = max(r["steps"] for r in results)
         seeds = max(r["seeds"] for r in rows if "seeds" in r)
         text += [
-            f"Recall at each delay, {steps:,} env steps per run, {seeds} seed(s) per cell. Eval "
+            f"Recall at each delay, {budget_words(results)}, {seeds} seed(s) per cell. Eval "
             "success of the final greedy policy on held-out seeds (IQM across seeds, 95% "
             "bootstrap CI), then the median env steps at which the training success rate "
             "reached 0.9 (- : never), over the seeds that reached it. Chance is 0.25.",
@@ -243,8 +257,8 @@ def write_ladder(
         ]
         if climb:
             text += [
-                f"Climbed (--climb): each delay warm-started from the same core's run at the "
-                f"previous delay, {steps:,} env steps per rung (the first delay from scratch); "
+                "Climbed (--climb): each delay warm-started from the same core's run at the "
+                "previous delay, the same budget per rung (the first delay from scratch); "
                 "steps to 0.9 count from the start of each rung.",
                 "",
             ]
