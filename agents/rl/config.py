@@ -146,10 +146,8 @@ class PPOConfig:
         for name in ("lr", "adam_eps", "max_grad_norm", "clip"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"ppo.{name} must be > 0, got {getattr(self, name)}")
-        if not 0 <= self.target_kl < float("inf"):
-            raise ConfigError(
-                f"ppo.target_kl must be a number >= 0 (0 = off), got {self.target_kl}"
-            )
+        if self.target_kl < 0:  # inf and nan: the config loader refuses non-finite numbers
+            raise ConfigError(f"ppo.target_kl must be >= 0 (0 = off), got {self.target_kl}")
         for name in ("gamma", "gae_lambda"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"ppo.{name} must be in [0, 1], got {getattr(self, name)}")
