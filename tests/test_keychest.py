@@ -14,7 +14,7 @@ from minigrid.core.constants import OBJECT_TO_IDX
 from minigrid.wrappers import ImgObsWrapper
 
 from mnemo import envs
-from mnemo.envs.keychest.common import CHEST, CUE
+from mnemo.envs.keychest.common import APPLE_CELLS, CHEST, CUE
 from mnemo.envs.keychest.match import CHEST_SLOTS
 
 VARIANTS = ("Match", "Fetch", "Return")
@@ -142,6 +142,22 @@ def test_apple_budget_rule() -> None:
     while env.phase == CUE:
         env.step(env.oracle_action())
     assert list(env.apple_timer) == [0, 0, APPLE_GONE, APPLE_GONE]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_apple_color_paints_the_apples_and_refuses_unknown_colours(variant: str) -> None:
+    """``apple_color`` sets the distractor's balls (every variant, via ``gym.make`` kwargs);
+    an unknown colour fails in one line naming minigrid's colours."""
+    env = gym.make(f"mnemo/KeyChest-{variant}-D16-v0", apple_color="yellow").unwrapped
+    env.reset(seed=0)
+    while env.phase == CUE:
+        env.step(env.oracle_action())
+    balls = [env.grid.get(x, y) for x, y in APPLE_CELLS]
+    assert balls and all(b.type == "ball" and b.color == "yellow" for b in balls)
+    apples, chest = oracle_returns(make(variant, apple_color="grey"))
+    assert apples > 0 and chest > 0  # the oracle still finds and eats them
+    with pytest.raises(ValueError, match=r"apple_color must be one of red, green, .*'pink'"):
+        make(variant, apple_color="pink")
 
 
 def test_phases_and_rewards_are_reported() -> None:

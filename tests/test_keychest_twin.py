@@ -23,17 +23,18 @@ def layout_of(twin: BatchedKeyChestMatch, i: int) -> dict:
 
 # The last cases are long enough for the apple budget to bind: apples stop growing back once
 # max_apples have appeared (6 of them at 0.3, 2 at 0.1: fewer than the room's 4 cells), or
-# never stop (None). There the actions mix in the oracle's, which heads for the apples.
+# never stop (None). There the actions mix in the oracle's, which heads for the apples. Two
+# cases grow apples of a colour no key has (yellow, grey).
 @pytest.mark.parametrize(
-    ("delay", "num_colors", "apple_regrow", "shuffle", "apple_budget", "oracle_share"),
+    ("delay", "num_colors", "apple_regrow", "shuffle", "apple_budget", "oracle_share", "apples"),
     [
-        (0, 4, 10, True, 0.2, 0.0),
-        (5, 4, 3, False, 0.2, 0.0),
-        (9, 3, 2, True, 0.2, 0.0),
-        (12, 2, 10, False, 0.2, 0.0),
-        (60, 4, 3, False, 0.3, 0.6),
-        (40, 2, 2, True, 0.1, 0.6),
-        (30, 3, 3, False, None, 0.6),
+        (0, 4, 10, True, 0.2, 0.0, "green"),
+        (5, 4, 3, False, 0.2, 0.0, "green"),
+        (9, 3, 2, True, 0.2, 0.0, "green"),
+        (12, 2, 10, False, 0.2, 0.0, "yellow"),
+        (60, 4, 3, False, 0.3, 0.6, "green"),
+        (40, 2, 2, True, 0.1, 0.6, "grey"),
+        (30, 3, 3, False, None, 0.6, "green"),
     ],
 )
 def test_twin_equals_minigrid(
@@ -43,6 +44,7 @@ def test_twin_equals_minigrid(
     shuffle: bool,
     apple_budget: float | None,
     oracle_share: float,
+    apples: str,
 ) -> None:
     n, steps = 10, 200
     kwargs = {
@@ -51,6 +53,7 @@ def test_twin_equals_minigrid(
         "apple_regrow": apple_regrow,
         "shuffle_chests": shuffle,
         "apple_budget": apple_budget,
+        "apple_color": apples,
     }
     twin = BatchedKeyChestMatch(n, **kwargs)
     grid_envs = [KeyChestMatchEnv(**kwargs) for _ in range(n)]

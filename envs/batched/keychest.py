@@ -43,6 +43,7 @@ from mnemo.envs.keychest.common import (
     RIGHT,
     ROOM,
     apple_allowance,
+    check_apple_color,
 )
 from mnemo.envs.keychest.match import CHEST_SLOTS, CHEST_START, CUE_START, KEY_CELL
 
@@ -96,6 +97,7 @@ class BatchedKeyChestMatch(TensorVectorEnv):
         apple_reward: float = 0.05,
         apple_regrow: int = 10,
         apple_budget: float | None = 0.2,
+        apple_color: str = APPLE_COLOR,
         shuffle_chests: bool = False,
         device: torch.device | str = "cpu",
     ) -> None:
@@ -115,6 +117,7 @@ class BatchedKeyChestMatch(TensorVectorEnv):
         self.apple_reward, self.apple_regrow = float(apple_reward), apple_regrow
         self.apple_budget = None if apple_budget is None else float(apple_budget)
         self.max_apples = apple_allowance(self.apple_reward, self.apple_budget)
+        self.apple_color = check_apple_color(apple_color)
         # The same budget rule as KeyChestEnv._tick_apples; "no bound" as a count never reached.
         self._max_apples = 2**62 if self.max_apples is None else self.max_apples
         self.shuffle_chests = bool(shuffle_chests)
@@ -137,7 +140,7 @@ class BatchedKeyChestMatch(TensorVectorEnv):
                 room[_cell((x, y))] = _code("empty")
         self._room = torch.as_tensor(room, device=dev)
         self._apple_cells = torch.tensor([_cell(c) for c in APPLE_CELLS], device=dev)
-        self._apple_code = _code("ball", COLOR_TO_IDX[APPLE_COLOR])
+        self._apple_code = _code("ball", COLOR_TO_IDX[self.apple_color])
         first = min(len(APPLE_CELLS), self._max_apples)  # apples grown when the room opens
         self._first_apples = first
         self._apple_start = torch.tensor(

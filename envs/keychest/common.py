@@ -43,7 +43,7 @@ CUE, DISTRACTOR, CHEST = 0, 1, 2
 
 # Colours of keys and chests, in minigrid's order (index = minigrid's colour index).
 COLORS = tuple(sorted(COLOR_TO_IDX, key=COLOR_TO_IDX.__getitem__))  # red, green, blue, ...
-APPLE_COLOR = "green"
+APPLE_COLOR = "green"  # the default; ``apple_color`` picks another (see check_apple_color)
 
 # The distractor room: a 5x5 interior in the grid's top-left corner, an apple in each corner.
 ROOM = 7
@@ -63,6 +63,18 @@ def apple_allowance(apple_reward: float, apple_budget: float | None) -> int | No
     if apple_budget is None or apple_reward <= 0:
         return None
     return int(apple_budget / apple_reward + 1e-9)
+
+
+def check_apple_color(apple_color: str) -> str:
+    """``apple_color`` if minigrid knows it, else one clear line naming the valid colours.
+
+    The default green is also a key colour (keys use the first ``num_colors`` of ``COLORS``):
+    apples of a colour no key has (``"yellow"``, ``"grey"``) keep the distractor from showing
+    the colour the agent must remember.
+    """
+    if apple_color not in COLOR_TO_IDX:
+        raise ValueError(f"apple_color must be one of {', '.join(COLORS)}, got {apple_color!r}")
+    return apple_color
 
 
 def room_grid(width: int, height: int, size: int = ROOM) -> Grid:
@@ -93,6 +105,7 @@ class KeyChestEnv(MiniGridEnv):
         apple_reward: float = 0.05,
         apple_regrow: int = 10,
         apple_budget: float | None = 0.2,
+        apple_color: str = APPLE_COLOR,
         see_through_walls: bool = True,
         render_mode: str | None = None,
         **kwargs: Any,
@@ -112,6 +125,7 @@ class KeyChestEnv(MiniGridEnv):
         self.apple_regrow = int(apple_regrow)
         self.apple_budget = None if apple_budget is None else float(apple_budget)
         self.max_apples = apple_allowance(self.apple_reward, self.apple_budget)
+        self.apple_color = check_apple_color(apple_color)
         self.apples_shown = 0  # apples that have appeared in this episode's distractor room
         self.phase = CUE
         self.chest_budget = self.chest_steps
@@ -166,7 +180,7 @@ class KeyChestEnv(MiniGridEnv):
             self.apple_timer[:] = APPLE_GONE
             self.apple_timer[: self.apples_shown] = 0
             for x, y in APPLE_CELLS[: self.apples_shown]:
-                self.grid.set(x, y, Ball(APPLE_COLOR))
+                self.grid.set(x, y, Ball(self.apple_color))
             self.agent_pos, self.agent_dir = DISTRACTOR_START
         else:
             self._build_phase(phase)
@@ -198,7 +212,7 @@ class KeyChestEnv(MiniGridEnv):
                 elif self.max_apples is not None and self.apples_shown >= self.max_apples:
                     self.apple_timer[i] = APPLE_GONE
                 else:
-                    self.grid.set(x, y, Ball(APPLE_COLOR))
+                    self.grid.set(x, y, Ball(self.apple_color))
                     self.apples_shown += 1
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
@@ -317,6 +331,7 @@ __all__ = [
     "Key",
     "KeyChestEnv",
     "apple_allowance",
+    "check_apple_color",
     "plan",
     "plan_length",
     "room_grid",

@@ -6,7 +6,8 @@ from one to the next at fixed step counts, so no exploration skill is needed.
 
 1. **cue** (``cue_steps`` steps): the agent faces a key of one of ``num_colors`` (K) colours,
    one cell ahead. Walking into it does nothing.
-2. **distractor** (``delay`` steps): a room with an apple (green ball) in each corner.
+2. **distractor** (``delay`` steps): a room with an apple (a ball, green unless ``apple_color``
+   says otherwise: green is also a key colour) in each corner.
    Walking into an apple eats it for ``apple_reward``; it grows back ``apple_regrow`` steps
    later, so the agent has to keep moving to collect reward rather than wait, until the
    episode's ``apple_budget`` (default 0.2, i.e. 4 apples) is used up: from then on eaten
