@@ -121,14 +121,19 @@ class GatherRel:
     the index, attention forms the bias slice by slice (``gathered_bias_attention``).
 
     ``shifted`` (G, offset): keys G.. are a Toeplitz run, key G + j of query i at distance
-    offset + i - j wherever seen (Transformer-XL's memory and segment; ``gather_index``)."""
+    offset + i - j wherever seen (Transformer-XL's memory and segment; ``gather_index``).
+    ``index`` may hold fewer rows R than the scores (a multiple of R), repeating: row r reads
+    row r mod R (``GatherIndex``)."""
 
     index: Tensor
     shifted: tuple[int, int] | None = None
     prepared: dict[int, GatherIndex] = field(default_factory=dict, compare=False, repr=False)
 
     def __call__(self, scores: Tensor) -> Tensor:
-        return gather_rel(scores, self.index)
+        index = self.index
+        if index.shape[0] != scores.shape[0]:
+            index = index.repeat(scores.shape[0] // index.shape[0], 1, 1, 1)
+        return gather_rel(scores, index)
 
     def for_attention(self, masked: int) -> GatherIndex:
         """The index as ``gathered_bias_attention`` reads it (masked column: distance index

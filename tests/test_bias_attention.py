@@ -87,3 +87,18 @@ def test_a_toeplitz_run_of_keys_gives_the_gathered_numbers(monkeypatch, cache: i
     torch.testing.assert_close(runs[0], runs[1])  # the plain index: checked above
     for a, b in zip(got, wanted, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("cache", [1 << 19, 2 * Q * W])
+def test_an_index_of_one_row_reads_as_repeated(monkeypatch, cache: int) -> None:
+    """An index with fewer rows than the batch repeats (rows alike): the numbers of the index
+    repeated in full, whole or a slice of the batch at a time."""
+    monkeypatch.setattr(ba, "CACHE_NUMBERS", cache)
+    (qu, qv, kv, rk), index = inputs(4)
+    one = index[:1]
+    runs = [ba.gathered_bias_attention(qu, qv, kv, rk, i, P) for i in (one, one.repeat(B, 1, 1, 1))]
+    g = torch.randn_like(runs[0])
+    got, wanted = (torch.autograd.grad(o, (qu, qv, kv, rk), g) for o in runs)
+    assert torch.equal(runs[0], runs[1])
+    for a, b in zip(got, wanted, strict=True):
+        assert torch.equal(a, b)

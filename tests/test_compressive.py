@@ -161,6 +161,33 @@ def test_reconstruction_loss_decreases_when_trained() -> None:
     assert losses[-1] < 0.5 * losses[0], losses[::3]
 
 
+@pytest.mark.parametrize("cache", [1 << 19, 64])
+def test_rows_alike_share_one_plan_with_the_same_numbers(monkeypatch, cache: int) -> None:
+    """Rows with one episode timing get one row's plan (``block_plan``), with the numbers of
+    the plan made row by row: outputs, state, aux loss, gradients and ``inspect``, bit for bit,
+    in blocks of queries and in slices of the batch (a small cache: one row per slice)."""
+    from mnemo.memory import bias_attention, compressive_windows
+
+    monkeypatch.setattr(bias_attention, "CACHE_NUMBERS", cache)
+    core = make()
+    monkeypatch.setattr(core, "query_block", 8)
+    x = torch.randn(B, 50, D)
+    starts = torch.zeros(B, 50, dtype=torch.bool)
+    starts[:, 0] = True
+    runs = []
+    for shared in (True, False):
+        monkeypatch.setattr(compressive_windows, "rows_alike", lambda *_, s=shared: s)
+        core.zero_grad()
+        first = core(x[:, :20], core.initial_state(B, "cpu"), starts[:, :20])
+        out = core(x[:, 20:], core.detach(first.state), starts[:, 20:])
+        (out.y.square().sum() + out.aux_loss).backward()
+        grads = [p.grad.clone() for p in core.parameters()]
+        seen = core.inspect(x[:, 20:], first.state, starts[:, 20:])["attention"]
+        runs.append([out.y, out.aux_loss, *tree_leaves(out.state), *grads, seen])
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_bad_options_are_explained() -> None:
     with pytest.raises(memory.CoreConfigError, match="compression must be one of"):
         memory.make_core("compressive", D, compression="zip")
