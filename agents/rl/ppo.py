@@ -93,8 +93,8 @@ class PPO:
         # sync per step; host envs (numpy) sync anyway, so they keep the cheap ``any()`` test.
         self.host_env = not isinstance(self.env, TensorVectorEnv)
         self.can_truncate = bool(getattr(self.env, "can_truncate", True))
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=cfg.ppo.lr, eps=cfg.ppo.adam_eps
+        self.optimizer = torch.optim.Adam(  # foreach: as agents/lm/train.py's make_optimizer
+            self.model.parameters(), lr=cfg.ppo.lr, eps=cfg.ppo.adam_eps, foreach=True
         )
         self.generator = torch.Generator().manual_seed(cfg.seed)
         n = cfg.env.num_envs
