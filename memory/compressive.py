@@ -48,6 +48,7 @@ Departures from the paper, and why:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -177,6 +178,7 @@ class CompressiveCore(MemoryCore):
         plan = block_plan(state, episode_start, self.n_mem, ncm, c, size)
         keep = plan["keep"]
         use_cache = self.cache_kv and not torch.is_grad_enabled()
+        recon = torch.is_grad_enabled() and self.compression == "conv"  # the aux loss
         new: dict[str, list[Tensor]] = {k: [] for k in ("raw", "cmem", "raw_kv", "cmem_kv")}
         aux = x.new_zeros(())
         cvalid = plan["cvalid"][..., None]  # (B, ncm, 1)
@@ -188,13 +190,16 @@ class CompressiveCore(MemoryCore):
             stream = torch.cat([raw, h.detach()], dim=1)  # (B, R + T, D), stop-gradient
             windows = take(stream, made_at[..., None] + torch.arange(c, device=x.device))
             made = comp(windows)  # (B, M, D) from (B, M, c, D); only the aux loss reaches comp
+            made_kv = None  # the compressions' keys/values for the reconstruction loss
             if use_cache:  # acting: keys/values of the memory were computed when it was written
                 kv_made = spread(block.kv_of(made), made_at, t)
                 kv_mem = [state["cmem_kv"][:, i], kv_made, state["raw_kv"][:, i]]
                 kv_ctx = [z.to(x.dtype) for z in kv_mem]
             else:
-                kv_made = spread(block.kv_of(made.detach()), made_at, t)
-                kv_ctx = [block.kv_of(cm), kv_made, block.kv_of(raw)]
+                kv_made, made_kv = (
+                    kv_both_ways(block, made) if recon else (block.kv_of(made.detach()), None)
+                )
+                kv_ctx = [block.kv_of(cm), spread(kv_made, made_at, t), block.kv_of(raw)]
             traced = trace is not None and i == self.n_layers - 1
             hn = block.attend_input(h)
             kv = torch.cat([*kv_ctx, block.attn.kv(hn)], dim=1)  # (B, K, 2D)
@@ -202,11 +207,11 @@ class CompressiveCore(MemoryCore):
             a, w = block.attend(hn, kv, self.pos, plan["win"], traced, q)
             if traced:
                 trace.append(w)
-            if torch.is_grad_enabled() and self.compression == "conv":
+            if made_kv is not None:
                 stream_kv = kv[:, ncm + t :].detach()  # (B, R + T, 2D): the stream's own
                 formed = plan["formed"]
                 aux = aux + self.reconstruction_loss(
-                    block, q.detach(), stream_kv, made, made_at, formed, c, size
+                    block, q.detach(), stream_kv, made_kv, formed, c, size
                 )
             blocks = spread(made.detach(), made_at, t)  # (B, T, D), zero where not formed
             new["raw"].append(stream[:, -self.n_raw :])
@@ -273,8 +278,7 @@ class CompressiveCore(MemoryCore):
         block: TransformerBlock,
         hq: Tensor,
         stream_kv: Tensor,
-        made: Tensor,
-        made_at: Tensor,
+        made_kv: Tensor,
         formed: Tensor,
         c: int,
         size: int,
@@ -290,8 +294,9 @@ class CompressiveCore(MemoryCore):
         compresses stream[k : k + c], so a block of Q candidates covers Q + c - 1 states; formed
         windows never overlap, so attending over those states, masked to the formed windows, is
         attending over the formed windows (and projects each state once, not c times).
-        ``made`` (B, M, D): the compressions at candidates ``made_at`` (``formed_first``); each
-        block reads its own formed ones only.
+        ``made_kv`` (B, M, 2D): keys/values of the compressions at the candidates of
+        ``formed_first``, through the layer's weights detached (``kv_both_ways``); each block
+        reads its own formed ones only.
         """
         if not bool(formed.any()):
             return hq.new_zeros(())
@@ -316,9 +321,8 @@ class CompressiveCore(MemoryCore):
         count = edges[:, 1:] - edges[:, :-1]  # (B, n)
         width = max(int(count.max()), 1)
         slot = torch.arange(width, device=hq.device)
-        idx = (edges[:, :-1, None] + slot).clamp(max=made.shape[1] - 1)  # (B, n, width)
-        new_kv = block.frozen_projection(made, block.attn.kv.weight)  # (B, M, 2D)
-        new_kv = take(new_kv, idx.flatten(1)).view(b * n, width, -1)
+        idx = (edges[:, :-1, None] + slot).clamp(max=made_kv.shape[1] - 1)  # (B, n, width)
+        new_kv = take(made_kv, idx.flatten(1)).view(b * n, width, -1)
         new = block.frozen_content_attention(hq, new_kv, (slot < count[..., None]).flatten(0, 1))
         err = ((old - new).square().mean(-1) * real).sum(-1) / real.sum(-1)  # (B * n,)
         used = f.any(dim=1)  # blocks that compressed something
@@ -327,6 +331,39 @@ class CompressiveCore(MemoryCore):
 
 STORED = ("raw", "cmem", "raw_kv", "cmem_kv")
 """State entries kept in ``memory_dtype``."""
+
+
+def kv_both_ways(block: TransformerBlock, made: Tensor) -> tuple[Tensor, Tensor]:
+    """Keys/values (B, M, 2D) of the compressions ``made`` twice: for attention (the gradient
+    reaches the layer's weights, not the compressor) and for the reconstruction loss (it
+    reaches the compressor, not the weights: ``frozen_projection``). The same numbers; a
+    post-LN block computes them in one product (``ProjectedTwice``)."""
+    if block.pre_ln:
+        return block.kv_of(made.detach()), block.frozen_projection(made, block.attn.kv.weight)
+    return ProjectedTwice.apply(made, block.attn.kv.weight)
+
+
+class ProjectedTwice(torch.autograd.Function):
+    """``F.linear(x, weight)`` once, returned twice: the gradient of the first goes to
+    ``weight`` only, that of the second to ``x`` only (as ``F.linear(x.detach(), weight)`` and
+    ``F.linear(x, weight.detach())``, with the same products in the backward pass)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.save_for_backward(x, weight)
+        y = F.linear(x, weight)
+        return y, y.clone()
+
+    @staticmethod
+    def backward(
+        ctx: Any, to_weight: Tensor | None, to_x: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        dx = None if to_x is None else to_x.matmul(weight)
+        dw = None
+        if to_weight is not None:
+            dw = to_weight.flatten(0, -2).t().mm(x.flatten(0, -2))
+        return dx, dw
 
 
 def take(x: Tensor, idx: Tensor) -> Tensor:
