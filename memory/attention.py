@@ -123,7 +123,7 @@ class GatherRel:
     ``shifted`` (G, offset): keys G.. are a Toeplitz run, key G + j of query i at distance
     offset + i - j wherever seen (Transformer-XL's memory and segment; ``gather_index``).
     ``index`` may hold fewer rows R than the scores (a multiple of R), repeating: row r reads
-    row r mod R (``GatherIndex``)."""
+    row r mod R (``GatherIndex``). A query sees each distance at most once (``distinct``)."""
 
     index: Tensor
     shifted: tuple[int, int] | None = None
@@ -139,7 +139,8 @@ class GatherRel:
         """The index as ``gathered_bias_attention`` reads it (masked column: distance index
         ``masked``, the last), made once for every layer of the call."""
         if masked not in self.prepared:
-            self.prepared[masked] = gather_index(self.index, masked, masked + 1, self.shifted)
+            at = gather_index(self.index, masked, masked + 1, self.shifted, distinct=True)
+            self.prepared[masked] = at
         return self.prepared[masked]
 
 

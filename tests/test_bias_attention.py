@@ -102,3 +102,23 @@ def test_an_index_of_one_row_reads_as_repeated(monkeypatch, cache: int) -> None:
     assert torch.equal(runs[0], runs[1])
     for a, b in zip(got, wanted, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("cache", [1 << 19, 2 * Q * W])
+def test_keys_at_distinct_distances_write_their_gradient(monkeypatch, cache: int) -> None:
+    """Where no two keys a query sees share a distance (``distinct``), the position scores'
+    gradient is written, not added: the numbers of adding it."""
+    monkeypatch.setattr(ba, "CACHE_NUMBERS", cache)
+    (qu, qv, kv, rk), _ = inputs(5)
+    g = torch.Generator().manual_seed(6)
+    order = torch.rand(B, 1, Q, P, generator=g).argsort(-1)  # distinct distances per query
+    index = torch.full((B, 1, Q, W), P)  # keys past the P distances: hidden
+    index[..., :P] = order
+    index[..., 1:P] = index[..., 1:P].masked_fill(torch.rand(B, 1, Q, P - 1, generator=g) < 0.3, P)
+    at = ba.gather_index(index, P, P + 1, distinct=True)
+    runs = [ba.gathered_bias_attention(qu, qv, kv, rk, i, P) for i in (at, index)]
+    grad = torch.randn_like(runs[0])
+    got, wanted = (torch.autograd.grad(o, (qu, qv, kv, rk), grad) for o in runs)
+    assert torch.equal(runs[0], runs[1])
+    for a, b in zip(got, wanted, strict=True):
+        assert torch.equal(a, b)
