@@ -94,13 +94,15 @@ def block_plan(
     starts), so when every row has the same (streams of one long text, read in step), it is
     made for one row and shared: on the LM step (8 rows) the plan and its distance index took
     2.9 ms, now 0.7 (one thread), and attention reads one row's distance index
-    (``GatherIndex``), not 8 copies of it (the step: 2.8% faster in an A/B).
+    (``GatherIndex``), not 8 copies of it (the step: 2.8% faster in an A/B). Only calls of
+    more than one block ask (the host is asked then anyway, ``slot_windows``): acting steps
+    stay free of host syncs.
     """
-    b = episode_start.shape[0]
-    if b > 1 and rows_alike(state, episode_start):
+    b, t = episode_start.shape
+    if b > 1 and t > size and rows_alike(state, episode_start):
         first = {k: state[k][:1] for k in ("ep_t", "cvalid")}
         return repeated(block_plan(first, episode_start[:1], nm, ncm, c, size), b)
-    t, r, dev = episode_start.shape[1], nm + c - 1, episode_start.device
+    r, dev = nm + c - 1, episode_start.device
     s = stream_of(state["ep_t"], episode_start, r)
     ep_t, valid = state["ep_t"], s.valid
     # Potential blocks: stream index p = c - 1 + k ends at time e = p - R; evicted after p + nm.
