@@ -358,11 +358,12 @@ class ProjectedTwice(torch.autograd.Function):
     def backward(
         ctx: Any, to_weight: Tensor | None, to_x: Tensor | None
     ) -> tuple[Tensor | None, ...]:
-        x, weight = ctx.saved_tensors
-        dx = None if to_x is None else to_x.matmul(weight)
+        x, weight = ctx.saved_tensors  # under autocast: in the outputs' dtype, as it would
+        dx = None if to_x is None else to_x.matmul(weight.to(to_x.dtype)).to(x.dtype)
         dw = None
         if to_weight is not None:
-            dw = to_weight.flatten(0, -2).t().mm(x.flatten(0, -2))
+            z = x.flatten(0, -2).to(to_weight.dtype)
+            dw = to_weight.flatten(0, -2).t().mm(z).to(weight.dtype)
         return dx, dw
 
 

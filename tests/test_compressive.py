@@ -188,19 +188,22 @@ def test_rows_alike_share_one_plan_with_the_same_numbers(monkeypatch, cache: int
         assert torch.equal(a, b)
 
 
-def test_projected_twice_is_both_frozen_projections() -> None:
+@pytest.mark.parametrize("amp", [False, True])
+def test_projected_twice_is_both_frozen_projections(amp: bool) -> None:
     """One product for the compressions' keys/values: attention's gradient reaches the weight
-    only, the reconstruction loss's the compressions only, the numbers of two products."""
+    only, the reconstruction loss's the compressions only, the numbers of two products (with
+    bf16 autocast too)."""
     import torch.nn.functional as F
 
     from mnemo.memory.compressive import ProjectedTwice
 
     x, w = torch.randn(2, 5, D, requires_grad=True), torch.randn(2 * D, D, requires_grad=True)
     ga, gb = torch.randn(2, 5, 2 * D), torch.randn(2, 5, 2 * D)
-    a, b = ProjectedTwice.apply(x, w)
-    got = torch.autograd.grad((a * ga).sum() + (b * gb).sum(), (x, w))
-    a2, b2 = F.linear(x.detach(), w), F.linear(x, w.detach())
-    want = torch.autograd.grad((a2 * ga).sum() + (b2 * gb).sum(), (x, w))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        a, b = ProjectedTwice.apply(x, w)
+        a2, b2 = F.linear(x.detach(), w), F.linear(x, w.detach())
+    got = torch.autograd.grad((a.float() * ga).sum() + (b.float() * gb).sum(), (x, w))
+    want = torch.autograd.grad((a2.float() * ga).sum() + (b2.float() * gb).sum(), (x, w))
     assert torch.equal(a, a2) and torch.equal(b, b2)
     assert all(torch.equal(g, h) for g, h in zip(got, want, strict=True))
 
