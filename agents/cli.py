@@ -65,7 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 @exit_codes
 def cmd_eval(args: argparse.Namespace) -> int:
-    from mnemo.agents.rl.evaluate import evaluate, load_agent
+    from mnemo.agents.rl.evaluate import evaluate, load_agent, with_env_kwargs
 
     for flag, n in (("--episodes", args.episodes), ("--video-episodes", args.video_episodes)):
         if n < 1:
@@ -76,6 +76,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         video = video_folder(args.video)
     model, cfg = load_agent(args.checkpoint, args.device, args.imports)
+    cfg = with_env_kwargs(cfg, args.env)
     if cfg.threads:  # the run's setting: torch's default thrashes a shared 2-core machine
         import torch
 
@@ -83,7 +84,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     res = evaluate(
         model, cfg, args.episodes, greedy=not args.stochastic, seed=args.seed, device=args.device
     )
-    print(f"{cfg.core.name} on {cfg.env.id}: {res.summary()}")
+    variant = f" ({' '.join(args.env)})" if args.env else ""
+    print(f"{cfg.core.name} on {cfg.env.id}{variant}: {res.summary()}")
     if video is not None:
         from mnemo.agents.rl.evaluate import HELD_OUT_SEED_OFFSET
         from mnemo.agents.rl.video import write_episode_gifs
@@ -252,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--stochastic", action="store_true", help="sample actions (default: argmax)")
     e.add_argument("--video", metavar="DIR", help="also write episodes as GIFs (and TB events)")
     e.add_argument("--video-episodes", type=int, default=4, help="episodes to record (--video)")
+    e.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="evaluate on a variant of the run's env: an env kwarg (repeatable), e.g. delay=512",
+    )
     e.add_argument(
         "--import", dest="imports", action="append", default=[], metavar="PKG", help=IMPORT
     )

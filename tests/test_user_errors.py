@@ -67,6 +67,11 @@ CASES = [
     (["eval", "{rl}", "--episodes", "0"], "--episodes must be >= 1, got 0"),
     (["eval", "{rl}", "--video-episodes", "-1"], "--video-episodes must be >= 1, got -1"),
     (["eval", "{rl}", "--video", "{rl}/ep.mp4"], "--video takes a folder"),
+    (["eval", "{rl}", "--env", "delay"], "--env 'delay' must look like KEY=VALUE"),
+    (["eval", "{rl}", "--env", "a.b=1"], "--env 'a.b=1': KEY is one env kwarg, without dots"),
+    (["eval", "{rl}", "--env", "delai=9"], "--env for mnemo/Recall-D8-v0: "),
+    (["eval", "{rl}", "--env", "delay=-1"], "delay must be an integer >= 0, got -1"),
+    (["eval", "{rl}", "--env", "num_symbols=6"], "observations would be"),
     (["eval", "{rl}", "--video", "{file}"], "--video: {file} is a file, not a folder"),
     (["eval", "{rl}", "--video", "{file}/sub"], "--video: cannot create the folder"),
     (["lm", "sample", "{lm}", "--temperature", "nan"], "--temperature must be a finite number"),
@@ -262,3 +267,12 @@ def test_eval_does_not_judge_the_training_sizes(
     # run's num_envs x rollout_len.
     monkeypatch.setattr(memory_budget, "_budget", lambda device: (2**20, "memory"))
     assert main(["eval", str(runs["rl"]), "--episodes", "1"]) == 0
+
+
+def test_eval_on_a_variant_of_the_env(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--env KEY=VALUE`` evaluates the same policy on a variant (here a longer delay)."""
+    capsys.readouterr()
+    assert main(["eval", str(runs["rl"]), "--episodes", "4", "--env", "delay=12"]) == 0
+    assert "on mnemo/Recall-D8-v0 (delay=12): success" in capsys.readouterr().out

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from mnemo.agents.checkpoint import check_head, load_checkpoint, load_weights
-from mnemo.agents.config_loader import from_dict
+from mnemo.agents.config_loader import from_dict, parse_override
 from mnemo.agents.config_sections import check_device
+from mnemo.agents.errors import ConfigError, UserError
 from mnemo.agents.rl.actor_critic import ActorCritic
 from mnemo.agents.rl.config import RLConfig, check_names
 from mnemo.agents.rl.vector_env import check_checkpoint_import, make_vector_env
@@ -81,6 +83,42 @@ def load_agent(
     model = ActorCritic(env.single_observation_space, env.single_action_space, cfg.core, cfg.agent)
     load_weights(model, ckpt["model"], str(path))
     return model.to(device).eval(), cfg
+
+
+def with_env_kwargs(cfg: RLConfig, pairs: Sequence[str]) -> RLConfig:
+    """``cfg`` with ``--env KEY=VALUE`` pairs merged into its env kwargs: the same policy on a
+    variant of its env (another delay, apples of another colour, ...). Values are read as YAML.
+
+    Raises:
+        UserError: a pair that is not ``KEY=VALUE``, a kwarg the env refuses, or a variant
+            whose observations or actions differ from the ones the policy was trained on.
+    """
+    if not pairs:
+        return cfg
+    new = copy.deepcopy(cfg)
+    for pair in pairs:
+        try:
+            key, value = parse_override(pair)
+        except ConfigError as e:
+            raise UserError(f"--env {pair!r} must look like KEY=VALUE (e.g. delay=512)") from e
+        if len(key) != 1:
+            raise UserError(f"--env {pair!r}: KEY is one env kwarg, without dots")
+        new.env.kwargs = {**new.env.kwargs, key[0]: value}
+    try:
+        env = make_vector_env(new.env.id, 1, "cpu", new.env.batched, **new.env.kwargs)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"--env for {new.env.id}: {e}") from e
+    trained = make_vector_env(cfg.env.id, 1, "cpu", cfg.env.batched, **cfg.env.kwargs)
+    for what in ("single_observation_space", "single_action_space"):
+        if getattr(env, what) != getattr(trained, what):
+            raise UserError(
+                f"--env {' '.join(pairs)}: {new.env.id}'s {what.split('_')[1]}s would be "
+                f"{getattr(env, what)}, not the {getattr(trained, what)} the policy was "
+                "trained on"
+            )
+    env.close()
+    trained.close()
+    return new
 
 
 @torch.no_grad()
