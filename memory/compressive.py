@@ -54,12 +54,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mnemo.memory.attention import BlockOptions, TransformerBlock
+from mnemo.memory.attention import BlockOptions
 from mnemo.memory.base import CoreOutput, MemoryCore, State
 from mnemo.memory.blockwise import n_blocks, split_queries
 from mnemo.memory.compressive_windows import UsagePlan, block_plan
 from mnemo.memory.options import option
 from mnemo.memory.registry import register_core
+from mnemo.memory.transformer_block import TransformerBlock
 
 COMPRESSIONS = ("conv", "max", "mean", "most_used")
 

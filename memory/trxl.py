@@ -35,11 +35,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from mnemo.memory.attention import BlockOptions, RelFn, TransformerBlock, rel_shift
+from mnemo.memory.attention import BlockOptions, RelFn, rel_shift
 from mnemo.memory.base import CoreOutput, MemoryCore, State
 from mnemo.memory.blockwise import Windows, blocked, finish_mask, n_blocks, window_index
 from mnemo.memory.options import option
 from mnemo.memory.registry import register_core
+from mnemo.memory.transformer_block import TransformerBlock
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mnemo import memory
-from mnemo.memory.attention import GRUGate, RelMultiHeadAttention, gather_rel, rel_shift, sinusoid
+from mnemo.memory.attention import RelMultiHeadAttention, gather_rel, rel_shift, sinusoid
+from mnemo.memory.transformer_block import GRUGate
 from mnemo.memory.trxl import rel_shift_window
 
 D, B = 16, 3
