@@ -43,7 +43,7 @@ chunk of 4096 tokens; norm of the gradient reaching the first chunk):
 
 So no rule in max_lr alone keeps it bounded (chunk 32 diverges at the default 0.1, and the
 gates can drive theta from max_lr / 2 at initialisation up to max_lr in training). ``write``
-therefore bounds the backward pass itself (``_BoundStateGrad``): per row, the gradient that
+therefore bounds the backward pass itself (``BoundStateGrad``): per row, the gradient that
 reaches the chunk-start (M, S) through a write is scaled down where its growth through the
 writes so far in the backward pass (a ``WriteChain`` the writes of one pass share) would exceed
 ``gain_limit``; the forward pass and the gradients to k, v and the gates are exact. At
@@ -80,11 +80,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from mnemo.memory.write_bound import BoundStateGrad, RecordOutputGrad, WriteBound, WriteChain
 
 Weights = tuple[Tensor, ...]
 """Fast weights of the memory MLP, layer by layer, each (B, H, d_in, d_out)."""
@@ -298,16 +300,16 @@ class NeuralMemory(nn.Module):
         chain: WriteChain | None = None,
     ) -> tuple[Weights, Weights]:
         """``write_exact``, with a backward pass whose growth through consecutive writes is
-        bounded (``_BoundStateGrad``) when autograd records it. ``chain``: the growth budget
+        bounded (``BoundStateGrad``) when autograd records it. ``chain``: the growth budget
         the writes of one pass share, in order (one per call if not given)."""
         n, state = len(weights), (*weights, *momentum)
         recorded = torch.is_grad_enabled() and any(t.requires_grad for t in state)
         if not (self.bounded_backward and recorded):
             return self.write_exact(weights, momentum, k, v, c)
-        bound = _WriteBound(chain if chain is not None else WriteChain(), self.gain_limit)
-        state = _BoundStateGrad.apply(bound, *state)
+        bound = WriteBound(chain if chain is not None else WriteChain(), self.gain_limit)
+        state = BoundStateGrad.apply(bound, *state)
         new_w, new_s = self.write_exact(tuple(state[:n]), tuple(state[n:]), k, v, c)
-        out = _RecordOutputGrad.apply(bound, *new_w, *new_s)
+        out = RecordOutputGrad.apply(bound, *new_w, *new_s)
         return tuple(out[:n]), tuple(out[n:])
 
     def write_exact(
@@ -369,91 +371,6 @@ class NeuralMemory(nn.Module):
                 x = F.silu(x)
         h_out = x.transpose(-2, -3)  # (..., b, H, Dh)
         return self.out_norm(h_out.reshape(*h_out.shape[:-2], self.d_model))
-
-
-class WriteChain:
-    """The growth budget of consecutive writes, shared across their backward pass (per row).
-
-    ``used`` is the gain the carried gradient has taken on since it last shrank: each write
-    multiplies it by its own gain (norm of the gradient it passes to its chunk-start (M, S)
-    over the norm at its outputs), never below 1, and a write's gain is scaled down where it
-    would take ``used`` beyond the memory's ``gain_limit``. Writes run backward last to first,
-    so the budget is spent from the loss backward: a chain that keeps growing is cut at
-    gain_limit times its level, one that grows less is exact. At gain_limit 1 no write may
-    grow the gradient at all (the rule before the budget: each write's (M, S) gradient at most
-    the gradient at its output).
-    """
-
-    used: Tensor | None = None
-
-
-class _WriteBound:
-    """What a write's two ends share: its chain, its limit and the per-row norm of its output
-    gradient."""
-
-    def __init__(self, chain: WriteChain, limit: float) -> None:
-        self.chain, self.limit = chain, limit
-        self.out_norm: Tensor | None = None
-
-
-class _WriteEnd(torch.autograd.Function):
-    """Identity on tensors, holding the ``_WriteBound`` it shares with the write's other end."""
-
-    @staticmethod
-    def forward(ctx: Any, bound: _WriteBound, *ts: Tensor) -> tuple[Tensor, ...]:
-        ctx.bound = bound
-        return tuple(t.view_as(t) for t in ts)
-
-
-class _RecordOutputGrad(_WriteEnd):
-    """Identity on a write's outputs (M, S); backward notes the gradient's norm per row."""
-
-    @staticmethod
-    def backward(ctx: Any, *grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        ctx.bound.out_norm = _row_norm(grad_out)
-        return (None, *grad_out)
-
-
-class _BoundStateGrad(_WriteEnd):
-    """``NeuralMemory.write``'s backward bound, on the chunk-start (M, S) it reads.
-
-    Per batch row, the gradient reaching (M, S) through the write is scaled down where its
-    gain over the gradient at the write's output (``_RecordOutputGrad``, whose backward runs
-    first) would spend more than the chain's budget (``WriteChain``). Through many chunks the
-    gradient carried by the memory then grows at most gain_limit-fold beyond what reaches the
-    memory directly (it grew as the product of the chunks' Jacobians: ~1e9 at the first tokens
-    of 4096 with max_lr 0.25, chunk 4); the gradients to k, v and the gates, and the forward
-    pass, are exact. (Two identities around the plain write, instead of one function whose
-    backward took a nested ``autograd.grad`` of the write: a titans_mac LM step ~2% faster,
-    same numbers.)
-    """
-
-    @staticmethod
-    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
-        wanted = ctx.needs_input_grad[1:]
-        bound, chain = ctx.bound, ctx.bound.chain
-        if bound.out_norm is None:  # no gradient reached the write's outputs
-            return (None, *(g if w else None for g, w in zip(grads, wanted)))
-        through = _row_norm([g for g, w in zip(grads, wanted) if w])
-        used = chain.used
-        if used is None or used.shape != through.shape:
-            used = torch.ones_like(through)
-        gain = through / bound.out_norm.clamp(min=1e-30)
-        scale = (bound.limit / (used * gain).clamp(min=1e-30)).clamp(max=1.0)
-        moved = through > 0
-        chain.used = torch.where(moved, (used * gain * scale).clamp(min=1.0), used)
-        return (
-            None,
-            *(
-                g * scale.view(-1, *[1] * (g.dim() - 1)) if w else None
-                for g, w in zip(grads, wanted)
-            ),
-        )
-
-
-def _row_norm(ts: Any) -> Tensor:
-    """Norm per batch row (dim 0) over a group of tensors."""
-    return torch.sqrt(sum(t.flatten(1).square().sum(1) for t in ts))
 
 
 def _mlp(weights: Weights, x: Tensor) -> Tensor:

@@ -64,11 +64,12 @@ import torch
 from torch import Tensor, nn
 
 from mnemo.memory.base import CoreOutput, MemoryCore, State, tree_map2, where_rows
-from mnemo.memory.neural_memory import ChunkCoefs, NeuralMemory, TokenGrads, WriteChain
+from mnemo.memory.neural_memory import ChunkCoefs, NeuralMemory, TokenGrads
 from mnemo.memory.registry import register_core
 from mnemo.memory.titans_layout import ChunkLayout, chunk_layout
 from mnemo.memory.titans_options import TitansOptions
 from mnemo.memory.window_attention import SlidingWindowAttention
+from mnemo.memory.write_bound import WriteChain
 
 ASK_HOST_ON = ("cpu",)
 """Device types where acting asks the host which chunks have work (see ``_chunk_flags``)."""

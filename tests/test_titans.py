@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from mnemo import memory
-from mnemo.memory.neural_memory import NeuralMemory, WriteChain
+from mnemo.memory.neural_memory import NeuralMemory
 from mnemo.memory.titans_layout import chunk_layout
 from mnemo.memory.window_attention import SlidingWindowAttention
+from mnemo.memory.write_bound import WriteChain
 
 VARIANTS = ["titans_lmm", "titans_mac", "titans_mag", "titans_mal"]
 SMALL = {"chunk_size": 4, "n_heads": 2}
