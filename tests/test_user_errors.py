@@ -276,3 +276,15 @@ def test_eval_on_a_variant_of_the_env(
     capsys.readouterr()
     assert main(["eval", str(runs["rl"]), "--episodes", "4", "--env", "delay=12"]) == 0
     assert "on mnemo/Recall-D8-v0 (delay=12): success" in capsys.readouterr().out
+
+
+def test_a_refused_variant_names_its_space_on_one_line() -> None:
+    """Spaces whose repr spans lines (minigrid's images) are named by kind and shape."""
+    import gymnasium as gym
+    import numpy as np
+
+    from mnemo.agents.rl.evaluate import _space_words
+
+    image = gym.spaces.Box(0, np.full((7, 7, 3), 9, np.uint8), dtype=np.uint8)
+    assert _space_words(image) == "Box of shape (7, 7, 3)"
+    assert _space_words(gym.spaces.Discrete(3)) == "Discrete(3)"

@@ -110,15 +110,25 @@ def with_env_kwargs(cfg: RLConfig, pairs: Sequence[str]) -> RLConfig:
         raise UserError(f"--env for {new.env.id}: {e}") from e
     trained = make_vector_env(cfg.env.id, 1, "cpu", cfg.env.batched, **cfg.env.kwargs)
     for what in ("single_observation_space", "single_action_space"):
-        if getattr(env, what) != getattr(trained, what):
+        now, then = getattr(env, what), getattr(trained, what)
+        if now != then:
+            said, was = _space_words(now), _space_words(then)
+            differ = f"would be {said}, not the {was}" if said != was else f"would differ ({was})"
             raise UserError(
-                f"--env {' '.join(pairs)}: {new.env.id}'s {what.split('_')[1]}s would be "
-                f"{getattr(env, what)}, not the {getattr(trained, what)} the policy was "
-                "trained on"
+                f"--env {' '.join(pairs)}: {new.env.id}'s {what.split('_')[1]}s {differ} "
+                "the policy was trained on"
             )
     env.close()
     trained.close()
     return new
+
+
+def _space_words(space: object) -> str:
+    """A space on one short line: its repr, or its kind and shape where the repr is long."""
+    text = str(space)
+    if "\n" not in text and len(text) <= 80:
+        return text
+    return f"{type(space).__name__} of shape {getattr(space, 'shape', '?')}"
 
 
 @torch.no_grad()
