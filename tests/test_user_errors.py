@@ -285,6 +285,7 @@ def test_a_refused_variant_names_its_space_on_one_line() -> None:
 
     from mnemo.agents.rl.evaluate import _space_words
 
-    image = gym.spaces.Box(0, np.full((7, 7, 3), 9, np.uint8), dtype=np.uint8)
-    assert _space_words(image) == "Box of shape (7, 7, 3)"
+    high = np.arange(7 * 7 * 3, dtype=np.uint8).reshape(7, 7, 3)  # bounds per cell: long repr
+    image = gym.spaces.Box(np.zeros_like(high), high, dtype=np.uint8)
+    assert "\n" in str(image) and _space_words(image) == "Box of shape (7, 7, 3)"
     assert _space_words(gym.spaces.Discrete(3)) == "Discrete(3)"
