@@ -116,6 +116,29 @@ def test_a_missed_target_stops_and_a_rerun_continues_the_stage(
     assert record[1]["finished"]
 
 
+def test_an_interrupted_stage_records_its_checkpoint_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stage stopped by a signal (after its checkpoint) says in curriculum.json how far it
+    got, and its rerun resumes there."""
+    from mnemo.agents.errors import Interrupted
+
+    run, original = tmp_path / "run", train_module.train
+
+    def stopped(*args, **kwargs):
+        original(*args, **kwargs)
+        raise Interrupted("stopped by SIGTERM")
+
+    monkeypatch.setattr(train_module, "train", stopped)
+    assert main(["train", write(tmp_path), f"run.dir={run}"]) != 0
+    record = json.loads((run / "curriculum.json").read_text())["stages"][0]
+    assert record["steps"] == 1024 and not record["finished"] and record["wall_s"] > 0
+    monkeypatch.setattr(train_module, "train", original)
+    capsys.readouterr()
+    assert main(["train", write(tmp_path), f"run.dir={run}"]) == 0
+    assert "resuming at step 1024" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("curriculum", "expect"),
     [

@@ -217,9 +217,14 @@ def _train_stage(
     if stage.cfg.run.init_from and not resume:
         start += f", warm start from {stage.cfg.run.init_from}"
     print(stage.header(n) + start, flush=True)
+    if resume:
+        record["steps"] = int(resume["step"])
     t0 = time.perf_counter()
     try:
         result = train(stage.cfg, resume=resume, run_dir=stage.run_dir if resume else None)
+    except KeyboardInterrupt:  # stopped after writing a checkpoint: record how far it got
+        record["steps"] = _checkpoint_step(stage, record["steps"])
+        raise
     finally:  # an interrupted stage's time counts too
         record["wall_s"] = round(record["wall_s"] + time.perf_counter() - t0, 3)
         _write(records, out)
@@ -265,6 +270,17 @@ def _resumable(stage: Stage) -> dict[str, Any] | None:
     except ConfigError as e:
         raise ConfigError(f"{CURRICULUM_KEY} stage {stage.index} ({stage.run_dir}): {e}") from None
     return ckpt
+
+
+def _checkpoint_step(stage: Stage, default: int) -> int:
+    """The env step of the stage's last checkpoint, or ``default`` if it has none readable."""
+    from mnemo.agents.checkpoint import load_checkpoint
+
+    last = stage.run_dir / "checkpoints" / "last.pt"
+    try:
+        return int(load_checkpoint(last)["step"]) if last.is_file() else default
+    except Exception:  # a record is not worth a second error while stopping
+        return default
 
 
 def _fresh(stage: Stage) -> dict[str, Any]:
