@@ -173,7 +173,7 @@ def check_folder(path: str | Path, key: str) -> Path:
     there (a file, a FIFO): ``key`` names the setting, e.g. ``run.dir``."""
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
-        raise UserError(f"{key}: {path} is a file, not a folder; give a folder (new or a run's)")
+        raise UserError(f"{key}: {path} is a file, not a folder; give a folder (new or existing)")
     return path
 
 
