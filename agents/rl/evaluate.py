@@ -113,9 +113,9 @@ def with_env_kwargs(cfg: RLConfig, pairs: Sequence[str]) -> RLConfig:
         now, then = getattr(env, what), getattr(trained, what)
         if now != then:
             said, was = _space_words(now), _space_words(then)
-            differ = f"would be {said}, not the {was}" if said != was else f"would differ ({was})"
+            differ = f"be {said}, not the {was}" if said != was else f"differ from the {was}"
             raise UserError(
-                f"--env {' '.join(pairs)}: {new.env.id}'s {what.split('_')[1]}s {differ} "
+                f"--env {' '.join(pairs)}: {new.env.id}'s {what.split('_')[1]}s would {differ} "
                 "the policy was trained on"
             )
     env.close()
