@@ -109,17 +109,19 @@ def with_env_kwargs(cfg: RLConfig, pairs: Sequence[str]) -> RLConfig:
     except (TypeError, ValueError) as e:
         raise UserError(f"--env for {new.env.id}: {e}") from e
     trained = make_vector_env(cfg.env.id, 1, "cpu", cfg.env.batched, **cfg.env.kwargs)
-    for what in ("single_observation_space", "single_action_space"):
-        now, then = getattr(env, what), getattr(trained, what)
-        if now != then:
-            said, was = _space_words(now), _space_words(then)
-            differ = f"be {said}, not the {was}" if said != was else f"differ from the {was}"
-            raise UserError(
-                f"--env {' '.join(pairs)}: {new.env.id}'s {what.split('_')[1]}s would {differ} "
-                "the policy was trained on"
-            )
-    env.close()
-    trained.close()
+    try:
+        for what in ("single_observation_space", "single_action_space"):
+            now, then = getattr(env, what), getattr(trained, what)
+            if now != then:
+                said, was = _space_words(now), _space_words(then)
+                differ = f"be {said}, not the {was}" if said != was else f"differ from the {was}"
+                raise UserError(
+                    f"--env {' '.join(pairs)}: {new.env.id}'s {what.split('_')[1]}s would "
+                    f"{differ} the policy was trained on"
+                )
+    finally:
+        env.close()
+        trained.close()
     return new
 
 
