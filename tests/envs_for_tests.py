@@ -5,14 +5,15 @@ Loaded by tests/test_any_env.py through gymnasium's ``package:EnvId`` form
 
 Description:
     ``SpaceEnv``: four steps per episode; observations sampled from the space (seeded); reward 1
-    for action 0, else 0. It reports no ``success``, so success is "not available".
+    for action 0, else 0. It reports no ``success``, so success is "not available". It renders
+    plain rgb_array frames, for videos.
     ``EndsBothEnv``: terminates and truncates on the same step (as minigrid does when the goal is
     reached exactly at ``max_steps``), reward 1 there.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -38,11 +39,17 @@ SPACES: dict[str, spaces.Space] = {
 
 
 class SpaceEnv(gym.Env):
-    def __init__(self, kind: str = "Box", length: int = 4) -> None:
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 4}
+
+    def __init__(self, kind: str = "Box", length: int = 4, render_mode: str | None = None) -> None:
         self.observation_space = SPACES[kind]
         self.action_space = spaces.Discrete(2)
         self.length = length
+        self.render_mode = render_mode
         self.t = 0
+
+    def render(self) -> np.ndarray:
+        return np.full((8, 8, 3), 40 * self.t, np.uint8)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
         super().reset(seed=seed)

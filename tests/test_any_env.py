@@ -128,3 +128,17 @@ def test_run_seeds_do_not_share_env_seeds() -> None:
     for i in range(1, 4):
         for j in range(4):
             assert not np.allclose(obs_a[i].numpy(), obs_b[j].numpy())
+
+
+@pytest.mark.parametrize("kind", ["Dict", "Tuple", "Box"])
+def test_video_episode_of_any_env(kind: str) -> None:
+    """A video episode reads the observation as training does (Tuple/Dict packed), and its
+    success is what training counts: not available unless the env says or success_return does."""
+    from mnemo.agents.rl.video import record_episode
+
+    cfg = _cfg(f"envs_for_tests:Tiny-{kind}-v0")
+    ppo = PPO(cfg)
+    ep = record_episode(ppo.model, cfg, seed=3)
+    assert ep.length == 4 and len(ep.frames) == 5 and ep.success is None
+    cfg.env.success_return = -1.0  # every return reaches it
+    assert record_episode(ppo.model, cfg, seed=3).success is True

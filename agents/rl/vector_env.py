@@ -64,6 +64,10 @@ def check_checkpoint_import(env_id: str, allowed: Collection[str], where: str) -
     return ()
 
 
+SUCCESS_KEYS = ("success", "is_success")
+"""Where an env says in ``info`` whether an episode succeeded (gymnasium-robotics: "is_success")."""
+
+
 def reports_success(env_id: str) -> bool:
     """Whether the env puts ``success`` in ``info`` when an episode ends (mnemo's envs do)."""
     return gym.spec(env_id).id in mnemo.envs.mnemo_env_ids()
@@ -94,6 +98,13 @@ def _pack(space: spaces.Space, obs: Any) -> np.ndarray:
         x = np.asarray(x)
         parts.append(x.reshape(x.shape[0], -1).astype(np.float32))
     return np.concatenate(parts, axis=1)
+
+
+def batch_of_one(space: spaces.Space, obs: Any) -> np.ndarray:
+    """One observation of ``space`` as the agent reads it: a batch of one, Tuple/Dict packed."""
+    if isinstance(space, (spaces.Dict, spaces.Tuple)):
+        return _pack(space, _stack(space, [obs]))
+    return np.asarray(obs)[None]
 
 
 def _stack(space: spaces.Space, items: list[Any]) -> Any:
@@ -144,7 +155,7 @@ class GymVectorEnv:
         success = np.full(self.num_envs, np.nan, dtype=np.float32)
         # Same-step autoreset moves a finished episode's info under "final_info".
         final = info.get("final_info", {})
-        for key in ("success", "is_success"):  # gymnasium-robotics says "is_success"
+        for key in SUCCESS_KEYS:
             if key in final:
                 said = np.asarray(final.get(f"_{key}", True), dtype=bool) & done
                 success = np.where(said, np.asarray(final[key], dtype=np.float32), success)

@@ -29,6 +29,7 @@ from torch import Tensor
 from mnemo.agents.errors import ConfigError, UserError
 from mnemo.agents.rl.actor_critic import ActorCritic
 from mnemo.agents.rl.config import RLConfig
+from mnemo.agents.rl.vector_env import SUCCESS_KEYS, batch_of_one
 
 MAX_FRAMES = 200
 """Frames kept per episode: longer episodes are subsampled evenly so event files stay small."""
@@ -117,6 +118,15 @@ def make_render_env(cfg: RLConfig) -> gym.Env:
     return env
 
 
+def episode_success(info: dict[str, Any], ret: float, success_return: float | None) -> bool | None:
+    """Whether a finished episode succeeded, as training counts it: by ``env.success_return``
+    when set, else as the env says; None where it says nothing (never guessed from the reward)."""
+    if success_return is not None:
+        return ret >= success_return
+    said = next((info[k] for k in SUCCESS_KEYS if k in info), None)
+    return None if said is None else bool(said)
+
+
 @torch.no_grad()
 def record_episode(
     model: ActorCritic,
@@ -150,7 +160,8 @@ def record_episode(
         ret, success, t = 0.0, None, 0
         phases: list[str | None] = []
         for t in range(1, max_steps + 1):  # t is the episode length afterwards
-            acted = model.act(torch.as_tensor(np.asarray(obs), device=device)[None], acting, greedy)
+            x = torch.as_tensor(batch_of_one(env.observation_space, obs), device=device)
+            acted = model.act(x, acting, greedy)
             chosen = acted.action[0].cpu()  # () Discrete, (D,) MultiDiscrete
             action = int(chosen) if chosen.dim() == 0 else chosen.numpy()
             obs, reward, term, trunc, info = env.step(action)
@@ -162,7 +173,7 @@ def record_episode(
             if len(frames) >= 2 * max_frames:
                 frames, stride = frames[::2], stride * 2
             if term or trunc:
-                success = bool(info.get("success", reward > 0))
+                success = episode_success(info, ret, cfg.env.success_return)
                 if t % stride:
                     frames.append(env.render())
                 break
