@@ -66,6 +66,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnemo import memory
+from mnemo.agents.errors import UserError
 from mnemo.agents.lm.config import load_lm_config
 from mnemo.agents.lm.data import from_documents, read_text_bytes, training_streams
 from mnemo.agents.lm.model import build_model, n_params
@@ -363,4 +364,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except UserError as e:  # a bad --set or --data: one line, as mnemo's commands say it
+        sys.exit(f"error: {e}")

@@ -88,13 +88,20 @@ def make_core(name: str, d_model: int, **options: Any) -> MemoryCore:
 
 def _resolve(name: str, options: Mapping[str, Any], d_model: int | None) -> CoreOptions:
     cls = _core_class(name)
+    # None is "unset": the core's default, so that ``core.KEY=null`` on the command line
+    # removes a value a config file sets (no option takes None other than as its default).
+    options = {k: v for k, v in options.items() if v is not None}
     opts = check_options(name, cls.options_type, {**_PRESETS[name], **options}, d_model)
-    # An option that would do nothing here is refused rather than silently ignored.
-    for key, why in opts.inert().items():
-        if key in options:
-            raise CoreConfigError(
-                f"core.{key} has no effect: {why} (core {name!r}); leave it unset"
-            )
+    # An option that would do nothing here is refused rather than silently ignored; all
+    # of them in the one line, so that one fix is enough.
+    idle = {key: why for key, why in opts.inert().items() if key in options}
+    if idle:
+        said = "; ".join(f"core.{key} has no effect: {why}" for key, why in idle.items())
+        them = "it" if len(idle) == 1 else "them"
+        raise CoreConfigError(
+            f"{said} (core {name!r}); leave {them} unset (core.KEY=null unsets a config "
+            "file's value)"
+        )
     return opts
 
 

@@ -75,7 +75,9 @@ class TitansOptions(CoreOptions):
     ablate_memory: bool = False
     """Reads of the memory return zeros: the attention-only control of learning experiments
     (MAG's gate becomes a constant 1/2, MAC sees no retrieved tokens, MAL's memory layer adds
-    nothing)."""
+    nothing). The memory's own options (``intra_chunk_reads``, ``bounded_backward``,
+    ``backward_gain_limit``, ``retrieval_grad``) then do nothing, and are accepted so that any
+    config's control is that config plus ``core.ablate_memory=true``."""
 
     def inert(self) -> dict[str, str]:
         v = self.variant
@@ -85,14 +87,9 @@ class TitansOptions(CoreOptions):
             or (v == "mac" and "titans_mac attends within its segment of chunk_size tokens"),
             "n_persistent": no_attention,
             "mem_expand": self.mem_depth == 1 and "a memory of mem_depth=1 has no hidden layer",
-            "intra_chunk_reads": self.ablate_memory and "ablate_memory: nothing reads the memory",
-            "bounded_backward": self.ablate_memory and "ablate_memory: nothing reads the memory",
-            "backward_gain_limit": (
-                self.ablate_memory and "ablate_memory: nothing reads the memory"
-            )
-            or (not self.bounded_backward and "bounded_backward=false: the gradient is exact"),
-            "retrieval_grad": (v != "mac" and f"titans_{v} retrieves no tokens")
-            or (self.ablate_memory and "ablate_memory: nothing is retrieved"),
+            "backward_gain_limit": not self.bounded_backward
+            and "bounded_backward=false: the gradient is exact",
+            "retrieval_grad": v != "mac" and f"titans_{v} retrieves no tokens",
         }
         return {k: why for k, why in ignored.items() if why}
 

@@ -420,6 +420,29 @@ def test_options_a_variant_ignores_are_refused(name: str, options: dict, message
     memory.validate_core("titans_mag", {"window": 64, "mem_depth": 1}, 16)  # these act
 
 
+def test_ablation_applies_to_any_config() -> None:
+    """The control of a config is that config plus ablate_memory: the memory's own options
+    (which configs/lm_titans_mac.yaml and the recall configs set) are accepted and idle."""
+    memory_options = {"intra_chunk_reads": False, "retrieval_grad": False}
+    memory_options |= {"bounded_backward": True, "backward_gain_limit": 10.0}
+    x, starts = torch.randn(2, 12, 16), torch.zeros(2, 12, dtype=torch.bool)
+    outs = []
+    for given in ({**memory_options, "ablate_memory": True}, {"ablate_memory": True}):
+        torch.manual_seed(0)
+        core = memory.make_core("titans_mac", 16, **small("titans_mac"), **given)
+        outs.append(core(x, core.initial_state(2, "cpu"), starts).y)
+    torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)
+
+
+def test_idle_options_are_named_in_one_line_and_null_unsets_them() -> None:
+    with pytest.raises(memory.CoreConfigError) as info:
+        memory.validate_core("titans_lmm", {"window": 4, "n_persistent": 2}, 16)
+    said = str(info.value)
+    assert "core.window has no effect" in said and "core.n_persistent has no effect" in said
+    assert "\n" not in said and "core.KEY=null" in said
+    memory.validate_core("titans_lmm", {"window": None, "n_persistent": None}, 16)
+
+
 def test_max_lr_that_diverges_is_refused() -> None:
     # max_lr * sqrt(chunk_size) > 0.5: the exact gradient through 4096 tokens grows to 1e7+.
     with pytest.raises(memory.CoreConfigError, match=r"core.max_lr=0.5 with chunk_size=16: ") as e:
