@@ -7,6 +7,8 @@ Description:
     ``SpaceEnv``: four steps per episode; observations sampled from the space (seeded); reward 1
     for action 0, else 0. It reports no ``success``, so success is "not available". It renders
     plain rgb_array frames, for videos.
+    ``grid_actions_env``, ``needs_extra_env``: an unsupported action space, and a missing
+    optional dependency, each refused in one line.
     ``EndsBothEnv``: terminates and truncates on the same step (as minigrid does when the goal is
     reached exactly at ``max_steps``), reward 1 there.
 """
@@ -87,8 +89,23 @@ class EndsBothEnv(gym.Env):
         return self._obs(), float(end), end, end, {}
 
 
+def grid_actions_env() -> gym.Env:
+    """A ``SpaceEnv`` whose actions are a 2-D MultiDiscrete (not supported: one line says so)."""
+    env = SpaceEnv()
+    env.action_space = spaces.MultiDiscrete([[2, 3], [2, 2]])
+    return env
+
+
+def needs_extra_env() -> gym.Env:
+    """An env whose optional dependency is missing, as gymnasium's Box2D envs say it."""
+    raise gym.error.DependencyNotInstalled("Tiny-NeedsExtra needs the 'extra' package")
+
+
 for _kind in SPACES:
     if f"Tiny-{_kind}-v0" not in gym.registry:
         gym.register(f"Tiny-{_kind}-v0", entry_point=SpaceEnv, kwargs={"kind": _kind})
 if "Tiny-EndsBoth-v0" not in gym.registry:
     gym.register("Tiny-EndsBoth-v0", entry_point=EndsBothEnv)
+for _name, _entry in (("GridActions", grid_actions_env), ("NeedsExtra", needs_extra_env)):
+    if f"Tiny-{_name}-v0" not in gym.registry:
+        gym.register(f"Tiny-{_name}-v0", entry_point=_entry)

@@ -69,7 +69,17 @@ CASES = [
     (["eval", "{rl}", "--video", "{rl}/ep.mp4"], "--video takes a folder"),
     (["eval", "{rl}", "--env", "delay"], "--env 'delay' must look like KEY=VALUE"),
     (["eval", "{rl}", "--env", "a.b=1"], "--env 'a.b=1': KEY is one env kwarg, without dots"),
-    (["eval", "{rl}", "--env", "delai=9"], "--env for mnemo/Recall-D8-v0: "),
+    (["eval", "{rl}", "--env", "delai=9"], "'delai'; it accepts delay, num_symbols, noise"),
+    ([*RL, "env.kwargs.delai=9"], "'delai' was raised from the environment creator for"),
+    ([*RL, "env.kwargs.delai=9"], "it accepts delay, num_symbols, noise"),
+    (
+        [*RL, "env.id=envs_for_tests:Tiny-NeedsExtra-v0"],
+        "gymnasium cannot make it: Tiny-NeedsExtra needs the 'extra' package",
+    ),
+    (
+        [*RL, "env.id=envs_for_tests:Tiny-GridActions-v0", "env.batched=false"],
+        "action space MultiDiscrete of shape (2, 2) is not supported",
+    ),
     (["eval", "{rl}", "--env", "delay=-1"], "delay must be an integer >= 0, got -1"),
     (["eval", "{rl}", "--env", "num_symbols=6"], "observations would be"),
     (["eval", "{rl}", "--video", "{file}"], "--video: {file} is a file, not a folder"),
@@ -283,9 +293,9 @@ def test_a_refused_variant_names_its_space_on_one_line() -> None:
     import gymnasium as gym
     import numpy as np
 
-    from mnemo.agents.rl.evaluate import _space_words
+    from mnemo.agents.rl.encoders import space_words
 
     high = np.arange(7 * 7 * 3, dtype=np.uint8).reshape(7, 7, 3)  # bounds per cell: long repr
     image = gym.spaces.Box(np.zeros_like(high), high, dtype=np.uint8)
-    assert "\n" in str(image) and _space_words(image) == "Box of shape (7, 7, 3)"
-    assert _space_words(gym.spaces.Discrete(3)) == "Discrete(3)"
+    assert "\n" in str(image) and space_words(image) == "Box of shape (7, 7, 3)"
+    assert space_words(gym.spaces.Discrete(3)) == "Discrete(3)"

@@ -25,7 +25,12 @@ from torch.distributions import Categorical
 
 from mnemo import memory
 from mnemo.agents.rl.config import AgentConfig, CoreConfig
-from mnemo.agents.rl.encoders import UnsupportedSpaceError, make_encoder, packed_size
+from mnemo.agents.rl.encoders import (
+    UnsupportedSpaceError,
+    make_encoder,
+    packed_size,
+    space_words,
+)
 from mnemo.memory.base import State
 
 
@@ -145,8 +150,8 @@ def action_space_dims(space: spaces.Space) -> tuple[int, ...] | None:
     if isinstance(space, spaces.MultiDiscrete) and space.nvec.ndim == 1 and not np.any(space.start):
         return tuple(int(n) for n in space.nvec)
     raise UnsupportedSpaceError(
-        f"action space {space} is not supported; mnemo's agent takes Discrete(n) and 1-D "
-        "MultiDiscrete(nvec) actions starting at 0"
+        f"action space {space_words(space)} is not supported; mnemo's agent takes Discrete(n) "
+        "and 1-D MultiDiscrete(nvec) actions starting at 0"
     )
 
 

@@ -216,7 +216,12 @@ def check_names(cfg: RLConfig) -> None:
     import gymnasium as gym
 
     from mnemo import envs, memory
-    from mnemo.agents.rl.vector_env import _unwrap_image, reports_success, resolve_env_id
+    from mnemo.agents.rl.vector_env import (
+        _unwrap_image,
+        accepted_kwargs,
+        reports_success,
+        resolve_env_id,
+    )
 
     try:
         name = resolve_env_id(cfg.env.id)
@@ -240,8 +245,14 @@ def check_names(cfg: RLConfig) -> None:
         raise ConfigError(str(e)) from e
     try:
         env = gym.make(cfg.env.id, **cfg.env.kwargs)
-    except (TypeError, ValueError) as e:
+    except TypeError as e:
+        raise ConfigError(f"env.kwargs for {cfg.env.id}: {e}{accepted_kwargs(name)}") from e
+    except ValueError as e:
         raise ConfigError(f"env.kwargs for {cfg.env.id}: {e}") from e
+    except (ImportError, gym.error.Error, AssertionError) as e:
+        # a missing extra (Box2D, MuJoCo), or gymnasium's env checker refusing the env's spaces
+        what = " ".join(str(e).split()) or type(e).__name__
+        raise ConfigError(f"env.id {cfg.env.id!r}: gymnasium cannot make it: {what}") from e
     try:  # as the agent sees it: minigrid's image as its cell grid
         obs_size = gym.spaces.flatdim(_unwrap_image(env).observation_space)
     except (ValueError, NotImplementedError, TypeError):  # e.g. a Text leaf the agent packs

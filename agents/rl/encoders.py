@@ -243,9 +243,21 @@ class _Flat(nn.Module):
         return self.inner(obs.reshape(*obs.shape[: obs.dim() - self.dims], -1))
 
 
+def space_words(space: object) -> str:
+    """A space on one short line: its repr, or its kind and shape where the repr is long (a
+    space with bounds per cell, or a 2-D ``nvec``, prints over several lines)."""
+    text = " ".join(str(space).split())
+    if "\n" not in str(space) and len(text) <= 80:
+        return text
+    shape = getattr(space, "shape", None)
+    if shape is None:  # Text, Sequence, Graph: no shape to name
+        return text[:77] + "..." if len(text) > 80 else text
+    return f"{type(space).__name__} of shape {shape}"
+
+
 def _check_leaf(space: Any) -> None:
     kinds = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
     if not isinstance(space, kinds):
         raise UnsupportedSpaceError(
-            f"observation space {space} is not supported; supported: {SUPPORTED}"
+            f"observation space {space_words(space)} is not supported; supported: {SUPPORTED}"
         )

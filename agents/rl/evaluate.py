@@ -16,7 +16,12 @@ from mnemo.agents.config_sections import check_device
 from mnemo.agents.errors import ConfigError, UserError
 from mnemo.agents.rl.actor_critic import ActorCritic
 from mnemo.agents.rl.config import RLConfig, check_names
-from mnemo.agents.rl.vector_env import check_checkpoint_import, make_vector_env
+from mnemo.agents.rl.encoders import space_words
+from mnemo.agents.rl.vector_env import (
+    accepted_kwargs,
+    check_checkpoint_import,
+    make_vector_env,
+)
 
 HELD_OUT_SEED_OFFSET = 1_000_003
 """Evaluation env seeds start here past the training seed, so they are never trained on."""
@@ -106,14 +111,16 @@ def with_env_kwargs(cfg: RLConfig, pairs: Sequence[str]) -> RLConfig:
         new.env.kwargs = {**new.env.kwargs, key[0]: value}
     try:
         env = make_vector_env(new.env.id, 1, "cpu", new.env.batched, **new.env.kwargs)
-    except (TypeError, ValueError) as e:
+    except TypeError as e:
+        raise UserError(f"--env for {new.env.id}: {e}{accepted_kwargs(new.env.id)}") from e
+    except ValueError as e:
         raise UserError(f"--env for {new.env.id}: {e}") from e
     trained = make_vector_env(cfg.env.id, 1, "cpu", cfg.env.batched, **cfg.env.kwargs)
     try:
         for what in ("single_observation_space", "single_action_space"):
             now, then = getattr(env, what), getattr(trained, what)
             if now != then:
-                said, was = _space_words(now), _space_words(then)
+                said, was = space_words(now), space_words(then)
                 differ = f"be {said}, not the {was}" if said != was else f"differ from the {was}"
                 raise UserError(
                     f"--env {' '.join(pairs)}: {new.env.id}'s {what.split('_')[1]}s would "
@@ -123,14 +130,6 @@ def with_env_kwargs(cfg: RLConfig, pairs: Sequence[str]) -> RLConfig:
         env.close()
         trained.close()
     return new
-
-
-def _space_words(space: object) -> str:
-    """A space on one short line: its repr, or its kind and shape where the repr is long."""
-    text = str(space)
-    if "\n" not in text and len(text) <= 80:
-        return text
-    return f"{type(space).__name__} of shape {getattr(space, 'shape', '?')}"
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ float vector per env (leaves in the space's order, each flattened); the encoder 
 from __future__ import annotations
 
 import importlib
+import inspect
 import pickle
 import sys
 from collections.abc import Collection
@@ -71,6 +72,24 @@ SUCCESS_KEYS = ("success", "is_success")
 def reports_success(env_id: str) -> bool:
     """Whether the env puts ``success`` in ``info`` when an episode ends (mnemo's envs do)."""
     return gym.spec(env_id).id in mnemo.envs.mnemo_env_ids()
+
+
+def accepted_kwargs(env_id: str) -> str:
+    """The kwargs ``env_id``'s constructor names, as words for a refused kwarg's line ('' where
+    its signature cannot be read)."""
+    entry = gym.spec(resolve_env_id(env_id)).entry_point
+    try:
+        params = inspect.signature(load_env_creator(entry) if isinstance(entry, str) else entry)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return ""
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names = [p.name for p in params.parameters.values() if p.kind in named]
+    names = [n for n in names if n != "render_mode"]  # set by mnemo itself for videos
+    passes_on = any(p.kind is p.VAR_KEYWORD for p in params.parameters.values())
+    if not names:
+        return ""
+    more = " (and what it passes on to its base class)" if passes_on else ""
+    return f"; it accepts {', '.join(names)}{more}"
 
 
 def is_minigrid(env_id: str) -> bool:
