@@ -72,6 +72,7 @@ CASES = [
     (["eval", "{rl}", "--env", "delai=9"], "'delai'; it accepts delay, num_symbols, noise"),
     ([*RL, "env.kwargs.delai=9"], "'delai' was raised from the environment creator for"),
     ([*RL, "env.kwargs.delai=9"], "it accepts delay, num_symbols, noise"),
+    ([*RL, "env.id=mnemo/Recall-D17-v0"], "unknown env 'mnemo/Recall-D17-v0'; did you mean mnemo/"),
     (
         [*RL, "env.id=envs_for_tests:Tiny-NeedsExtra-v0"],
         "gymnasium cannot make it: Tiny-NeedsExtra needs the 'extra' package",

@@ -229,9 +229,13 @@ def check_names(cfg: RLConfig) -> None:
         package = cfg.env.id.rpartition(":")[0]
         raise ConfigError(f"env.id {cfg.env.id!r}: cannot import {package!r}: {e}") from e
     if name not in gym.registry:
+        import difflib
+
         ours = ", ".join(envs.mnemo_env_ids())
+        near = difflib.get_close_matches(name, list(gym.registry), n=3, cutoff=0.8)
+        hint = f"did you mean {', '.join(near)}? " if near else ""
         raise ConfigError(
-            f"env.id: unknown env {cfg.env.id!r}; mnemo envs: {ours}; or any registered "
+            f"env.id: unknown env {cfg.env.id!r}; {hint}mnemo envs: {ours}; or any registered "
             "gymnasium id, or 'package:EnvId' to import the package that registers it"
         )
     if cfg.ppo.target_success and cfg.env.success_return is None and not reports_success(name):
