@@ -77,6 +77,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         video = video_folder(args.video)
     model, cfg = load_agent(args.checkpoint, args.device, args.imports)
     cfg = with_env_kwargs(cfg, args.env)
+    if video is not None:
+        from mnemo.agents.rl.video import check_renders
+
+        check_renders(cfg, "--video")
     if cfg.threads:  # the run's setting: torch's default thrashes a shared 2-core machine
         import torch
 

@@ -72,6 +72,10 @@ CASES = [
     (["eval", "{rl}", "--env", "delai=9"], "'delai'; it accepts delay, num_symbols, noise"),
     ([*RL, "env.kwargs.delai=9"], "'delai' was raised from the environment creator for"),
     ([*RL, "env.kwargs.delai=9"], "it accepts delay, num_symbols, noise"),
+    (
+        [*RL, "env.id=envs_for_tests:Tiny-EndsBoth-v0", "env.batched=false", "run.video_every=9"],
+        "run.video_every: envs_for_tests:Tiny-EndsBoth-v0 cannot render rgb_array frames",
+    ),
     ([*RL, "env.id=mnemo/Recall-D17-v0"], "unknown env 'mnemo/Recall-D17-v0'; did you mean mnemo/"),
     (
         [*RL, "env.id=envs_for_tests:Tiny-NeedsExtra-v0"],

@@ -262,6 +262,10 @@ def check_names(cfg: RLConfig) -> None:
     except (ValueError, NotImplementedError, TypeError):  # e.g. a Text leaf the agent packs
         obs_size = 1
     env.close()
+    if cfg.run.video_every:
+        from mnemo.agents.rl.video import check_renders
+
+        check_renders(cfg, "run.video_every")
     check_run_memory(cfg, obs_size)
 
 

@@ -107,8 +107,9 @@ def make_render_env(cfg: RLConfig) -> gym.Env:
 
     try:
         env = gym.make(cfg.env.id, render_mode="rgb_array", **cfg.env.kwargs)
-    except TypeError as e:
-        raise ConfigError(f"{cfg.env.id} cannot render rgb_array frames ({e})") from e
+    except (TypeError, AssertionError, gym.error.Error) as e:  # no render_mode, or none listed
+        what = " ".join(str(e).split())
+        raise ConfigError(f"{cfg.env.id} cannot render rgb_array frames ({what})") from e
     space = env.observation_space
     # gymnasium's Dict space answers `"image" in space` with False: look in .spaces.
     if isinstance(space, gym.spaces.Dict) and "image" in space.spaces:
@@ -125,6 +126,29 @@ def episode_success(info: dict[str, Any], ret: float, success_return: float | No
         return ret >= success_return
     said = next((info[k] for k in SUCCESS_KEYS if k in info), None)
     return None if said is None else bool(said)
+
+
+def check_renders(cfg: RLConfig, key: str) -> None:
+    """Refuse, before any training or evaluation, an env whose frames a video cannot show:
+    ``render()`` must give an (H, W, 3) uint8 array. ``key`` names the setting asking for them."""
+    try:
+        env = make_render_env(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{key}: {e}") from e
+    try:
+        env.reset(seed=0)
+        frame = env.render()
+    except (AssertionError, NotImplementedError, gym.error.Error) as e:  # gymnasium's checker
+        what = " ".join(str(e).split()) or type(e).__name__
+        raise ConfigError(f"{key}: {cfg.env.id} cannot render rgb_array frames ({what})") from e
+    finally:
+        env.close()
+    shape = getattr(frame, "shape", None)
+    if getattr(frame, "dtype", None) != np.uint8 or shape is None or len(shape) != 3:
+        got = f"an array of shape {shape}" if shape is not None else type(frame).__name__
+        raise ConfigError(
+            f"{key}: {cfg.env.id}'s render() gives {got}, not an (H, W, 3) uint8 rgb_array frame"
+        )
 
 
 @torch.no_grad()
