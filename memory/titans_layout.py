@@ -1,4 +1,4 @@
-"""Per-row chunk grids for chunked fast-weight memories (used by memory/titans.py).
+"""Per-row chunk grids for chunked fast-weight memories (used by memory/titans_layer.py).
 
 The memory updates once per completed chunk of ``chunk`` tokens counted per row from its
 episode start, so rows have different chunk grids. ``chunk_layout`` lays a call's tokens out on

@@ -62,7 +62,7 @@ def count_host_syncs() -> Iterator[collections.Counter]:
 def test_collect_with_a_twin_makes_no_host_sync(core: str, monkeypatch) -> None:
     # Titans asks the host which chunks have work on CPU only, where that is free and makes
     # acting 2.2x faster; here CPU stands in for an accelerator, so take the accelerator's path.
-    monkeypatch.setattr(memory.titans, "ASK_HOST_ON", ())
+    monkeypatch.setattr(memory.titans_layer, "ASK_HOST_ON", ())
     torch.manual_seed(0)
     ppo = PPO(tiny_config(f"core.name={core}"))
     assert not ppo.host_env and not ppo.can_truncate
