@@ -178,8 +178,9 @@ def _run(trainer: Trainer, run_dir: Path, run_cfg: Any, resumed: bool) -> float:
     last = run_dir / "checkpoints" / "last.pt"
     step, total = trainer.progress
     # purge_step drops events logged after the checkpoint by the run that died (TensorBoard
-    # hides steps >= purge_step, so + 1 keeps the checkpoint's own step).
-    writer = distributed.tb_writer(str(run_dir), purge_step=step + 1 if resumed else None)
+    # hides steps >= purge_step, so + 1 keeps the checkpoint's own step); a fresh run hides
+    # every event an earlier run left in the folder (run.overwrite=true), from step 0.
+    writer = distributed.tb_writer(str(run_dir), purge_step=step + 1 if resumed else 0)
     if not resumed:
         for tag, text in trainer.texts().items():
             writer.add_text(tag, text)

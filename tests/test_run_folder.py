@@ -58,3 +58,17 @@ def test_a_second_process_in_the_same_folder_is_refused(
     finally:
         os.close(fd)
     assert main(args(run)) == 0  # lock released: the folder is free again
+
+
+def test_an_overwritten_run_shows_only_the_new_run_in_tensorboard(tmp_path: Path) -> None:
+    """run.overwrite=true starts over: TensorBoard hides the old run's events in the folder
+    (they stay on disk), so its curves do not interleave with the new run's."""
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    assert main(rl_args(run, "ppo.total_steps=512")) == 0
+    assert main(rl_args(run, "run.overwrite=true", "seed=1")) == 0
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert [e.step for e in events.Tensors("losses/policy")] == [128]
+    assert len(events.Tensors("config/text_summary")) == 1
