@@ -6,6 +6,7 @@ import argparse
 import copy
 import os
 import sys
+from pathlib import Path
 
 from mnemo.agents.errors import UserError, exit_codes
 
@@ -122,7 +123,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for line in errors:
         print(f"run failed: {line}", file=sys.stderr)
     if results:
-        print(f"{len(results)} runs: {args.out}/results.md, results.csv, curves.png")
+        plots = "curves.png, delay.png" if Path(args.out, "delay.png").exists() else "curves.png"
+        print(f"{len(results)} runs: {args.out}/results.md, results.csv, {plots}")
     return 1 if errors else 0
 
 
