@@ -320,11 +320,29 @@ _SAFE_NUMPY = {
 _ENV_MODULES = ("mnemo.envs.", "minigrid.", "gymnasium.", "numpy.random.")
 
 
+def _is_env_static_method(module: str, name: str) -> bool:
+    """Whether ``module.name`` is ``Cls.attr``, a static method of an env or space class:
+    minigrid's envs keep one as their mission space's ``mission_func``. Those build mission
+    strings; the module's other functions and the classes' other methods stay refused."""
+    import inspect
+    import sys
+
+    import gymnasium as gym
+
+    owner_name, _, attr = name.partition(".")
+    owner = getattr(sys.modules.get(module), owner_name, None)
+    if "." in attr or not isinstance(owner, type):
+        return False
+    if not issubclass(owner, (gym.Env, gym.spaces.Space)):
+        return False
+    return isinstance(inspect.getattr_static(owner, attr, None), staticmethod)
+
+
 class _EnvUnpickler(pickle.Unpickler):
     """Unpickles envs and nothing else: classes from env, space and numpy modules (built with
-    ``__new__`` and their state, or their constructor), mnemo.envs functions, and numpy's
-    array and RNG rebuilders. Anything else (``os.system``, ``builtins.eval``...) is refused
-    before it can run."""
+    ``__new__`` and their state, or their constructor), the static methods of their env and
+    space classes, mnemo.envs functions, and numpy's array and RNG rebuilders. Anything else
+    (``os.system``, ``builtins.eval``...) is refused before it can run."""
 
     def __init__(self, data: bytes, trusted: tuple[str, ...]) -> None:
         super().__init__(io.BytesIO(data))
@@ -336,6 +354,8 @@ class _EnvUnpickler(pickle.Unpickler):
         if (module + ".").startswith(self.trusted):
             found = super().find_class(module, name)
             if isinstance(found, type) or module.startswith("mnemo.envs."):
+                return found
+            if _is_env_static_method(module, name):  # minigrid's Env._gen_mission, its missions
                 return found
         raise CheckpointError(
             f"the checkpoint's env state holds {module}.{name}, which is not part of an env; "

@@ -86,6 +86,30 @@ def test_pickled_mnemo_envs_unpickle_safely(run: Path) -> None:
     assert len(envs) == 8
 
 
+def test_minigrid_envs_unpickle_but_their_other_functions_stay_refused() -> None:
+    """A minigrid env holds its class's static ``_gen_mission`` (its mission space's
+    ``mission_func``): allowed, so minigrid runs resume; a module function or an env class's
+    ordinary method named the same way is still refused."""
+    import gymnasium as gym
+    from minigrid.envs.memory import MemoryEnv
+
+    env = gym.make("MiniGrid-MemoryS7-v0")
+    env.reset(seed=0)
+    (back,) = safe_unpickle(pickle.dumps([env]))
+    assert back.unwrapped.observation_space["mission"].mission_func is MemoryEnv._gen_mission
+
+    class Evil:
+        def __init__(self, func: object) -> None:
+            self.func = func
+
+        def __reduce__(self) -> tuple:
+            return (self.func, ())
+
+    for func in (gym.make, MemoryEnv.reset):  # a module function; a method that is not static
+        with pytest.raises(CheckpointError, match="not part of an env"):
+            safe_unpickle(pickle.dumps(Evil(func)))
+
+
 def test_flipped_bytes_are_refused(run: Path, tmp_path: Path) -> None:
     data = bytearray((run / "checkpoints" / "last.pt").read_bytes())
     middle = len(data) // 2
