@@ -72,8 +72,8 @@ class MachineSection:
     device: str = "cpu"
     """``cpu``, ``cuda`` or ``cuda:N``."""
     seed: int = 0
-    """Seed of every random stream (torch, numpy, Python, the envs' or data's); a data-parallel
-    rank r uses seed + r."""
+    """Seed of every random stream (torch, numpy, Python, the envs' or data's), 0 to 2**32 - 1;
+    a data-parallel rank r uses seed + r."""
     threads: int = 0
     """torch CPU threads (0 = leave torch's default)."""
     memory_check: bool = True
@@ -82,6 +82,8 @@ class MachineSection:
     half of this machine's RAM (the GPU's on cuda); false: try anyway."""
 
     def validate(self) -> None:
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be 0 to {MAX_SEED} (numpy's range), got {self.seed}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if not 0 <= self.threads <= MAX_THREADS:
@@ -91,6 +93,8 @@ class MachineSection:
 
 
 MAX_THREADS = 1024
+MAX_SEED = 2**32 - 1
+"""``np.random.seed`` takes 0 to 2**32 - 1."""
 
 
 def check_device(name: str) -> torch.device:

@@ -102,6 +102,9 @@ CASES = [
     ([*RL, "run.dir={file}"], "run.dir: {file} is a file, not a folder"),
     (["lm", "train", *lm_train_args("lstm", Path("x"))[2:], "run.dir={file}"], "is a file"),
     (["compare", "--cores", "lstm", "--envs", "mnemo/Recall-D8-v0", "--out", "{file}"], "--out"),
+    ([*RL, "seed=-1"], "seed must be 0 to 4294967295 (numpy's range), got -1"),
+    ([*RL, "seed=1e20"], "seed must be 0 to 4294967295"),
+    ([*RL, "ppo.target_success=1.5"], "ppo.target_success must be in [0, 1] (0 = off), got 1.5"),
     ([*RL, "threads=-1"], "threads must be 0 (torch's default) to 1024, got -1"),
     ([*RL, "threads=100000"], "threads must be 0 (torch's default) to 1024"),
 ]

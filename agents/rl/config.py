@@ -151,6 +151,10 @@ class PPOConfig:
         for name in ("gamma", "gae_lambda"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"ppo.{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0 <= self.target_success <= 1:  # a rate: above 1 the run could never stop on it
+            raise ConfigError(
+                f"ppo.target_success must be in [0, 1] (0 = off), got {self.target_success}"
+            )
 
 
 @dataclass
