@@ -54,12 +54,17 @@ MAX_SYMBOLS = 4096
 typo such as 3e9 would otherwise allocate gigabytes (per env) before anything says so."""
 
 
-def check_num_symbols(num_symbols: object) -> None:
-    """One line for a ``num_symbols`` that is not an integer in [2, MAX_SYMBOLS]."""
+def check_recall_kwargs(delay: object, num_symbols: object, noise: object) -> None:
+    """One line for a kwarg out of range: ``delay`` an integer >= 0, ``num_symbols`` an integer
+    in [2, MAX_SYMBOLS], ``noise`` true or false (the env and its tensor twin share it)."""
+    if not isinstance(delay, int) or delay < 0:
+        raise ValueError(f"delay must be an integer >= 0, got {delay!r}")
     if not isinstance(num_symbols, int) or not 2 <= num_symbols <= MAX_SYMBOLS:
         raise ValueError(
             f"num_symbols must be an integer in [2, {MAX_SYMBOLS}], got {num_symbols!r}"
         )
+    if not isinstance(noise, bool):  # a string such as "no" would switch noise on
+        raise ValueError(f"noise must be true or false, got {noise!r}")
 
 
 def symbol_colour(symbol: int, num_symbols: int) -> np.ndarray:
@@ -86,9 +91,7 @@ class RecallEnv(gym.Env):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.render_mode = render_mode
         self._answer: int | None = None
-        if not isinstance(delay, int) or delay < 0:
-            raise ValueError(f"delay must be an integer >= 0, got {delay!r}")
-        check_num_symbols(num_symbols)
+        check_recall_kwargs(delay, num_symbols, noise)
         self.delay = delay
         self.num_symbols = num_symbols
         self.noise = noise

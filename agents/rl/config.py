@@ -208,6 +208,12 @@ class RLConfig(MachineSection):
                 )
 
 
+OWN_RENDER_MODE = (
+    "render_mode is mnemo's to set (rgb_array frames for run.video_every and eval --video), not "
+    "an env kwarg"
+)
+
+
 def load_rl_config(path: str | None, overrides: list[str] | None = None) -> RLConfig:
     cfg = load_config(RLConfig, path, overrides)
     check_names(cfg)
@@ -251,6 +257,8 @@ def check_names(cfg: RLConfig) -> None:
         memory.validate_core(cfg.core.name, cfg.core.options, cfg.core.d_model)
     except memory.CoreConfigError as e:
         raise ConfigError(str(e)) from e
+    if "render_mode" in cfg.env.kwargs:
+        raise ConfigError(f"env.kwargs.render_mode: {OWN_RENDER_MODE}")
     try:
         env = gym.make(cfg.env.id, **cfg.env.kwargs)
     except TypeError as e:

@@ -15,7 +15,7 @@ from mnemo.agents.config_loader import from_dict, parse_override
 from mnemo.agents.config_sections import check_device
 from mnemo.agents.errors import ConfigError, UserError
 from mnemo.agents.rl.actor_critic import ActorCritic
-from mnemo.agents.rl.config import RLConfig, check_names
+from mnemo.agents.rl.config import OWN_RENDER_MODE, RLConfig, check_names
 from mnemo.agents.rl.encoders import space_words
 from mnemo.agents.rl.vector_env import (
     accepted_kwargs,
@@ -108,6 +108,8 @@ def with_env_kwargs(cfg: RLConfig, pairs: Sequence[str]) -> RLConfig:
             raise UserError(f"--env {pair!r} must look like KEY=VALUE (e.g. delay=512)") from e
         if len(key) != 1:
             raise UserError(f"--env {pair!r}: KEY is one env kwarg, without dots")
+        if key[0] == "render_mode":
+            raise UserError(f"--env {pair!r}: {OWN_RENDER_MODE}")
         new.env.kwargs = {**new.env.kwargs, key[0]: value}
     try:
         env = make_vector_env(new.env.id, 1, "cpu", new.env.batched, **new.env.kwargs)

@@ -14,7 +14,7 @@ import torch
 from gymnasium import spaces
 
 from mnemo.envs.batched.base import TensorVectorEnv
-from mnemo.envs.recall import check_num_symbols
+from mnemo.envs.recall import check_recall_kwargs
 
 
 class BatchedRecall(TensorVectorEnv):
@@ -27,9 +27,7 @@ class BatchedRecall(TensorVectorEnv):
         device: torch.device | str = "cpu",
     ) -> None:
         super().__init__(num_envs, device)
-        if not isinstance(delay, int) or delay < 0:
-            raise ValueError(f"delay must be an integer >= 0, got {delay!r}")
-        check_num_symbols(num_symbols)
+        check_recall_kwargs(delay, num_symbols, noise)
         self.delay, self.num_symbols, self.noise = delay, num_symbols, noise
         self.single_observation_space = spaces.Box(0.0, 1.0, (num_symbols + 1,), np.float32)
         self.single_action_space = spaces.Discrete(num_symbols)
