@@ -224,10 +224,11 @@ IMPORT = "allow the checkpoint's env.id PKG:EnvId to import PKG (a checkpoint al
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from mnemo.agents.config_help import KeysHelpParser
+
+    p = KeysHelpParser(
         prog="mnemo", description="RL agents and language models with long-range memory."
     )
-    from mnemo.agents.config_help import KeysHelpParser
     from mnemo.agents.rl.config import RLConfig
     from mnemo.agents.rl.curriculum import HELP as CURRICULUM_HELP
 

@@ -19,7 +19,7 @@ import itertools
 import re
 import textwrap
 import typing
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from mnemo.agents.config_loader import _type_name
 
@@ -140,6 +140,10 @@ class KeysHelpParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.config_keys = config_keys
         self.extra_keys = extra_keys
+
+    def error(self, message: str) -> NoReturn:
+        """A bad command line in one line, exit 2 (argparse prints its usage block first)."""
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
     def format_help(self) -> str:
         if self.config_keys is not None and self.epilog is None:

@@ -310,3 +310,16 @@ def test_a_refused_variant_names_its_space_on_one_line() -> None:
     image = gym.spaces.Box(np.zeros_like(high), high, dtype=np.uint8)
     assert "\n" in str(image) and space_words(image) == "Box of shape (7, 7, 3)"
     assert space_words(gym.spaces.Discrete(3)) == "Discrete(3)"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["eval", "run", "--episodes", "abc"], ["bogus"], ["lm", "sample"], ["compare", "--cores"]],
+)
+def test_a_bad_command_line_is_one_line(argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    """argparse's own errors too: one line naming the argument (and the choices), exit 2."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("error: mnemo") and "--help)" in line, line
