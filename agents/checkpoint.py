@@ -171,6 +171,8 @@ def _verify_crc(path: Path) -> None:
 def check_folder(path: str | Path, key: str) -> Path:
     """``path`` with ``~`` expanded, refused in one line if something other than a folder is
     there (a file, a FIFO): ``key`` names the setting, e.g. ``run.dir``."""
+    if not str(path).strip():  # Path("") is ".": an empty value would write into the cwd
+        raise UserError(f"{key} is empty; give a folder (new or existing)")
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise UserError(f"{key}: {path} is a file, not a folder; give a folder (new or existing)")

@@ -72,7 +72,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if n < 1:
             raise UserError(f"{flag} must be >= 1, got {n}")
     video = None
-    if args.video:  # checked before a long evaluation, not after it
+    if args.video is not None:  # checked before a long evaluation, not after it
         from mnemo.agents.rl.video import video_folder
 
         video = video_folder(args.video)

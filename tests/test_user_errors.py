@@ -87,6 +87,7 @@ CASES = [
     ),
     (["eval", "{rl}", "--env", "delay=-1"], "delay must be an integer >= 0, got -1"),
     (["eval", "{rl}", "--env", "num_symbols=6"], "observations would be"),
+    (["eval", "{rl}", "--video", ""], "--video is empty; give a folder"),
     (["eval", "{rl}", "--video", "{file}"], "--video: {file} is a file, not a folder"),
     (["eval", "{rl}", "--video", "{file}/sub"], "--video: cannot create the folder"),
     (["lm", "sample", "{lm}", "--temperature", "nan"], "--temperature must be a finite number"),
