@@ -64,7 +64,7 @@ def test_minigrid_grid_keeps_the_one_hot_grid_encoder() -> None:
     ("env_id", "expect"),
     [
         ("Nope-v0", "unknown env 'Nope-v0'; mnemo envs: mnemo/"),
-        ("no_such_package_xyz:Tiny-v0", "cannot import 'no_such_package_xyz'"),
+        ("no_such_package_xyz:Tiny-v0", "'no_such_package_xyz' (install it, or add its folder"),
         ("envs_for_tests:Tiny-Text-v0", "observation space Text"),
     ],
 )

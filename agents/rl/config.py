@@ -237,7 +237,11 @@ def check_names(cfg: RLConfig) -> None:
         name = resolve_env_id(cfg.env.id)
     except ImportError as e:
         package = cfg.env.id.rpartition(":")[0]
-        raise ConfigError(f"env.id {cfg.env.id!r}: cannot import {package!r}: {e}") from e
+        hint = ""
+        if isinstance(e, ModuleNotFoundError) and e.name == package.split(".")[0]:
+            # the `mnemo` command, unlike `python script.py`, does not look in the current folder
+            hint = " (install it, or add its folder to PYTHONPATH)"
+        raise ConfigError(f"env.id {cfg.env.id!r}: cannot import {package!r}: {e}{hint}") from e
     if name not in gym.registry:
         import difflib
 
