@@ -78,7 +78,8 @@ def test_no_check_without_a_target_or_below_it(
 ) -> None:
     seen = checks(monkeypatch, 1.0)
     train(config(tmp_path, "a", "ppo.target_check_episodes=8"))
-    train(config(tmp_path, "b", "ppo.target_success=1.01", "ppo.target_check_episodes=8"))
+    # a random policy never has all its episodes succeed: training success stays below 1.0
+    train(config(tmp_path, "b", "ppo.target_success=1.0", "ppo.target_check_episodes=8"))
     assert seen == []
 
 
