@@ -142,3 +142,21 @@ def test_video_episode_of_any_env(kind: str) -> None:
     assert ep.length == 4 and len(ep.frames) == 5 and ep.success is None
     cfg.env.success_return = -1.0  # every return reaches it
     assert record_episode(ppo.model, cfg, seed=3).success is True
+
+
+def test_eval_needs_frames_only_for_video(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run trained with videos evaluates where its env cannot render (another machine);
+    ``--video`` there is refused in one line before evaluating."""
+    import envs_for_tests
+
+    run = tmp_path / "run"
+    argv = ["train", "configs/recall_lstm.yaml", "env.id=envs_for_tests:Tiny-Box-v0", *SMALL]
+    assert main([*argv, "ppo.total_steps=16", "run.video_every=1", f"run.dir={run}"]) == 0
+    monkeypatch.setattr(envs_for_tests.SpaceEnv, "render", lambda self: None)
+    assert main(["eval", str(run), "--episodes", "2"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--episodes", "2", "--video", str(tmp_path / "v")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--video: envs_for_tests:Tiny-Box-v0's render() gives" in err

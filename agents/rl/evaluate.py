@@ -82,6 +82,7 @@ def load_agent(
     cfg = from_dict(RLConfig, ckpt["config"])
     cfg.device = device
     cfg.memory_check = False  # eval steps its own few envs, not the training run's sizes
+    cfg.run.video_every = 0  # nor does it record the run's videos: --video checks its own frames
     check_checkpoint_import(cfg.env.id, imports, str(path))
     check_names(cfg)
     env = make_vector_env(cfg.env.id, 1, device, cfg.env.batched, **cfg.env.kwargs)
