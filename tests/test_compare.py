@@ -135,6 +135,25 @@ def test_bad_core_option_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "accepted by none of: lstm, none" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("override", "flag"),
+    [
+        ("env.id=CartPole-v1", "--envs"),
+        ("core.name=gru", "--cores"),
+        ("run.dir=elsewhere", "--out"),
+        ("ppo.total_steps=9", "--steps"),
+    ],
+)
+def test_an_override_of_what_a_flag_sets_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], override: str, flag: str
+) -> None:
+    """Every run takes these from the flags: an override would be silently replaced."""
+    assert main([*compare_args(tmp_path / "c"), override]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"mnemo compare sets it from {flag}; drop" in err
+    assert not (tmp_path / "c").exists()
+
+
 def test_iqm_and_bootstrap() -> None:
     assert iqm([0.0, 1.0, 1.0, 1.0, 100.0]) == 1.0  # outliers trimmed
     assert iqm([0.2, 0.4]) == pytest.approx(0.3)

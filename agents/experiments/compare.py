@@ -78,6 +78,10 @@ actions (or rewards it chose) and read it back, a memory without a core. The con
 must not have it, and every core sees the same inputs as the control."""
 
 
+SET_BY_FLAGS = {"env.id": "--envs", "core.name": "--cores", "run.dir": "--out", "run.name": "--out"}
+"""Keys every run of a comparison takes from a flag, refused as overrides."""
+
+
 def plan_runs(
     cores: str | Sequence[str],
     env_ids: str | Sequence[str],
@@ -109,6 +113,9 @@ def plan_runs(
         raise ConfigError(f"--eval-episodes must be >= 1, got {eval_episodes}")
     for text in overrides:
         key, _, value = text.partition("=")
+        flag = SET_BY_FLAGS.get(key) or ("--steps" if key == "ppo.total_steps" and steps else None)
+        if flag:  # else silently replaced by the flag's value in every run
+            raise ConfigError(f"{key}: mnemo compare sets it from {flag}; drop the override")
         if key in ("agent.prev_action", "agent.prev_reward") and value.lower() != "false":
             raise ConfigError(
                 f"{key}: mnemo compare never feeds a core its previous action or reward (the "
