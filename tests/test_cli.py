@@ -117,3 +117,16 @@ def test_gym_path_reports_success(tmp_path: Path) -> None:
         _, _, term, _, info = env.step(oracle)
         seen += info["success"][term].tolist()
     assert seen and all(seen)
+
+
+@pytest.mark.parametrize("argv", [["cores"], ["train", "--help"]])
+def test_a_reader_that_leaves_early_gets_no_traceback(argv: list[str]) -> None:
+    """``mnemo cores | head -1``: the pipe closes before mnemo writes; it stops quietly."""
+    code = "import sys; from mnemo.agents.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the child has imported anything, let alone written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 141) and "Traceback" not in err, err  # 0: argparse
