@@ -179,6 +179,19 @@ def check_folder(path: str | Path, key: str) -> Path:
     return path
 
 
+def make_folder(path: str | Path, key: str) -> Path:
+    """``check_folder``, then the folder created (with its parents), refused in one line naming
+    ``key`` if it cannot be: forbidden, read-only, a full disk, or a place where folders cannot
+    be made at all (``/proc/x`` gives ENOENT however many parents are made). Only this mkdir is
+    covered: the same errno elsewhere stays a bug with its traceback."""
+    folder = check_folder(path, key)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{key}: cannot create the folder {folder}: {e.strerror or e}") from None
+    return folder
+
+
 def run_dir_of(path: str | Path) -> Path:
     """The run folder of ``--resume PATH``: PATH itself if a folder, else the folder beside or
     above the file that holds ``checkpoints/`` (RUN for RUN/checkpoints/last.pt, RUN/x.pt and

@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from mnemo.agents import distributed
-from mnemo.agents.checkpoint import check_folder, save_with_ranks, this_rank_state
+from mnemo.agents.checkpoint import make_folder, save_with_ranks, this_rank_state
 from mnemo.agents.console import Console, wants_bar
 from mnemo.agents.errors import Interrupted, NonFiniteError, UserError, signal_name
 from mnemo.agents.interrupt import GracefulStop
@@ -126,8 +126,7 @@ def lock_run_dir(run_dir: Path) -> int:
     Raises:
         UserError: another process holds the lock (it is training in that folder).
     """
-    run_dir = check_folder(run_dir, "run.dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_folder(run_dir, "run.dir")
     fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         import fcntl

@@ -101,6 +101,9 @@ CASES = [
     (["lm", "eval", "{lm}", "--data", "{dangling}"], "is a symlink to"),
     (["lm", "eval", "{lm}", "--data", "{fifo}"], "is a FIFO (named pipe), not a text file"),
     ([*RL, "run.dir={file}"], "run.dir: {file} is a file, not a folder"),
+    # /proc refuses new folders (ENOENT); where there is no /proc, making one is refused too
+    ([*RL, "run.dir=/proc/mnemo-x/run"], "run.dir: cannot create the folder /proc/mnemo-x/run"),
+    (["lm", "train", *lm_train_args("lstm", Path("x"))[2:], "run.dir=/proc/x"], "run.dir: cannot"),
     (["lm", "train", *lm_train_args("lstm", Path("x"))[2:], "run.dir={file}"], "is a file"),
     (["compare", "--cores", "lstm", "--envs", "mnemo/Recall-D8-v0", "--out", "{file}"], "--out"),
     ([*RL, "env.kwargs.render_mode=human"], "env.kwargs.render_mode: render_mode is mnemo's"),

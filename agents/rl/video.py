@@ -265,7 +265,7 @@ VIDEO_SUFFIXES = (".gif", ".mp4", ".webm", ".avi", ".mov", ".mkv")
 def video_folder(path: str | Path) -> Path:
     """``mnemo eval --video``'s folder, created now, before a long evaluation, and refused in
     one line if it names a file (or looks like a file's name) or cannot be created."""
-    from mnemo.agents.checkpoint import check_folder
+    from mnemo.agents.checkpoint import check_folder, make_folder
 
     out = check_folder(path, "--video")
     if out.suffix.lower() in VIDEO_SUFFIXES and not out.is_dir():
@@ -273,11 +273,7 @@ def video_folder(path: str | Path) -> Path:
             f"--video takes a folder (one GIF per episode and TensorBoard events go in it), "
             f"not a file name: {path}; give a folder, e.g. {out.with_suffix('')}"
         )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--video: cannot create the folder {out}: {e.strerror or e}") from e
-    return out
+    return make_folder(out, "--video")
 
 
 def write_episode_gifs(
