@@ -21,6 +21,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir_of,
     )
     from mnemo.agents.config_loader import apply_overrides, from_dict, to_dict
+    from mnemo.agents.config_sections import check_device
     from mnemo.agents.rl.config import RLConfig, check_names, describe, load_rl_config
     from mnemo.agents.rl.curriculum import load_curriculum, run_curriculum
     from mnemo.agents.rl.train import FROZEN, train
@@ -48,8 +49,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg, stages = load_curriculum(args.config, overrides)
         if stages:  # the config's earlier stages, then the config itself
+            if args.check:  # as training would refuse it, before any stage
+                for stage in stages:
+                    check_device(stage.cfg.device)
             return run_curriculum(stages, check=args.check)
     if args.check:
+        check_device(cfg.device)  # training refuses a device this machine lacks: so does --check
         print(describe(cfg), end="")
         return 0
     run_dir = run_dir_of(args.resume) if args.resume else None

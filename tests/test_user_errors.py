@@ -138,6 +138,9 @@ def test_one_line_exit_2(
         ["lm", "train", *lm_train_args("lstm", Path("x"))[2:], "device=cuda"],
         ["eval", "{rl}", "--device", "cuda"],
         ["lm", "sample", "{lm}", "--device", "cuda"],
+        ["train", "--check", *RL[1:], "device=cuda"],
+        ["train", "--check", "configs/recall_d1024_gtrxl.yaml", "device=cuda"],  # a curriculum
+        ["lm", "train", "--check", *lm_train_args("lstm", Path("x"))[2:], "device=cuda"],
     ],
 )
 def test_cuda_without_cuda(

@@ -108,10 +108,12 @@ def check(cfg) -> int:
     """Build what training would (corpora, streams, model) without training; print the config."""
 
     from mnemo.agents.config_loader import to_dict
+    from mnemo.agents.config_sections import check_device
     from mnemo.agents.lm.data import training_streams
     from mnemo.agents.lm.model import build_model
     from mnemo.agents.lm.train import load_corpora
 
+    check_device(cfg.device)
     train_corpus, _ = load_corpora(cfg.data)
     training_streams(train_corpus, cfg.train.batch_size, cfg.train.segment_len)
     build_model(cfg.core.name, cfg.core.d_model, cfg.core.options)
