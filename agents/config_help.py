@@ -140,6 +140,24 @@ class KeysHelpParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.config_keys = config_keys
         self.extra_keys = extra_keys
+        self._intermixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """Options may come between or after the positionals: ``mnemo lm train CONFIG --resume
+        RUN key=value`` or ``CONFIG --check key=value``. argparse's plain parse fills all the
+        positionals from the first run of them, so a ``key=value`` after an option was refused
+        as unrecognized. A parser with subcommands parses as argparse does (the intermixed
+        parse cannot); its subcommand's parser, this class too, intermixes."""
+        subcommands = any(isinstance(a, argparse._SubParsersAction) for a in self._actions)
+        if self._intermixing or subcommands:  # the intermixed parse calls this method back
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
     def error(self, message: str) -> NoReturn:
         """A bad command line in one line, exit 2 (argparse prints its usage block first)."""

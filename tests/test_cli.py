@@ -131,3 +131,16 @@ def test_a_reader_that_leaves_early_gets_no_traceback(argv: list[str]) -> None:
     err = proc.stderr.read().decode()
     # 141: killed by SIGPIPE, as a shell reports it; 0: --help, whose write argparse guards
     assert proc.wait(timeout=120) in (0, 141) and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("head", [["train"], ["lm", "train"]])
+def test_overrides_may_follow_an_option(head: list[str]) -> None:
+    """``CONFIG --resume RUN key=value`` and ``CONFIG --check key=value``: the override after
+    the option is an override (argparse's plain parse refused it as unrecognized)."""
+    from mnemo.agents.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args([*head, "c.yaml", "--resume", "run", "a.b=1", "c=2"])
+    assert (args.config, args.resume, args.overrides) == ("c.yaml", "run", ["a.b=1", "c=2"])
+    args = parser.parse_args([*head, "--check", "c.yaml", "a.b=1", "--check", "c=2"])
+    assert (args.config, args.check, args.overrides) == ("c.yaml", True, ["a.b=1", "c=2"])
