@@ -43,8 +43,8 @@ from mnemo.envs.keychest.common import (
     RIGHT,
     ROOM,
     apple_allowance,
-    check_apple_color,
 )
+from mnemo.envs.keychest.kwargs import check_keychest_kwargs
 from mnemo.envs.keychest.match import CHEST_SLOTS, CHEST_START, CUE_START, KEY_CELL
 
 W = ROOM  # the world is W x W cells, flattened as x * W + y
@@ -102,25 +102,26 @@ class BatchedKeyChestMatch(TensorVectorEnv):
         device: torch.device | str = "cpu",
     ) -> None:
         super().__init__(num_envs, device)
-        for name, value, low in (
-            ("delay", delay, 0),
-            ("cue_steps", cue_steps, 1),
-            ("chest_steps", chest_steps, 1),
-            ("apple_regrow", apple_regrow, 1),
-        ):
-            if not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not isinstance(num_colors, int) or not 2 <= num_colors <= len(CHEST_SLOTS):
-            raise ValueError(f"num_colors must be an integer in [2, 4], got {num_colors!r}")
+        check_keychest_kwargs(
+            delay=delay,
+            num_colors=num_colors,
+            cue_steps=cue_steps,
+            chest_steps=chest_steps,
+            apple_reward=apple_reward,
+            apple_regrow=apple_regrow,
+            apple_budget=apple_budget,
+            apple_color=apple_color,
+            shuffle_chests=shuffle_chests,
+        )
         self.delay, self.num_colors = delay, num_colors
         self.cue_steps, self.chest_steps = cue_steps, chest_steps
         self.apple_reward, self.apple_regrow = float(apple_reward), apple_regrow
         self.apple_budget = None if apple_budget is None else float(apple_budget)
         self.max_apples = apple_allowance(self.apple_reward, self.apple_budget)
-        self.apple_color = check_apple_color(apple_color)
+        self.apple_color = apple_color
         # The same budget rule as KeyChestEnv._tick_apples; "no bound" as a count never reached.
         self._max_apples = 2**62 if self.max_apples is None else self.max_apples
-        self.shuffle_chests = bool(shuffle_chests)
+        self.shuffle_chests = shuffle_chests
         self.metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
         image = spaces.Box(0, 255, (VIEW, VIEW, 3), np.uint8)
         self.single_observation_space = image

@@ -31,18 +31,19 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from minigrid.core.constants import COLOR_TO_IDX, DIR_TO_VEC
+from minigrid.core.constants import DIR_TO_VEC
 from minigrid.core.grid import Grid
 from minigrid.core.mission import MissionSpace
 from minigrid.core.world_object import Ball, Box, Door, Key, Wall, WorldObj
 from minigrid.minigrid_env import MiniGridEnv
 
+# COLORS: keys' and chests' colours in minigrid's order (index = minigrid's colour index).
+from mnemo.envs.keychest.kwargs import COLORS, check_apple_color, check_keychest_kwargs
+
 LEFT, RIGHT, FORWARD = 0, 1, 2
 PHASES = ("cue", "distractor", "chest")
 CUE, DISTRACTOR, CHEST = 0, 1, 2
 
-# Colours of keys and chests, in minigrid's order (index = minigrid's colour index).
-COLORS = tuple(sorted(COLOR_TO_IDX, key=COLOR_TO_IDX.__getitem__))  # red, green, blue, ...
 APPLE_COLOR = "green"  # the default; ``apple_color`` picks another (see check_apple_color)
 
 # The distractor room: a 5x5 interior in the grid's top-left corner, an apple in each corner.
@@ -63,18 +64,6 @@ def apple_allowance(apple_reward: float, apple_budget: float | None) -> int | No
     if apple_budget is None or apple_reward <= 0:
         return None
     return int(apple_budget / apple_reward + 1e-9)
-
-
-def check_apple_color(apple_color: str) -> str:
-    """``apple_color`` if minigrid knows it, else one clear line naming the valid colours.
-
-    The default green is also a key colour (keys use the first ``num_colors`` of ``COLORS``):
-    apples of a colour no key has (``"yellow"``, ``"grey"``) keep the distractor from showing
-    the colour the agent must remember.
-    """
-    if apple_color not in COLOR_TO_IDX:
-        raise ValueError(f"apple_color must be one of {', '.join(COLORS)}, got {apple_color!r}")
-    return apple_color
 
 
 def room_grid(width: int, height: int, size: int = ROOM) -> Grid:
@@ -110,14 +99,15 @@ class KeyChestEnv(MiniGridEnv):
         render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
-        for name, value, low in (
-            ("delay", delay, 0),
-            ("cue_steps", cue_steps, 1),
-            ("chest_steps", chest_steps, 1),
-            ("apple_regrow", apple_regrow, 1),
-        ):
-            if not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        check_keychest_kwargs(
+            delay=delay,
+            cue_steps=cue_steps,
+            chest_steps=chest_steps,
+            apple_reward=apple_reward,
+            apple_regrow=apple_regrow,
+            apple_budget=apple_budget,
+            apple_color=apple_color,
+        )
         self.delay = int(delay)
         self.cue_steps = int(cue_steps)
         self.chest_steps = int(chest_steps)
@@ -125,7 +115,7 @@ class KeyChestEnv(MiniGridEnv):
         self.apple_regrow = int(apple_regrow)
         self.apple_budget = None if apple_budget is None else float(apple_budget)
         self.max_apples = apple_allowance(self.apple_reward, self.apple_budget)
-        self.apple_color = check_apple_color(apple_color)
+        self.apple_color = apple_color
         self.apples_shown = 0  # apples that have appeared in this episode's distractor room
         self.phase = CUE
         self.chest_budget = self.chest_steps

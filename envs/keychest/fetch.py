@@ -59,6 +59,7 @@ from mnemo.envs.keychest.common import (
     plan,
     room_grid,
 )
+from mnemo.envs.keychest.kwargs import check_keychest_kwargs
 from mnemo.envs.keychest.match import CHEST_SLOTS, CHEST_START, CUE_START, KEY_CELL
 
 
@@ -81,6 +82,7 @@ class KeyChestFetchEnv(KeyChestEnv):
         render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
+        check_keychest_kwargs(pickup_reward=pickup_reward)
         self.pickup_reward = float(pickup_reward)
         self.key_color = 0
         super().__init__(

@@ -70,6 +70,7 @@ from mnemo.envs.keychest.common import (
     plan,
     room_grid,
 )
+from mnemo.envs.keychest.kwargs import check_keychest_kwargs
 
 CUE_START = ((3, 5), 3)  # position, direction (3 = up)
 KEY_CELL = (3, 4)
@@ -98,10 +99,9 @@ class KeyChestMatchEnv(KeyChestEnv):
         render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(num_colors, int) or not 2 <= num_colors <= len(CHEST_SLOTS):
-            raise ValueError(f"num_colors must be an integer in [2, 4], got {num_colors!r}")
+        check_keychest_kwargs(num_colors=num_colors, shuffle_chests=shuffle_chests)
         self.num_colors = num_colors
-        self.shuffle_chests = bool(shuffle_chests)
+        self.shuffle_chests = shuffle_chests
         self.key_color = 0
         self.chest_colors: list[int] = list(range(num_colors))
         super().__init__(

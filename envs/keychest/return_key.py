@@ -67,6 +67,7 @@ from mnemo.envs.keychest.common import (
     plan,
     plan_length,
 )
+from mnemo.envs.keychest.kwargs import check_keychest_kwargs
 
 CORRIDOR_Y = 3
 
@@ -97,10 +98,7 @@ class KeyChestReturnEnv(KeyChestEnv):
         render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(num_alcoves, int) or num_alcoves < 2:
-            raise ValueError(f"num_alcoves must be an integer >= 2, got {num_alcoves!r}")
-        if not isinstance(slack, int) or slack < 0:
-            raise ValueError(f"slack must be an integer >= 0, got {slack!r}")
+        check_keychest_kwargs(num_alcoves=num_alcoves, slack=slack)
         self.num_alcoves, self.slack = num_alcoves, slack
         columns = (num_alcoves + 1) // 2
         width = 3 * columns + 5
