@@ -102,17 +102,7 @@ class BatchedKeyChestMatch(TensorVectorEnv):
         device: torch.device | str = "cpu",
     ) -> None:
         super().__init__(num_envs, device)
-        check_keychest_kwargs(
-            delay=delay,
-            num_colors=num_colors,
-            cue_steps=cue_steps,
-            chest_steps=chest_steps,
-            apple_reward=apple_reward,
-            apple_regrow=apple_regrow,
-            apple_budget=apple_budget,
-            apple_color=apple_color,
-            shuffle_chests=shuffle_chests,
-        )
+        check_keychest_kwargs(locals())
         self.delay, self.num_colors = delay, num_colors
         self.cue_steps, self.chest_steps = cue_steps, chest_steps
         self.apple_reward, self.apple_regrow = float(apple_reward), apple_regrow

@@ -99,15 +99,7 @@ class KeyChestEnv(MiniGridEnv):
         render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
-        check_keychest_kwargs(
-            delay=delay,
-            cue_steps=cue_steps,
-            chest_steps=chest_steps,
-            apple_reward=apple_reward,
-            apple_regrow=apple_regrow,
-            apple_budget=apple_budget,
-            apple_color=apple_color,
-        )
+        check_keychest_kwargs(locals())
         self.delay = int(delay)
         self.cue_steps = int(cue_steps)
         self.chest_steps = int(chest_steps)

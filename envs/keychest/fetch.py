@@ -82,7 +82,7 @@ class KeyChestFetchEnv(KeyChestEnv):
         render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
-        check_keychest_kwargs(pickup_reward=pickup_reward)
+        check_keychest_kwargs({"pickup_reward": pickup_reward})
         self.pickup_reward = float(pickup_reward)
         self.key_color = 0
         super().__init__(

@@ -11,6 +11,7 @@ user's (agents/rl/vector_env.py).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from numbers import Real
 
 import numpy as np
@@ -54,10 +55,13 @@ def check_apple_color(apple_color: object) -> str:
     return apple_color
 
 
-def check_keychest_kwargs(**values: object) -> None:
+def check_keychest_kwargs(values: Mapping[str, object]) -> None:
     """Refuse, naming the key, a KeyChest kwarg of the wrong kind or range: an integer where
     one is due (not a bool, not 2.0), a finite number (not NaN or inf), true or false for a
-    switch, ``apple_budget`` a finite number >= 0 or null, ``apple_color`` a minigrid colour."""
+    switch, ``apple_budget`` a finite number >= 0 or null, ``apple_color`` a minigrid colour.
+
+    ``values`` may hold other names too (an ``__init__``'s ``locals()``: ``self``,
+    ``num_envs``...); only the KeyChest kwargs among them are checked."""
     for name, value in values.items():
         if name in _INT_AT_LEAST:
             low = _INT_AT_LEAST[name]
@@ -84,5 +88,3 @@ def check_keychest_kwargs(**values: object) -> None:
                 raise ValueError(f"{name} must be true or false, got {value!r}")
         elif name == "apple_color":
             check_apple_color(value)
-        else:
-            raise TypeError(f"check_keychest_kwargs: no rule for {name!r}")  # a bug in mnemo

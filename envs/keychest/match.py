@@ -99,7 +99,7 @@ class KeyChestMatchEnv(KeyChestEnv):
         render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
-        check_keychest_kwargs(num_colors=num_colors, shuffle_chests=shuffle_chests)
+        check_keychest_kwargs(locals())  # the base checks the shared ones again: harmless
         self.num_colors = num_colors
         self.shuffle_chests = shuffle_chests
         self.key_color = 0

@@ -98,7 +98,7 @@ class KeyChestReturnEnv(KeyChestEnv):
         render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
-        check_keychest_kwargs(num_alcoves=num_alcoves, slack=slack)
+        check_keychest_kwargs({"num_alcoves": num_alcoves, "slack": slack})  # cue_steps may be None
         self.num_alcoves, self.slack = num_alcoves, slack
         columns = (num_alcoves + 1) // 2
         width = 3 * columns + 5
