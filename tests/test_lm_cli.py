@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,13 @@ def test_sample_generates_bytes(run_dir: Path, capsys: pytest.CaptureFixture) ->
     assert lm([*argv, "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("remember: ") and len(out.encode()) >= len("remember: ") + 1
+
+
+def test_sample_reads_a_prompt_that_is_not_utf8(run_dir: Path, capsys) -> None:
+    # argv bytes that are not UTF-8 arrive as surrogates (surrogateescape); a byte LM reads them.
+    prompt = os.fsdecode(b"\xff\xfeab")
+    assert lm(["sample", str(run_dir), "--prompt", prompt, "--bytes", "3"]) == 0
+    assert capsys.readouterr().out.startswith("\ufffd\ufffdab")
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from typing import Any
 
@@ -182,7 +183,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.top_k < 0:
         raise UserError(f"--top-k must be >= 0 (0 = all 256 bytes), got {args.top_k}")
     model, cfg = load_model(args.checkpoint, args.device)
-    prompt = args.prompt.encode("utf-8")
+    # The bytes as typed: argv that is not UTF-8 arrives as surrogates, which .encode() refuses.
+    prompt = os.fsencode(args.prompt)
     out = generate(
         model,
         prompt,
