@@ -108,6 +108,8 @@ def test_sample_reads_a_prompt_that_is_not_utf8(run_dir: Path, capsys) -> None:
         ["train", "configs/missing.yaml"],
         ["eval", "/no/such/run"],
         ["sample", "/no/such/run", "--prompt", "x"],
+        ["train", "configs/lm_lstm.yaml", "data.path=", *TINY],
+        ["eval", "{run}", "--data", ""],
     ],
     ids=[
         "missing-data",
@@ -117,13 +119,19 @@ def test_sample_reads_a_prompt_that_is_not_utf8(run_dir: Path, capsys) -> None:
         "missing-config",
         "missing-ckpt",
         "sample-missing-ckpt",
+        "empty-data-path",  # Path("") is "." : it trained on the cwd's .txt files
+        "empty-eval-data",  # it evaluated the run's data
     ],
 )
-def test_user_errors_are_one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture) -> None:
-    argv = [str(ROOT / a) if a.startswith("configs/") else a for a in argv]
+def test_user_errors_are_one_line_exit_2(
+    argv: list[str], run_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = [str(ROOT / a) if a.startswith("configs/") else a.format(run=run_dir) for a in argv]
     assert lm(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
+    if "empty" in err[0]:
+        assert "is empty; give a text file, a folder of .txt books" in err[0]
 
 
 def test_bad_data_files_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

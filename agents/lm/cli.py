@@ -140,6 +140,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.batch_size < 1 or args.segment_len < 0:
         raise UserError("--batch-size must be >= 1 and --segment-len >= 0")
+    if args.data is not None and not args.data.strip():
+        from mnemo.agents.lm.config import DATA_CHOICES
+
+        raise UserError(f"--data is empty; give {DATA_CHOICES} (leave it out for the run's)")
     if args.max_bytes is not None and args.max_bytes < 1:
         raise UserError(f"--max-bytes must be >= 1 (leave it out for all), got {args.max_bytes}")
     model, cfg = load_model(

@@ -15,6 +15,10 @@ from mnemo.agents.config_sections import CoreSection, MachineSection, RunSection
 from mnemo.agents.memory_budget import build_on_meta, check_memory, state_bytes, training_bytes
 
 MAX_SYNTHETIC_BYTES = 2**30
+DATA_CHOICES = (
+    "a text file, a folder of .txt books, a PG-19 root (train/ validation/ test/), "
+    "synthetic:recall or synthetic:needle"
+)
 
 
 @dataclass
@@ -83,6 +87,9 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def validate(self) -> None:
+        for key, value in (("path", self.path), ("val_path", self.val_path)):
+            if value is not None and not value.strip():  # Path("") is ".": the cwd's .txt files
+                raise ConfigError(f"data.{key} is empty; give {DATA_CHOICES}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
 
