@@ -191,6 +191,33 @@ def test_train_and_eval_on_a_folder_of_books(tmp_path: Path, capsys: pytest.Capt
     assert "3 documents" in out[-2] and out[-1].startswith("bits_per_byte ")
 
 
+def test_eval_of_a_file_run_reads_the_bytes_it_held_out(tmp_path: Path, capsys) -> None:
+    """Without --data, eval scores the run's validation: a plain file's held-out end, not the
+    whole file (95% of which it trained on); --split train gives the rest, test is refused."""
+    book = tmp_path / "book.txt"
+    book.write_text("the river ran on. " * 200)  # 3600 bytes: 180 held out
+    run = tmp_path / "run"
+    assert (
+        lm(
+            [
+                "train",
+                str(ROOT / "configs/lm_lstm.yaml"),
+                f"data.path={book}",
+                f"run.dir={run}",
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert lm(["eval", str(run)]) == 0
+    assert f"on {book} (held out): 1 documents, 179 bytes predicted" in capsys.readouterr().out
+    assert lm(["eval", str(run), "--split", "train"]) == 0
+    assert "1 documents, 3419 bytes predicted" in capsys.readouterr().out
+    assert lm(["eval", str(run), "--split", "test"]) == 2
+    assert "has no test split" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "core", [c for c in memory.core_names() if "mem_len" in memory.core_options(c)]
 )

@@ -129,8 +129,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from mnemo.agents.config_sections import MAX_THREADS
-    from mnemo.agents.lm.data import document_streams, load_corpus
+    from mnemo.agents.lm.data import SPLITS, document_streams, load_corpus
     from mnemo.agents.lm.evaluate import evaluate
+    from mnemo.agents.lm.train import run_corpus
 
     if not 0 <= args.threads <= MAX_THREADS:
         raise UserError(
@@ -154,7 +155,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if key not in syn:
             raise UserError(f"--synthetic: no option {key!r}; valid: {', '.join(sorted(syn))}")
         syn[key] = value
-    corpus = load_corpus(args.data or cfg.data.path, args.split, syn)
+    if args.split not in SPLITS:
+        raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {args.split!r}")
+    if args.data is None:  # the run's own split: not the bytes it trained on as validation
+        corpus = run_corpus(cfg.data, args.split, syn)
+    else:
+        corpus = load_corpus(args.data, args.split, syn)
     if len(corpus) - corpus.n_docs < 1:
         raise UserError(f"{corpus.name}: every document is one byte long; nothing to predict")
     seg_len = args.segment_len or cfg.train.segment_len
@@ -237,7 +243,12 @@ def add_lm_parser(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument(
         "--data", help="file, folder, PG-19 root or synthetic:needle (default: the run's)"
     )
-    e.add_argument("--split", default="validation", help="folder of a PG-19 root / synthetic seed")
+    e.add_argument(
+        "--split",
+        default="validation",
+        help="train, validation or test: a PG-19 root's folder, a synthetic set's seed; of the "
+        "run's own file or folder, the bytes it trained on or those it held out (validation)",
+    )
     e.add_argument(
         "--core-option",
         action="append",

@@ -60,9 +60,10 @@ class TrainResult:
     val: EvalResult | None
 
 
-def load_corpora(cfg: DataConfig) -> tuple[Corpus, Corpus]:
-    """Training and validation corpora as the config describes (see DataConfig.val_path)."""
-    syn = dataclasses.asdict(cfg.synthetic)
+def load_corpora(cfg: DataConfig, syn: dict | None = None) -> tuple[Corpus, Corpus]:
+    """Training and validation corpora as the config describes (see DataConfig.val_path);
+    ``syn``: the synthetic sets' options, if not the config's."""
+    syn = dataclasses.asdict(cfg.synthetic) if syn is None else syn
     train = load_corpus(cfg.path, "train", syn)
     if cfg.val_path is not None:
         return train, load_corpus(cfg.val_path, "validation", syn)
@@ -71,6 +72,28 @@ def load_corpora(cfg: DataConfig) -> tuple[Corpus, Corpus]:
     if is_pg19_root(Path(cfg.path)):
         return train, load_corpus(cfg.path, "validation", syn)
     return split_holdout(train, cfg.val_fraction)
+
+
+def run_corpus(cfg: DataConfig, split: str, syn: dict) -> Corpus:
+    """The run's own ``split`` as training read it: a synthetic set's seed, a PG-19 root's
+    folder, ``val_path`` for validation; of a plain file or flat folder, the bytes trained on
+    (train) or the held-out last ``val_fraction`` (validation), never the whole of it.
+
+    Raises:
+        DataError: ``test`` of a plain file or flat folder, which has none.
+    """
+    if cfg.path.startswith("synthetic:") or is_pg19_root(Path(cfg.path).expanduser()):
+        if split == "validation" and cfg.val_path is not None:
+            return load_corpus(cfg.val_path, split, syn)
+        return load_corpus(cfg.path, split, syn)
+    if split == "test":
+        raise DataError(
+            f"--split test: the run's data.path {cfg.path} has no test split (a file or a flat "
+            "folder: training held out its end as validation); give --data, or --split "
+            "validation or train"
+        )
+    train, val = load_corpora(cfg, syn)
+    return train if split == "train" else val
 
 
 def lr_at(step: int, cfg: LMConfig) -> float:
