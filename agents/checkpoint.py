@@ -210,6 +210,26 @@ def run_dir_of(path: str | Path) -> Path:
     )
 
 
+def resume_run_dir(
+    path: str | Path, ckpt: dict[str, Any], run_dir: str | None, config_file: str | None
+) -> Path:
+    """The folder ``--resume PATH`` continues in (``run_dir_of``), refusing a different
+    ``run.dir`` that the user gave with it, which the resume would silently ignore.
+
+    ``run_dir`` is the resumed config's: the checkpoint's own (then not the user's: the folder
+    may have moved since) unless ``config_file`` or an override set it.
+    """
+    folder = run_dir_of(path)
+    saved = (ckpt.get("config") or {}).get("run", {}).get("dir")
+    given = config_file is not None or run_dir != saved
+    if given and run_dir and Path(run_dir).expanduser().resolve() != folder.resolve():
+        raise UserError(
+            f"run.dir={run_dir}: --resume continues {folder} in place; leave run.dir out "
+            f"(to continue elsewhere, copy {folder} there and --resume the copy)"
+        )
+    return folder
+
+
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; a core's ``options`` stay one value."""
     out: dict[str, Any] = {}

@@ -18,7 +18,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_head,
         check_steps_left,
         load_checkpoint,
-        run_dir_of,
+        resume_run_dir,
     )
     from mnemo.agents.config_loader import apply_overrides, from_dict, to_dict
     from mnemo.agents.config_sections import check_device
@@ -57,8 +57,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_device(cfg.device)  # training refuses a device this machine lacks: so does --check
         print(describe(cfg), end="")
         return 0
-    run_dir = run_dir_of(args.resume) if args.resume else None
+    run_dir = None
     if resume is not None:
+        run_dir = resume_run_dir(args.resume, resume, cfg.run.dir, args.config)
+        cfg.run.dir = str(run_dir)  # its checkpoints say where the run now is
         check_steps_left(resume, cfg.ppo.total_steps, "ppo.total_steps")
     result = train(cfg, resume=resume, run_dir=run_dir, trusted=trusted)
     from mnemo.agents import distributed

@@ -60,6 +60,9 @@ CASES = [
     (["lm", "sample", "{rl}"], "is not a language-model checkpoint (it is an RL run"),
     (["train", "--resume", "{lm}"], "is a language-model run; use `mnemo lm train --resume`"),
     (["lm", "train", "--resume", "{rl}"], "use `mnemo train --resume`"),
+    # a run.dir given with --resume was ignored: the run went on in its own folder
+    (["lm", "train", "--resume", "{lm}", "train.steps=9", "run.dir={lm}2"], "--resume continues"),
+    (["train", "--resume", "{rl}", "ppo.total_steps=1e6", "run.dir={rl}2"], "--resume continues"),
     (["eval", "{no_config}"], "is not a complete mnemo checkpoint: it has no config"),
     (["eval", "{not_a_dict}"], "is not a mnemo checkpoint (it holds no dict)"),
     (["eval", "{misfit}"], "its weights do not fit this model"),
@@ -179,6 +182,13 @@ def test_resume_from_a_backup_continues_its_run_folder(
     capsys.readouterr()
     assert main(["train", "--resume", str(lone)]) == 2
     assert "no run folder holds it" in one_line(capsys.readouterr().err)
+
+
+def test_a_moved_run_resumes_where_it_now_is(runs: dict[str, Path], tmp_path: Path) -> None:
+    moved = tmp_path / "moved"
+    shutil.copytree(runs["lm"], moved)  # its checkpoint's run.dir names the old folder
+    assert main(["lm", "train", "--resume", str(moved), "train.steps=3", f"run.dir={moved}/"]) == 0
+    assert load_checkpoint(moved)["config"]["run"]["dir"] == str(moved)
 
 
 def fail_write(monkeypatch: pytest.MonkeyPatch, code: int, at_call: int) -> None:

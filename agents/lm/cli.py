@@ -71,7 +71,7 @@ def load_model(path: str, device: str, core_overrides: dict[str, Any] | None = N
 @exit_codes
 def cmd_train(args: argparse.Namespace) -> int:
     from mnemo.agents import distributed
-    from mnemo.agents.checkpoint import check_steps_left, run_dir_of
+    from mnemo.agents.checkpoint import check_steps_left, resume_run_dir
     from mnemo.agents.lm.config import load_lm_config
     from mnemo.agents.lm.resume import load_lm_checkpoint, resume_config
     from mnemo.agents.lm.train import train
@@ -84,7 +84,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         resume = load_lm_checkpoint(args.resume, use_instead="mnemo train --resume")
         cfg = resume_config(resume, args.config, overrides)
-        run_dir = run_dir_of(args.resume)
+        run_dir = resume_run_dir(args.resume, resume, cfg.run.dir, args.config)
+        cfg.run.dir = str(run_dir)  # its checkpoints say where the run now is
         check_steps_left(resume, cfg.train.steps, "train.steps")
     elif args.config is None:
         raise UserError("give a config file (e.g. configs/lm_lstm.yaml) or --resume RUN_DIR")
