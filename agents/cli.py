@@ -26,6 +26,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mnemo.agents.rl.curriculum import load_curriculum, run_curriculum
     from mnemo.agents.rl.train import FROZEN, train
     from mnemo.agents.rl.vector_env import check_checkpoint_import
+    from mnemo.agents.run_loop import check_fresh_run_dir
 
     overrides = list(args.overrides)
     if args.config and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
@@ -55,6 +56,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             return run_curriculum(stages, check=args.check)
     if args.check:
         check_device(cfg.device)  # training refuses a device this machine lacks: so does --check
+        if resume is None:
+            check_fresh_run_dir(cfg.run.dir, cfg.run)  # and a run.dir that holds a run
         print(describe(cfg), end="")
         return 0
     run_dir = None

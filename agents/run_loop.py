@@ -36,12 +36,20 @@ import torch
 from tqdm import tqdm
 
 from mnemo.agents import distributed
-from mnemo.agents.checkpoint import make_folder, save_with_ranks, this_rank_state
+from mnemo.agents.checkpoint import check_folder, make_folder, save_with_ranks, this_rank_state
 from mnemo.agents.console import Console, wants_bar
 from mnemo.agents.errors import Interrupted, NonFiniteError, UserError, signal_name
 from mnemo.agents.interrupt import GracefulStop
 
-__all__ = ["Trainer", "lock_run_dir", "new_run_dir", "prepare", "run", "seed_everything"]
+__all__ = [
+    "Trainer",
+    "check_fresh_run_dir",
+    "lock_run_dir",
+    "new_run_dir",
+    "prepare",
+    "run",
+    "seed_everything",
+]
 
 LOCK_FILE = ".lock"
 
@@ -143,18 +151,31 @@ def lock_run_dir(run_dir: Path) -> int:
     return fd
 
 
+def check_fresh_run_dir(run_dir: str | Path | None, run_cfg: Any) -> None:
+    """Refuse, as a fresh run would, a ``run.dir`` that is a file or holds a run's checkpoint
+    (unless ``run.overwrite``); creates nothing, so ``--check`` can say it too."""
+    if not run_dir:
+        return
+    folder = check_folder(run_dir, "run.dir")
+    last = folder / "checkpoints" / "last.pt"
+    if last.exists() and not getattr(run_cfg, "overwrite", False):
+        raise UserError(
+            f"{folder} already holds a run ({last}): continue it with --resume {folder}, "
+            "or start over in it with run.overwrite=true"
+        )
+
+
 def _claim(run_dir: Path, run_cfg: Any, resumed: bool) -> int | None:
     """Lock the run folder (rank 0) and refuse a fresh run over a checkpoint."""
     if not distributed.is_main():
         return None
     fd = lock_run_dir(run_dir)
-    last = run_dir / "checkpoints" / "last.pt"
-    if not resumed and last.exists() and not getattr(run_cfg, "overwrite", False):
-        os.close(fd)
-        raise UserError(
-            f"{run_dir} already holds a run ({last}): continue it with --resume {run_dir}, "
-            "or start over in it with run.overwrite=true"
-        )
+    if not resumed:
+        try:
+            check_fresh_run_dir(run_dir, run_cfg)
+        except UserError:
+            os.close(fd)
+            raise
     return fd
 
 

@@ -184,6 +184,18 @@ def test_resume_from_a_backup_continues_its_run_folder(
     assert "no run folder holds it" in one_line(capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("head", [RL, ["lm", "train", *lm_train_args("lstm", Path("x"))[2:]]])
+def test_check_refuses_a_run_dir_that_holds_a_run(
+    head: list[str], runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As training would: --check said the config was fine, then training refused."""
+    run = runs["lm" if head[0] == "lm" else "rl"]
+    capsys.readouterr()
+    assert main([*head, f"run.dir={run}", "--check"]) == 2
+    assert "already holds a run" in one_line(capsys.readouterr().err)
+    assert main([*head, f"run.dir={run}", "run.overwrite=true", "--check"]) == 0
+
+
 def test_a_moved_run_resumes_where_it_now_is(runs: dict[str, Path], tmp_path: Path) -> None:
     moved = tmp_path / "moved"
     shutil.copytree(runs["lm"], moved)  # its checkpoint's run.dir names the old folder

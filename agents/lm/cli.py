@@ -92,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = load_lm_config(args.config, overrides)
     if args.check:
-        return check(cfg)
+        return check(cfg, resumed=resume is not None)
     result = train(cfg, resume=resume, run_dir=run_dir)
     if not distributed.is_main():
         return 0
@@ -106,16 +106,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def check(cfg) -> int:
-    """Build what training would (corpora, streams, model) without training; print the config."""
+def check(cfg, resumed: bool = False) -> int:
+    """Build what training would (corpora, streams, model) without training, refuse what it
+    would (the device, a fresh run's folder); print the config."""
 
     from mnemo.agents.config_loader import to_dict
     from mnemo.agents.config_sections import check_device
     from mnemo.agents.lm.data import training_streams
     from mnemo.agents.lm.model import build_model
     from mnemo.agents.lm.train import load_corpora
+    from mnemo.agents.run_loop import check_fresh_run_dir
 
     check_device(cfg.device)
+    if not resumed:
+        check_fresh_run_dir(cfg.run.dir, cfg.run)
     train_corpus, _ = load_corpora(cfg.data)
     training_streams(train_corpus, cfg.train.batch_size, cfg.train.segment_len)
     build_model(cfg.core.name, cfg.core.d_model, cfg.core.options)
