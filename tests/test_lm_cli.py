@@ -110,6 +110,10 @@ def test_sample_reads_a_prompt_that_is_not_utf8(run_dir: Path, capsys) -> None:
         ["sample", "/no/such/run", "--prompt", "x"],
         ["train", "configs/lm_lstm.yaml", "data.path=", *TINY],
         ["eval", "{run}", "--data", ""],
+        ["train", "configs/lm_lstm.yaml", *TINY, "train.eval_bytes=0"],  # logged val 0 bits
+        ["train", "configs/lm_lstm.yaml", *TINY, "train.sample_bytes=-1"],
+        ["train", "configs/lm_lstm.yaml", *TINY, "train.weight_decay=-1"],
+        ["train", "configs/lm_lstm.yaml", *TINY, "train.min_lr_ratio=5"],  # lr rose to 5 x lr
     ],
     ids=[
         "missing-data",
@@ -121,6 +125,10 @@ def test_sample_reads_a_prompt_that_is_not_utf8(run_dir: Path, capsys) -> None:
         "sample-missing-ckpt",
         "empty-data-path",  # Path("") is "." : it trained on the cwd's .txt files
         "empty-eval-data",  # it evaluated the run's data
+        "eval-bytes-0",
+        "sample-bytes-negative",
+        "weight-decay-negative",
+        "min-lr-ratio-above-1",
     ],
 )
 def test_user_errors_are_one_line_exit_2(

@@ -144,6 +144,15 @@ class TrainSection:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if self.warmup_steps < 0 or self.grad_clip < 0 or self.sample_every < 0:
             raise ConfigError("train.warmup_steps, grad_clip and sample_every must be >= 0")
+        # Each was taken as given: eval_bytes=0 logged a validation of 0 bits per byte, a
+        # negative sample_bytes no sample, min_lr_ratio=5 a schedule that rose to 5 x lr.
+        if self.eval_bytes < 1:
+            raise ConfigError(f"train.eval_bytes must be >= 1, got {self.eval_bytes}")
+        for name in ("sample_bytes", "weight_decay", "aux_coef"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
 
 @dataclass
