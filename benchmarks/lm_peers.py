@@ -140,7 +140,9 @@ def mnemo_runner(core: str, extra: Sequence[str] = ()) -> Builder:
     return build
 
 
-def titans_port(segment: int) -> Callable[[int], Runner]:
+def titans_port(segment: int, memory: bool = True) -> Callable[[int], Runner]:
+    """``memory=False``: its attention-only control (``neural_memory_layers=()``, its own
+    option), as ``--set core.ablate_memory=true`` is mnemo's."""
     from titans_pytorch import MemoryAsContextTransformer, MemoryMLP
 
     def build(width: int) -> Runner:
@@ -159,6 +161,7 @@ def titans_port(segment: int) -> Callable[[int], Runner]:
             ff_mult=2,
             neural_memory_model=MemoryMLP(dim=width // heads, depth=2, expansion_factor=2.0),
             neural_memory_kwargs={"heads": heads, "dim_head": width // heads},
+            neural_memory_layers=None if memory else (),
         )
         _unshare_parameters(model)
         return TitansPortRunner(model, width, carries=False)
@@ -287,6 +290,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--eval-bytes", type=int, default=65_536)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], help="core.key=value for mnemo cores")
+    p.add_argument(
+        "--peer-ablate-memory",
+        action="store_true",
+        help="titans-pytorch without its neural memory, at the width it has with it",
+    )
     p.add_argument("--quick", action="store_true", help="3 steps, width 32: a smoke run")
     args = p.parse_args()
     if args.quick:
@@ -311,6 +319,7 @@ def main() -> int:
     print(
         f"{len(text):,} bytes ({args.data or 'this repository'}), {args.steps} steps x {bsz} x "
         f"{seg} bytes, ~{target:,} parameters each, 1 thread"
+        + (f"; mnemo cores with {' '.join(args.set)}" if args.set else "")
     )
     runs: dict[str, Runner] = {}
     for name, build in found.items():
@@ -318,6 +327,9 @@ def main() -> int:
             print(f"{name:<32} skipped: {build}")
         else:
             runs[name] = matched_width(build, target, args.seed)
+            if name == "titans-pytorch" and args.peer_ablate_memory:  # its width, no memory
+                torch.manual_seed(args.seed)
+                runs[name] = titans_port(seg, memory=False)(runs[name].width)
     first_seg = train_streams.segment(0, seg)
     mem = {n: train_memory_mb(r, first_seg.x, first_seg.y, cfg) for n, r in runs.items()}
     opts = {n: make_optimizer(r.model, cfg) for n, r in runs.items()}
@@ -354,6 +366,8 @@ def main() -> int:
         carried = f"{evaluate(run, eval_streams, seg, carried=True):.3f}" if run.carries else "-"
         rate = args.steps * bsz * seg / secs[name]
         label = name if name in PEERS else f"mnemo {name}"
+        if name == "titans-pytorch" and args.peer_ablate_memory:
+            label += " (no memory)"
         print(
             f"{label:<32} {n_params(run.model):>9,} {run.width:>5} {rate:>8,.0f} "
             f"{sum(tail[name]) / len(tail[name]):>9.3f} {window:>10.3f} {carried:>11} "
