@@ -114,6 +114,11 @@ def test_sample_reads_a_prompt_that_is_not_utf8(run_dir: Path, capsys) -> None:
         ["train", "configs/lm_lstm.yaml", *TINY, "train.sample_bytes=-1"],
         ["train", "configs/lm_lstm.yaml", *TINY, "train.weight_decay=-1"],
         ["train", "configs/lm_lstm.yaml", *TINY, "train.min_lr_ratio=5"],  # lr rose to 5 x lr
+        ["train", "configs/lm_lstm.yaml", *TINY, "data.synthetic.distances=[]"],  # a traceback
+        ["eval", "{run}", "--data", "synthetic:needle", "--synthetic", "compact=maybe"],
+        ["eval", "{run}", "--data", "synthetic:needle", "--synthetic", "seed=x"],
+        ["eval", "{run}", "--data", "synthetic:needle", "--synthetic", "distances=5"],
+        ["eval", "{run}", "--data", "synthetic:needle", "--synthetic", "docs_per_distance=1e9"],
     ],
     ids=[
         "missing-data",
@@ -129,6 +134,11 @@ def test_sample_reads_a_prompt_that_is_not_utf8(run_dir: Path, capsys) -> None:
         "sample-bytes-negative",
         "weight-decay-negative",
         "min-lr-ratio-above-1",
+        "no-distances",
+        "eval-synthetic-not-a-bool",  # taken as true
+        "eval-synthetic-not-an-int",  # a traceback
+        "eval-synthetic-not-a-list",  # a traceback
+        "eval-synthetic-too-big",  # ran without end
     ],
 )
 def test_user_errors_are_one_line_exit_2(

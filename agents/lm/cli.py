@@ -133,7 +133,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     import torch
 
+    from mnemo.agents.config_loader import from_dict
     from mnemo.agents.config_sections import MAX_THREADS
+    from mnemo.agents.lm.config import SyntheticConfig
     from mnemo.agents.lm.data import SPLITS, document_streams, load_corpus
     from mnemo.agents.lm.evaluate import evaluate
     from mnemo.agents.lm.train import run_corpus
@@ -160,6 +162,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if key not in syn:
             raise UserError(f"--synthetic: no option {key!r}; valid: {', '.join(sorted(syn))}")
         syn[key] = value
+    # Typed and checked as data.synthetic is (compact=maybe was taken as true, seed=x and
+    # distances=5 raised tracebacks, docs_per_distance=1e9 ran without end).
+    syn = dataclasses.asdict(from_dict(SyntheticConfig, syn, prefix="--synthetic "))
     if args.split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {args.split!r}")
     if args.data is None:  # the run's own split: not the bytes it trained on as validation

@@ -61,8 +61,11 @@ class SyntheticConfig:
         for name in ("code_len", "facts", "rounds"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.synthetic.{name} must be >= 1, got {getattr(self, name)}")
-        if self.lead_max < 0 or any(d < 1 for d in self.distances):
-            raise ConfigError("data.synthetic: lead_max must be >= 0 and distances >= 1")
+        if self.lead_max < 0 or not self.distances or any(d < 1 for d in self.distances):
+            raise ConfigError(
+                f"data.synthetic: lead_max must be >= 0 and distances a list of at least one "
+                f"distance >= 1, got {self.lead_max} and {self.distances}"
+            )
         # Generated in memory: refuse sizes that would take hours or all of RAM, up front.
         story = self.lead_max + self.rounds * self.facts * (self.gap_max + 40 + 2 * self.code_len)
         needle = max(self.distances) * self.docs_per_distance * len(self.distances)
@@ -70,7 +73,8 @@ class SyntheticConfig:
         if est > MAX_SYNTHETIC_BYTES:
             raise ConfigError(
                 f"data.synthetic would generate ~{est:.3g} bytes; at most "
-                f"{MAX_SYNTHETIC_BYTES:.3g} (lower docs, rounds, facts or gap_max)"
+                f"{MAX_SYNTHETIC_BYTES:.3g} (lower docs, rounds, facts, gap_max, distances or "
+                "docs_per_distance)"
             )
 
 
