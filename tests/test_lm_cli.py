@@ -115,6 +115,7 @@ def test_sample_reads_a_prompt_that_is_not_utf8(run_dir: Path, capsys) -> None:
         ["train", "configs/lm_lstm.yaml", *TINY, "train.weight_decay=-1"],
         ["train", "configs/lm_lstm.yaml", *TINY, "train.min_lr_ratio=5"],  # lr rose to 5 x lr
         ["train", "configs/lm_lstm.yaml", *TINY, "data.synthetic.distances=[]"],  # a traceback
+        ["eval", "{run}", "--core-option", "mem_len"],  # named no flag
         ["eval", "{run}", "--data", "synthetic:needle", "--synthetic", "compact=maybe"],
         ["eval", "{run}", "--data", "synthetic:needle", "--synthetic", "seed=x"],
         ["eval", "{run}", "--data", "synthetic:needle", "--synthetic", "distances=5"],
@@ -135,6 +136,7 @@ def test_sample_reads_a_prompt_that_is_not_utf8(run_dir: Path, capsys) -> None:
         "weight-decay-negative",
         "min-lr-ratio-above-1",
         "no-distances",
+        "core-option-without-value",
         "eval-synthetic-not-a-bool",  # taken as true
         "eval-synthetic-not-an-int",  # a traceback
         "eval-synthetic-not-a-list",  # a traceback
@@ -148,6 +150,8 @@ def test_user_errors_are_one_line_exit_2(
     assert lm(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
+    if "NAME=VALUE" in err[0]:
+        assert err[0] == "error: --core-option 'mem_len' must look like NAME=VALUE"
     if "empty" in err[0]:
         assert "is empty; give a text file, a folder of .txt books" in err[0]
 

@@ -18,15 +18,16 @@ import yaml
 from mnemo.agents.errors import UserError, exit_codes
 
 
-def parse_options(items: list[str]) -> dict[str, Any]:
-    """``['mem_len=512']`` -> ``{'mem_len': 512}`` (values read as YAML)."""
+def parse_options(items: list[str], flag: str) -> dict[str, Any]:
+    """``['mem_len=512']`` -> ``{'mem_len': 512}`` (values read as YAML); ``flag`` names the
+    option they came from in an error."""
     from mnemo.agents.config_loader import parse_override
 
     out: dict[str, Any] = {}
     for item in items:
         key, sep, _ = item.partition("=")
         if not sep or not key:
-            raise UserError(f"option {item!r} must look like name=value")
+            raise UserError(f"{flag} {item!r} must look like NAME=VALUE")
         out[key] = parse_override(item)[1]  # read as a config override is (1e5: a number)
     return out
 
@@ -154,11 +155,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UserError(f"--data is empty; give {DATA_CHOICES} (leave it out for the run's)")
     if args.max_bytes is not None and args.max_bytes < 1:
         raise UserError(f"--max-bytes must be >= 1 (leave it out for all), got {args.max_bytes}")
-    model, cfg = load_model(
-        args.checkpoint, args.device, parse_options(args.core_option), args.batch_size
-    )
+    core_options = parse_options(args.core_option, "--core-option")
+    model, cfg = load_model(args.checkpoint, args.device, core_options, args.batch_size)
     syn = dataclasses.asdict(cfg.data.synthetic)
-    for key, value in parse_options(args.synthetic).items():
+    for key, value in parse_options(args.synthetic, "--synthetic").items():
         if key not in syn:
             raise UserError(f"--synthetic: no option {key!r}; valid: {', '.join(sorted(syn))}")
         syn[key] = value
