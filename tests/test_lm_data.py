@@ -152,3 +152,22 @@ def test_needle_follows_the_training_phrasing() -> None:
     c = load_corpus("synthetic:needle", "validation", {**opts, "lead_max": 0})
     assert b"remember" not in bytes(c.data.tolist())
     assert c.distance[c.distance > 0].tolist() == [19, 19, 19]  # ] + 16 filler + < + code
+
+
+def test_text_costs_two_bytes_per_byte_and_keeps_its_fingerprint() -> None:
+    """A text corpus holds its bytes and their document-start flags, nothing more per byte
+    (distances were 4 bytes each: a PG-19 train/ of ~11 GB took ~7 bytes per byte to load),
+    and hashes as it did, so runs fingerprinted before still resume."""
+    import hashlib
+
+    docs = [b"a" * 5000, b"b" * 3000]
+    c = from_documents(docs, "t")
+    assert c.distance.untyped_storage().nbytes() <= 4 and c.distance.shape == (8000,)
+    assert not c.has_marks and c.distance[4990:5010].tolist() == [0] * 20
+    per_byte = c.data.untyped_storage().nbytes() + c.doc_start.untyped_storage().nbytes()
+    assert per_byte == 2 * 8000
+    h = hashlib.sha256(b"".join(docs) + bytes([1] + [0] * 4999 + [1] + [0] * 2999))
+    assert c.fingerprint() == f"8000 bytes in 2 documents, sha256 {h.hexdigest()[:16]}"
+    train, held = split_holdout(c, 0.1)
+    assert train.doc_start.untyped_storage().data_ptr() == c.doc_start.untyped_storage().data_ptr()
+    assert bool(held.doc_start[0]) and not bool(c.doc_start[7200])  # the cut starts a document
