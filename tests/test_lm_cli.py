@@ -238,6 +238,9 @@ def test_eval_of_a_file_run_reads_the_bytes_it_held_out(tmp_path: Path, capsys) 
     assert "1 documents, 3419 bytes predicted" in capsys.readouterr().out
     assert lm(["eval", str(run), "--split", "test"]) == 2
     assert "has no test split" in capsys.readouterr().err
+    book.unlink()  # as a relative data.path is, seen from another folder
+    assert lm(["eval", str(run)]) == 2
+    assert f"the run's data {book} is not here" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

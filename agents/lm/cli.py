@@ -168,6 +168,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {args.split!r}")
     if args.data is None:  # the run's own split: not the bytes it trained on as validation
+        for path in (cfg.data.path, cfg.data.val_path):
+            if (
+                path
+                and not path.startswith("synthetic:")
+                and not os.path.lexists(os.path.expanduser(path))
+            ):
+                raise UserError(
+                    f"the run's data {path} is not here (a relative path is read from the "
+                    f"current folder, {os.getcwd()}); give --data"
+                )
         corpus = run_corpus(cfg.data, args.split, syn)
     else:
         corpus = load_corpus(args.data, args.split, syn)
