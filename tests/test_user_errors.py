@@ -21,6 +21,7 @@ from mnemo.agents.checkpoint import load_checkpoint, save_atomic
 from mnemo.agents.cli import main
 
 RL = ["train", "configs/recall_lstm.yaml", *TINY]
+COMPARE = ["compare", "--cores", "lstm", "--envs", "mnemo/Recall-D8-v0"]
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 
 
@@ -109,6 +110,14 @@ CASES = [
     (["lm", "train", *lm_train_args("lstm", Path("x"))[2:], "run.dir=/proc/x"], "run.dir: cannot"),
     (["lm", "train", *lm_train_args("lstm", Path("x"))[2:], "run.dir={file}"], "is a file"),
     (["compare", "--cores", "lstm", "--envs", "mnemo/Recall-D8-v0", "--out", "{file}"], "--out"),
+    (
+        [*COMPARE, "--steps", "16384", "--out", "/proc/mnemo-x"],
+        "--out: cannot create the folder /proc/mnemo-x",
+    ),
+    (
+        ["ladder", "--delays", "8", "--steps", "128", "--cost-only", "--out", "/proc/mnemo-x"],
+        "--out: cannot create the folder /proc/mnemo-x",
+    ),
     ([*RL, "env.kwargs.render_mode=human"], "env.kwargs.render_mode: render_mode is mnemo's"),
     (["eval", "{rl}", "--env", "render_mode=human"], "render_mode is mnemo's to set"),
     ([*RL, "env.kwargs.noise=maybe"], "noise must be true or false, got 'maybe'"),

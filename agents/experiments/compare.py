@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mnemo.agents.checkpoint import make_folder
 from mnemo.agents.config_loader import ConfigError, from_dict, load_config, to_dict
 from mnemo.agents.experiments.report import (
     budget_notes,
@@ -271,7 +272,7 @@ def compare(
     specs = plan_runs(cores, env_ids, seeds, out, steps, config, overrides, eval_episodes)
     for note in budget_notes(specs):
         print(f"note: {note}", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "--out")  # /proc/x: one line, not a FileNotFoundError traceback
     errors = execute(specs, jobs, progress)
     results = [load_result(s.result_path) for s in specs if s.result_path.is_file()]
     if not results:

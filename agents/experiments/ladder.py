@@ -29,6 +29,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from mnemo.agents.checkpoint import make_folder
 from mnemo.agents.config_loader import ConfigError, from_dict
 from mnemo.agents.experiments.compare import (
     RunSpec,
@@ -310,7 +311,7 @@ def ladder(
         )
     out = Path(out)
     specs = plan_ladder(cores, delays, seeds, out, steps, config, overrides, eval_episodes, climb)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "--out")  # /proc/x: one line, not a FileNotFoundError traceback
     if cost_only:  # one timed iteration: a cost table of every core in minutes
         return write_ladder([], measure_costs(specs, iterations=1), out, command), []
     check_climb_mode(specs, climb)
