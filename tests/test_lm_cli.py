@@ -267,3 +267,23 @@ def test_eval_of_one_byte_documents(run_dir: Path, tmp_path: Path, capsys) -> No
     (tmp_path / "x.txt").write_bytes(b"x")
     assert lm(["eval", str(run_dir), "--data", str(tmp_path / "x.txt")]) == 2
     assert "nothing to predict" in capsys.readouterr().err
+
+
+def test_text_that_would_not_fit_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """From the files' sizes: a PG-19 train/ (~11 GB, ~44 GB as it loads) was read until the
+    machine ran out of memory."""
+    from mnemo.agents import memory_budget
+
+    monkeypatch.setattr(memory_budget, "_budget", lambda device: (8 * 2**20, "memory"))
+    books = tmp_path / "pg" / "train"
+    books.mkdir(parents=True)
+    (books / "a.txt").write_bytes(b"the river ran on. " * 100_000)  # 1.8 MB: 7.2 MB to load
+    (tmp_path / "pg" / "validation").mkdir()
+    (tmp_path / "pg" / "validation" / "b.txt").write_bytes(b"x" * 100)
+    argv = ["train", str(ROOT / "configs/lm_lstm.yaml"), f"data.path={tmp_path / 'pg'}", *TINY]
+    assert lm([*argv, "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "text data as it loads 0.0067" in err and "lower data.path (less text)" in err
+    assert lm([*argv, "memory_check=false", "--check"]) == 0

@@ -9,6 +9,7 @@ or options fail in one line before any work starts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mnemo.agents.config_loader import ConfigError, load_config
 from mnemo.agents.config_sections import CoreSection, MachineSection, RunSection
@@ -197,7 +198,28 @@ def load_lm_config(path: str | None, overrides: list[str] | None = None) -> LMCo
     cfg = load_config(LMConfig, path, overrides)
     check_core(cfg.core.name, cfg.core.options)
     check_run_memory(cfg)
+    check_data_memory(cfg)
     return cfg
+
+
+LOAD_BYTES_PER_BYTE = 4
+"""Peak memory while text loads, per byte on disk: the files read, the corpus's bytes and
+document-start flags, the training streams' flags (100 MB of text took 388 MB)."""
+
+
+def check_data_memory(cfg: LMConfig) -> float:
+    """Refuse, from the files' sizes and before reading them, text that would not fit in half
+    of this machine's RAM as it loads (a PG-19 train/ is ~11 GB: ~44 GB); returns bytes."""
+    from mnemo.agents.lm.data import is_pg19_root, text_size
+
+    d = cfg.data
+    size = text_size(d.path, "train")
+    if d.val_path is not None:
+        size += text_size(d.val_path, "validation")
+    elif not d.path.startswith("synthetic:") and is_pg19_root(Path(d.path).expanduser()):
+        size += text_size(d.path, "validation")
+    parts = {"text data as it loads": LOAD_BYTES_PER_BYTE * size}
+    return check_memory(parts, "data.path (less text)", "cpu", cfg.memory_check)
 
 
 def check_run_memory(cfg: LMConfig) -> float:

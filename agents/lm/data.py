@@ -188,6 +188,34 @@ def check_data_path(path: Path) -> None:
             raise DataError(f"data path {path} is {what}, not a text file or a folder of them")
 
 
+def text_files(path: Path, split: str) -> tuple[Path, list[Path]]:
+    """The folder a folder of books or a PG-19 root's ``split`` names, and its .txt files."""
+    if is_pg19_root(path):
+        if not (path / split).is_dir():
+            raise DataError(
+                f"{path} has no {split}/ folder (PG-19 layout: train/ validation/ test/)"
+            )
+        path = path / split
+    files = sorted(p for p in path.glob("*.txt") if p.is_file())
+    if not files:
+        raise DataError(f"no .txt files in directory {path}")
+    return path, files
+
+
+def text_size(spec: str | None, split: str) -> int:
+    """Bytes ``load_corpus(spec, split)`` would read from disk, found from the files' sizes
+    alone: 0 for a synthetic set, no path, or a path it would refuse (it says why itself)."""
+    if not spec or spec.startswith("synthetic:"):
+        return 0
+    path = Path(spec).expanduser()
+    try:
+        check_data_path(path)
+        files = [path] if path.is_file() else text_files(path, split)[1]
+        return sum(f.stat().st_size for f in files)
+    except (DataError, OSError):
+        return 0
+
+
 def load_corpus(spec: str, split: str = "train", synthetic_options: dict | None = None) -> Corpus:
     """Load a corpus from a file, a folder of .txt books, a PG-19 root or ``synthetic:<kind>``.
 
@@ -210,15 +238,7 @@ def load_corpus(spec: str, split: str = "train", synthetic_options: dict | None 
     check_data_path(path)
     if path.is_file():
         return from_documents([read_text_bytes(path)], str(path))
-    if is_pg19_root(path):
-        if not (path / split).is_dir():
-            raise DataError(
-                f"{path} has no {split}/ folder (PG-19 layout: train/ validation/ test/)"
-            )
-        path = path / split
-    files = sorted(p for p in path.glob("*.txt") if p.is_file())
-    if not files:
-        raise DataError(f"no .txt files in directory {path}")
+    path, files = text_files(path, split)
     docs = []
     for f in files:
         try:
