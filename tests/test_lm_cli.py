@@ -165,7 +165,8 @@ def test_bad_data_files_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     for name, msg in [
         ("empty.txt", "empty"),
         ("bin.txt", "binary"),
-        ("nodocs", "no .txt files"),
+        ("nodocs", "no .txt files in directory"),
+        ("nodocs", "(a folder of data holds .txt books, one document each, or train/"),
         ("short.txt", "too few"),
     ]:
         assert lm(["train", cfg, f"data.path={tmp_path / name}", *TINY]) == 2

@@ -198,7 +198,10 @@ def text_files(path: Path, split: str) -> tuple[Path, list[Path]]:
         path = path / split
     files = sorted(p for p in path.glob("*.txt") if p.is_file())
     if not files:
-        raise DataError(f"no .txt files in directory {path}")
+        raise DataError(
+            f"no .txt files in directory {path} (a folder of data holds .txt books, one "
+            "document each, or train/ validation/ test/ folders of them)"
+        )
     return path, files
 
 
