@@ -91,6 +91,17 @@ def test_sample_generates_bytes(run_dir: Path, capsys: pytest.CaptureFixture) ->
     assert out.startswith("remember: ") and len(out.encode()) >= len("remember: ") + 1
 
 
+def test_eval_and_sample_use_the_runs_threads(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    set_to: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", set_to.append)
+    assert lm(["sample", str(run_dir), "--prompt", "ab", "--bytes", "2"]) == 0
+    assert lm(["eval", str(run_dir), "--max-bytes", "64"]) == 0
+    assert lm(["eval", str(run_dir), "--max-bytes", "64", "--threads", "2"]) == 0
+    assert set_to == [1, 1, 2]  # the run's threads=1; --threads wins
+
+
 def test_sample_reads_a_prompt_that_is_not_utf8(run_dir: Path, capsys) -> None:
     # argv bytes that are not UTF-8 arrive as surrogates (surrogateescape); a byte LM reads them.
     prompt = os.fsdecode(b"\xff\xfeab")

@@ -157,6 +157,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UserError(f"--max-bytes must be >= 1 (leave it out for all), got {args.max_bytes}")
     core_options = parse_options(args.core_option, "--core-option")
     model, cfg = load_model(args.checkpoint, args.device, core_options, args.batch_size)
+    if not args.threads:
+        run_threads(cfg.threads)
     syn = dataclasses.asdict(cfg.data.synthetic)
     for key, value in parse_options(args.synthetic, "--synthetic").items():
         if key not in syn:
@@ -199,6 +201,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_threads(threads: int) -> None:
+    """The run's ``threads`` (0: torch's default), as ``mnemo eval`` uses a PPO run's: torch's
+    default thrashes a shared machine (a 2000-byte prompt took 19 s on a busy 2-core CPU)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 @exit_codes
 def cmd_sample(args: argparse.Namespace) -> int:
     from mnemo.agents.lm.sample import generate, printable
@@ -213,6 +224,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.top_k < 0:
         raise UserError(f"--top-k must be >= 0 (0 = all 256 bytes), got {args.top_k}")
     model, cfg = load_model(args.checkpoint, args.device)
+    run_threads(cfg.threads)
     # The bytes as typed: argv that is not UTF-8 arrives as surrogates, which .encode() refuses.
     prompt = os.fsencode(args.prompt)
     out = generate(
@@ -289,7 +301,9 @@ def add_lm_parser(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--batch-size", type=int, default=16, help="documents evaluated in parallel")
     e.add_argument("--max-bytes", type=int, default=None, help="evaluate only the first N bytes")
     e.add_argument("--device", default="cpu")
-    e.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    e.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0: the run's `threads`)"
+    )
     e.add_argument("--progress", action="store_true", help="show a progress bar")
     e.set_defaults(func=cmd_eval)
 
