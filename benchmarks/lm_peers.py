@@ -76,6 +76,8 @@ from mnemo.agents.lm.train import lr_at, make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 MNEMO = ("titans_mac", "compressive", "gtrxl", "lstm")
+MNEMO_MORE = ("titans_mag", "titans_mal", "titans_lmm", "trxl", "gru")
+"""Other mnemo cores ``--models`` takes (configs/lm_<core>.yaml), not run by default."""
 PEERS = ("titans-pytorch", "compressive-transformer-pytorch")
 
 
@@ -207,7 +209,7 @@ def builders(
     out: dict[str, Callable[[int], Runner] | str] = {}
     for name in names:
         try:
-            if name in MNEMO:
+            if name in (*MNEMO, *MNEMO_MORE):
                 out[name] = mnemo_runner(name, extra)
             elif name == "titans-pytorch":
                 out[name] = titans_port(segment)
@@ -283,7 +285,9 @@ def default_text() -> bytes:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=None, help="a text file (default: this repository's text)")
-    p.add_argument("--models", nargs="*", default=[*MNEMO, *PEERS], choices=[*MNEMO, *PEERS])
+    p.add_argument(
+        "--models", nargs="*", default=[*MNEMO, *PEERS], choices=[*MNEMO, *MNEMO_MORE, *PEERS]
+    )
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--d-model", type=int, default=112, help="mnemo titans_mac's width")
     p.add_argument("--batch-size", type=int, default=8)
