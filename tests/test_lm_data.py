@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mnemo.agents.lm import synthetic
-from mnemo.agents.lm.config import LMConfig
+from mnemo.agents.lm.config import LMConfig, load_lm_config
 from mnemo.agents.lm.data import (
     DataError,
     document_streams,
@@ -17,7 +17,7 @@ from mnemo.agents.lm.data import (
     split_holdout,
     training_streams,
 )
-from mnemo.agents.lm.train import load_corpora
+from mnemo.agents.lm.train import load_corpora, make_training_streams
 
 
 def write(path: Path, data: bytes) -> Path:
@@ -120,6 +120,23 @@ def test_holdout_split() -> None:
     c = from_documents([b"x" * 100], "t")
     a, b = split_holdout(c, 0.1)
     assert len(a) == 90 and len(b) == 10 and bool(b.doc_start[0])
+
+
+def test_a_val_fraction_that_leaves_too_little_names_itself(tmp_path: Path) -> None:
+    book = write(tmp_path / "book.txt", b"hello world " * 1000)
+    keys = [f"data.path={book}", "train.batch_size=2", "train.segment_len=16"]
+    cfg = load_lm_config(None, [*keys, "data.val_fraction=0.999"])
+    with pytest.raises(DataError) as e:
+        make_training_streams(cfg, *load_corpora(cfg.data))
+    assert "data.val_fraction=0.999 holds out 11988 of its 12000 bytes" in str(e.value)
+    assert str(e.value).endswith("lower data.val_fraction")
+    cfg = load_lm_config(None, [*keys, "data.val_fraction=0.99999"])
+    with pytest.raises(DataError, match=r"data.val_fraction=0.99999 .*lower data.val_fraction"):
+        load_corpora(cfg.data)
+    # too short even whole: the batch and segment are what to lower
+    cfg = load_lm_config(None, [*keys, "train.batch_size=1000"])
+    with pytest.raises(DataError, match=r"lower train\.batch_size or train\.segment_len"):
+        make_training_streams(cfg, *load_corpora(cfg.data))
 
 
 def test_synthetic_marks_point_at_the_stated_code() -> None:

@@ -113,16 +113,15 @@ def check(cfg, resumed: bool = False) -> int:
 
     from mnemo.agents.config_loader import to_dict
     from mnemo.agents.config_sections import check_device
-    from mnemo.agents.lm.data import training_streams
     from mnemo.agents.lm.model import build_model
-    from mnemo.agents.lm.train import load_corpora
+    from mnemo.agents.lm.train import load_corpora, make_training_streams
     from mnemo.agents.run_loop import check_fresh_run_dir
 
     check_device(cfg.device)
     if not resumed:
         check_fresh_run_dir(cfg.run.dir, cfg.run)
-    train_corpus, _ = load_corpora(cfg.data)
-    training_streams(train_corpus, cfg.train.batch_size, cfg.train.segment_len)
+    train_corpus, val_corpus = load_corpora(cfg.data)
+    make_training_streams(cfg, train_corpus, val_corpus)
     build_model(cfg.core.name, cfg.core.d_model, cfg.core.options)
     sys.stdout.write(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     return 0

@@ -377,7 +377,12 @@ def document_streams(corpus: Corpus, n_streams: int, max_bytes: int | None = Non
 def split_holdout(corpus: Corpus, fraction: float) -> tuple[Corpus, Corpus]:
     """Hold out the last ``fraction`` of the bytes (at least one byte each side) for validation."""
     n_val = max(1, int(len(corpus) * fraction))
-    if len(corpus) - n_val < 2:
+    if len(corpus) < 3:
         raise DataError(f"{corpus.name} has {len(corpus)} bytes: too few to hold out validation")
+    if len(corpus) - n_val < 2:
+        raise DataError(
+            f"{corpus.name}: data.val_fraction={fraction} holds out {n_val} of its {len(corpus)} "
+            "bytes, leaving fewer than 2 for training; lower data.val_fraction"
+        )
     cut = len(corpus) - n_val
     return corpus.slice(0, cut), corpus.slice(cut, len(corpus), corpus.name + " (held out)")

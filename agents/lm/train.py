@@ -35,6 +35,7 @@ from mnemo.agents.lm.data import (
     Corpus,
     DataError,
     Segment,
+    Streams,
     document_streams,
     is_pg19_root,
     load_corpus,
@@ -65,13 +66,35 @@ def load_corpora(cfg: DataConfig, syn: dict | None = None) -> tuple[Corpus, Corp
     ``syn``: the synthetic sets' options, if not the config's."""
     syn = dataclasses.asdict(cfg.synthetic) if syn is None else syn
     train = load_corpus(cfg.path, "train", syn)
-    if cfg.val_path is not None:
-        return train, load_corpus(cfg.val_path, "validation", syn)
-    if cfg.path.startswith("synthetic:"):
-        return train, load_corpus(cfg.path, "validation", syn)
-    if is_pg19_root(Path(cfg.path)):
-        return train, load_corpus(cfg.path, "validation", syn)
+    if not holds_out(cfg):
+        return train, load_corpus(cfg.val_path or cfg.path, "validation", syn)
     return split_holdout(train, cfg.val_fraction)
+
+
+def holds_out(cfg: DataConfig) -> bool:
+    """Whether validation is the last ``val_fraction`` of ``path`` (a plain file or flat
+    folder without ``val_path``) rather than data of its own."""
+    if cfg.val_path is not None or cfg.path.startswith("synthetic:"):
+        return False
+    return not is_pg19_root(Path(cfg.path))
+
+
+def make_training_streams(cfg: LMConfig, train: Corpus, val: Corpus, world: int = 1) -> Streams:
+    """``training_streams`` of all ranks; when the bytes are too few only because
+    ``data.val_fraction`` held out the rest, the one line says to lower that."""
+    t, n_streams = cfg.train, cfg.train.batch_size * world
+    try:
+        return training_streams(train, n_streams, t.segment_len)
+    except DataError:
+        needed = n_streams * (t.segment_len + 1)
+        whole = len(train) + len(val)
+        if not holds_out(cfg.data) or whole < needed:
+            raise
+        raise DataError(
+            f"{train.name}: data.val_fraction={cfg.data.val_fraction} holds out {len(val)} of "
+            f"its {whole} bytes, leaving {len(train)} for training, too few for {n_streams} "
+            f"streams of at least one segment ({needed} bytes in all); lower data.val_fraction"
+        ) from None
 
 
 def run_corpus(cfg: DataConfig, split: str, syn: dict) -> Corpus:
@@ -154,7 +177,7 @@ class LMTrainer:
         world, rank = distributed.world_size(), distributed.rank()
         train_corpus, val_corpus = load_corpora(cfg.data)
         self.data_id = train_corpus.fingerprint()  # a resume must read the same bytes
-        self.streams = training_streams(train_corpus, t.batch_size * world, t.segment_len).rows(
+        self.streams = make_training_streams(cfg, train_corpus, val_corpus, world).rows(
             rank * t.batch_size, (rank + 1) * t.batch_size
         )
         self.n_segments = self.streams.n_segments(t.segment_len)
