@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from mnemo.agents import distributed
+from mnemo.agents.checkpoint_path import checkpoint_file
 from mnemo.agents.errors import USER_OS_ERRNOS, CheckpointError, ConfigError, UserError
 
 
@@ -99,11 +100,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     Raises ``CheckpointError`` for a missing, damaged, unreadable or unsafe file, and for one
     that is not a dict.
     """
-    path = Path(path).expanduser()
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+    path = checkpoint_file(path)
     _verify_crc(path)
     reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's _reconstruct, any version
     try:

@@ -142,6 +142,36 @@ def test_one_line_exit_2(
     assert line.startswith("error: ") and said.format(**names) in line, line
 
 
+NOT_A_CHECKPOINT = [
+    ("", "the checkpoint path is empty; give a checkpoint file or a run folder"),
+    ("/dev/null", "/dev/null is not a checkpoint file (it is a character device); give a"),
+    ("fifo", "fifo is not a checkpoint file (it is a FIFO (named pipe)); give a checkpoint"),
+    ("book.txt", "book.txt is not a readable mnemo checkpoint (not a file torch.save wrote)"),
+    ("folder", "folder is a folder but not a run folder (no checkpoints/ in it); give a"),
+    ("nope", "checkpoint not found: nope"),
+]
+
+
+@pytest.mark.parametrize(("path", "said"), NOT_A_CHECKPOINT, ids=[p for p, _ in NOT_A_CHECKPOINT])
+@pytest.mark.parametrize("command", [["eval"], ["lm", "eval"], ["lm", "sample"]], ids=" ".join)
+def test_what_is_not_a_checkpoint_says_so(
+    command: list[str],
+    path: str,
+    said: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if path == "/dev/null" and not Path(path).exists():
+        pytest.skip("no /dev/null here")
+    monkeypatch.chdir(tmp_path)
+    os.mkfifo("fifo")
+    Path("book.txt").write_text("a book, not a checkpoint")
+    Path("folder").mkdir()
+    assert main([*command, path]) == 2
+    assert said in one_line(capsys.readouterr().err)
+
+
 @NO_CUDA
 @pytest.mark.parametrize(
     "argv",

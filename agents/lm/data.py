@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor
 
 from mnemo.agents.config_loader import ConfigError
+from mnemo.agents.file_kind import special_kind
 from mnemo.agents.lm import synthetic
 
 SPLITS = ("train", "validation", "test")
@@ -160,14 +160,6 @@ def is_pg19_root(path: Path) -> bool:
     return path.is_dir() and any((path / s).is_dir() for s in SPLITS)
 
 
-_SPECIAL = (
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-
-
 def check_data_path(path: Path) -> None:
     """Refuse, saying what it is, a path that is not a file or folder: missing, a dangling
     symlink or a symlink loop, a FIFO, socket or device (reading one would block or never end)."""
@@ -183,9 +175,9 @@ def check_data_path(path: Path) -> None:
         if e.errno == errno.ENOENT:
             raise DataError(f"data path does not exist: {path}") from None
         raise DataError(f"cannot read data path {path}: {e.strerror or e}") from None
-    for test, what in _SPECIAL:
-        if test(mode):
-            raise DataError(f"data path {path} is {what}, not a text file or a folder of them")
+    what = special_kind(mode)
+    if what:
+        raise DataError(f"data path {path} is {what}, not a text file or a folder of them")
 
 
 def text_files(path: Path, split: str) -> tuple[Path, list[Path]]:
