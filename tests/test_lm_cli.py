@@ -299,3 +299,14 @@ def test_text_that_would_not_fit_is_refused_before_it_is_read(
     err = capsys.readouterr().err
     assert "text data as it loads 0.0067" in err and "lower data.path (less text)" in err
     assert lm([*argv, "memory_check=false", "--check"]) == 0
+
+
+def test_a_warmup_longer_than_the_run_is_the_start_of_the_longer_run() -> None:
+    # Not refused: a run trained in parts (--resume with more train.steps) warms up as one
+    # uninterrupted run does, since the warm-up does not depend on train.steps.
+    from mnemo.agents.lm.train import lr_at
+
+    short = load_lm_config(None, ["train.steps=50", "train.warmup_steps=100"])
+    long = load_lm_config(None, ["train.steps=2000", "train.warmup_steps=100"])
+    assert [lr_at(s, short) for s in range(50)] == [lr_at(s, long) for s in range(50)]
+    assert lr_at(49, short) == short.train.lr / 2

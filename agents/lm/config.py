@@ -123,7 +123,8 @@ class TrainSection:
     min_lr_ratio: float = 0.1
     """The cosine decay ends at ``lr * min_lr_ratio``."""
     warmup_steps: int = 100
-    """Linear warm-up steps."""
+    """Linear warm-up steps; more than train.steps is allowed: the learning rate then peaks at
+    lr x steps / warmup_steps, as the longer run a --resume with more train.steps continues."""
     weight_decay: float = 0.01
     """AdamW weight decay of the weight matrices (biases and norm gains have none)."""
     grad_clip: float = 1.0
