@@ -310,3 +310,14 @@ def test_a_warmup_longer_than_the_run_is_the_start_of_the_longer_run() -> None:
     long = load_lm_config(None, ["train.steps=2000", "train.warmup_steps=100"])
     assert [lr_at(s, short) for s in range(50)] == [lr_at(s, long) for s in range(50)]
     assert lr_at(49, short) == short.train.lr / 2
+
+
+def test_a_report_before_the_first_log_shows_the_steps_so_far(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = [*TINY, "train.steps=4", "run.print_every=2", "run.log_every=4"]
+    assert lm(["train", str(ROOT / "configs/lm_lstm.yaml"), f"run.dir={tmp_path}", *argv]) == 0
+    first = next(line for line in capsys.readouterr().out.splitlines() if "steps=2/4" in line)
+    assert "train/bits_per_byte=n/a" not in first and "tokens_per_s=n/a" not in first
+    bpb = float(first.split("train/bits_per_byte=")[1].split()[0])
+    assert 0 < bpb < 9  # bytes of a 256-symbol alphabet: ~8 bits per byte untrained

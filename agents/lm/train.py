@@ -256,11 +256,18 @@ class LMTrainer:
         self.pos = self.pos._replace(step=step, segments=consumed, state=state)
         return float(nats_sum)
 
+    def window(self) -> tuple[float, float]:
+        """Bits per byte (this rank's) and bytes per second of the steps since the last log."""
+        n = self.pos.log_n
+        if n == 0:
+            return float("nan"), float("nan")
+        return self.pos.log_nats / n / LN2, n * self.bytes_per_step / max(self.log_busy, 1e-9)
+
     def log_scalars(self) -> dict[str, float]:
         """Means over the steps since the last log, which they then start over from."""
-        step, segments, state, log_nats, log_n = self.pos
-        self.train_bpb = distributed.rank_mean(log_nats / log_n / LN2)
-        self.tokens_per_s = log_n * self.bytes_per_step / max(self.log_busy, 1e-9)
+        bpb, self.tokens_per_s = self.window()
+        self.train_bpb = distributed.rank_mean(bpb)
+        step, segments, state, _, _ = self.pos
         self.pos = Position(step, segments, state, 0.0, 0)
         self.log_busy = 0.0
         return {
@@ -294,11 +301,16 @@ class LMTrainer:
         return {} if math.isnan(self.train_bpb) else {"bpb": f"{self.train_bpb:.3f}"}
 
     def report(self) -> dict[str, float | int | str]:
-        """The last logged training window and the last validation."""
+        """The last logged training window (before the first log of this process, with
+        run.print_every below run.log_every: the steps so far, rank 0's alone, as the report
+        is rank 0's) and the last validation."""
         val = float("nan") if self.val is None else self.val.bits_per_byte
+        bpb, tokens_per_s = self.train_bpb, self.tokens_per_s
+        if math.isnan(bpb):
+            bpb, tokens_per_s = self.window()
         return {
-            "train/bits_per_byte": self.train_bpb,
-            "train/tokens_per_s": self.tokens_per_s,
+            "train/bits_per_byte": bpb,
+            "train/tokens_per_s": tokens_per_s,
             "train/lr": self.optimizer.param_groups[0]["lr"],
             "val/bits_per_byte": val,
         }
