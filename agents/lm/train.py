@@ -193,6 +193,7 @@ class LMTrainer:
         self.bytes_per_step = t.batch_size * t.segment_len * t.detach_every * world
         self.busy = 0.0  # seconds spent in training steps only (no evaluation, samples, saves)
         self.log_busy = 0.0
+        self.log_timed = 0  # steps timed in log_busy: a resume restores log_n, not the time
         self.train_bpb, self.tokens_per_s, self.val = float("nan"), float("nan"), None
         self.clip = t.grad_clip if t.grad_clip > 0 else math.inf  # inf: only measure the norm
         self.model.train()
@@ -221,6 +222,7 @@ class LMTrainer:
         dt = time.perf_counter() - t0
         self.busy += dt
         self.log_busy += dt
+        self.log_timed += 1
         step, segments, state, log_nats, log_n = self.pos
         self.pos = Position(step, segments, state, log_nats + nats, log_n + 1)
         if step % self.cfg.run.log_every and step != self.cfg.train.steps:
@@ -258,10 +260,10 @@ class LMTrainer:
 
     def window(self) -> tuple[float, float]:
         """Bits per byte (this rank's) and bytes per second of the steps since the last log."""
-        n = self.pos.log_n
-        if n == 0:
-            return float("nan"), float("nan")
-        return self.pos.log_nats / n / LN2, n * self.bytes_per_step / max(self.log_busy, 1e-9)
+        n, timed = self.pos.log_n, self.log_timed
+        bpb = self.pos.log_nats / n / LN2 if n else float("nan")
+        speed = timed * self.bytes_per_step / max(self.log_busy, 1e-9) if timed else float("nan")
+        return bpb, speed
 
     def log_scalars(self) -> dict[str, float]:
         """Means over the steps since the last log, which they then start over from."""
@@ -269,7 +271,7 @@ class LMTrainer:
         self.train_bpb = distributed.rank_mean(bpb)
         step, segments, state, _, _ = self.pos
         self.pos = Position(step, segments, state, 0.0, 0)
-        self.log_busy = 0.0
+        self.log_busy, self.log_timed = 0.0, 0
         return {
             "train/bits_per_byte": self.train_bpb,
             "train/tokens_per_s": self.tokens_per_s,
