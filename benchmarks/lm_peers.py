@@ -43,7 +43,8 @@ in six runs, median 2.01x; the port's rate moved between 8,935 and 9,988 over th
 
 (train, window, carried: bits per byte; MB: the training step's memory.) At ``--steps 1000``
 the order changes: titans-pytorch 1.564 window bits per byte against mnemo titans_mac's 1.796
-(1.629 carried); the README's LM section has that table and what was tried.
+(1.629 carried), while mnemo titans_mal (``--models titans_mal``, memory carried) reaches 1.426;
+the README's LM section has that table and what was tried.
 
 Known defects of the peers, worked around here: titans-pytorch 0.5.5 crashes on the first
 optimizer step with more than one memory head (per-head memory parameters are expanded views of
