@@ -71,12 +71,15 @@ def load_corpora(cfg: DataConfig, syn: dict | None = None) -> tuple[Corpus, Corp
     return split_holdout(train, cfg.val_fraction)
 
 
+def has_own_splits(cfg: DataConfig) -> bool:
+    """Whether ``path`` names its splits itself: a synthetic set (by seed) or a PG-19 root."""
+    return cfg.path.startswith("synthetic:") or is_pg19_root(Path(cfg.path).expanduser())
+
+
 def holds_out(cfg: DataConfig) -> bool:
     """Whether validation is the last ``val_fraction`` of ``path`` (a plain file or flat
     folder without ``val_path``) rather than data of its own."""
-    if cfg.val_path is not None or cfg.path.startswith("synthetic:"):
-        return False
-    return not is_pg19_root(Path(cfg.path))
+    return cfg.val_path is None and not has_own_splits(cfg)
 
 
 def make_training_streams(cfg: LMConfig, train: Corpus, val: Corpus, world: int = 1) -> Streams:
@@ -105,7 +108,7 @@ def run_corpus(cfg: DataConfig, split: str, syn: dict) -> Corpus:
     Raises:
         DataError: ``test`` of a plain file or flat folder, which has none.
     """
-    if cfg.path.startswith("synthetic:") or is_pg19_root(Path(cfg.path).expanduser()):
+    if has_own_splits(cfg):
         if split == "validation" and cfg.val_path is not None:
             return load_corpus(cfg.val_path, split, syn)
         return load_corpus(cfg.path, split, syn)
