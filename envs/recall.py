@@ -57,9 +57,14 @@ typo such as 3e9 would otherwise allocate gigabytes (per env) before anything sa
 def check_recall_kwargs(delay: object, num_symbols: object, noise: object) -> None:
     """One line for a kwarg out of range: ``delay`` an integer >= 0, ``num_symbols`` an integer
     in [2, MAX_SYMBOLS], ``noise`` true or false (the env and its tensor twin share it)."""
-    if not isinstance(delay, int) or delay < 0:
+    # bool is an int to Python: delay=true would be a delay of 1, as KeyChest's checks refuse.
+    if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
         raise ValueError(f"delay must be an integer >= 0, got {delay!r}")
-    if not isinstance(num_symbols, int) or not 2 <= num_symbols <= MAX_SYMBOLS:
+    if (
+        isinstance(num_symbols, bool)
+        or not isinstance(num_symbols, int)
+        or not 2 <= num_symbols <= MAX_SYMBOLS
+    ):
         raise ValueError(
             f"num_symbols must be an integer in [2, {MAX_SYMBOLS}], got {num_symbols!r}"
         )

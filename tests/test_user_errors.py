@@ -121,6 +121,7 @@ CASES = [
     ([*RL, "env.kwargs.render_mode=human"], "env.kwargs.render_mode: render_mode is mnemo's"),
     (["eval", "{rl}", "--env", "render_mode=human"], "render_mode is mnemo's to set"),
     ([*RL, "env.kwargs.noise=maybe"], "noise must be true or false, got 'maybe'"),
+    ([*RL, "env.kwargs.delay=true"], "delay must be an integer >= 0, got True"),
     ([*RL, "seed=-1"], "seed must be 0 to 4294967295 (numpy's range), got -1"),
     ([*RL, "seed=1e20"], "seed must be 0 to 4294967295"),
     ([*RL, "ppo.target_success=1.5"], "ppo.target_success must be in [0, 1] (0 = off), got 1.5"),
