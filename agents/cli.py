@@ -92,10 +92,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from mnemo.agents.rl.video import check_renders
 
         check_renders(cfg, "--video")
-    if cfg.threads:  # the run's setting: torch's default thrashes a shared 2-core machine
-        import torch
+    from mnemo.agents.config_sections import use_threads
 
-        torch.set_num_threads(cfg.threads)
+    use_threads(cfg.threads)
     res = evaluate(
         model, cfg, args.episodes, greedy=not args.stochastic, seed=args.seed, device=args.device
     )

@@ -93,6 +93,18 @@ class MachineSection:
 
 
 MAX_THREADS = 1024
+
+
+def use_threads(threads: int) -> None:
+    """A run's ``threads`` for torch (0: torch's default, left alone). Training, ``mnemo eval``
+    and ``mnemo lm eval``/``sample`` all apply it: torch's default thrashes a shared machine (a
+    2000-byte LM prompt took 19 s on a busy 2-core CPU)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 MAX_SEED = 2**32 - 1
 """``np.random.seed`` takes 0 to 2**32 - 1."""
 

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from mnemo.agents import distributed
 from mnemo.agents.checkpoint import check_folder, make_folder, save_with_ranks, this_rank_state
+from mnemo.agents.config_sections import use_threads
 from mnemo.agents.console import Console, wants_bar
 from mnemo.agents.errors import Interrupted, NonFiniteError, UserError, signal_name
 from mnemo.agents.interrupt import GracefulStop
@@ -113,8 +114,7 @@ def prepare(cfg: Any, resume: dict[str, Any] | None) -> tuple[Any, Any]:
     when resuming, this rank's entry of the checkpoint (another world size fails here, before
     anything is built)."""
     cfg = distributed.setup(cfg)  # under torchrun: this rank's device and seed + rank
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    use_threads(cfg.threads)
     mine = this_rank_state(resume) if resume else None
     seed_everything(cfg.seed)
     return cfg, mine

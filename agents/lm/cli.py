@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from mnemo.agents.config_sections import use_threads
 from mnemo.agents.errors import UserError, exit_codes
 
 
@@ -157,7 +158,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     core_options = parse_options(args.core_option, "--core-option")
     model, cfg = load_model(args.checkpoint, args.device, core_options, args.batch_size)
     if not args.threads:
-        run_threads(cfg.threads)
+        use_threads(cfg.threads)
     syn = dataclasses.asdict(cfg.data.synthetic)
     for key, value in parse_options(args.synthetic, "--synthetic").items():
         if key not in syn:
@@ -200,15 +201,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_threads(threads: int) -> None:
-    """The run's ``threads`` (0: torch's default), as ``mnemo eval`` uses a PPO run's: torch's
-    default thrashes a shared machine (a 2000-byte prompt took 19 s on a busy 2-core CPU)."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 @exit_codes
 def cmd_sample(args: argparse.Namespace) -> int:
     from mnemo.agents.lm.sample import generate, printable
@@ -223,7 +215,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.top_k < 0:
         raise UserError(f"--top-k must be >= 0 (0 = all 256 bytes), got {args.top_k}")
     model, cfg = load_model(args.checkpoint, args.device)
-    run_threads(cfg.threads)
+    use_threads(cfg.threads)
     # The bytes as typed: argv that is not UTF-8 arrives as surrogates, which .encode() refuses.
     prompt = os.fsencode(args.prompt)
     out = generate(
