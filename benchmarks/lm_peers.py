@@ -145,16 +145,29 @@ def mnemo_runner(core: str, extra: Sequence[str] = ()) -> Builder:
     return build
 
 
-def titans_port(segment: int, memory: bool = True) -> Callable[[int], Runner]:
+def titans_port(
+    segment: int, memory: bool = True, options: dict[str, Any] | None = None
+) -> Callable[[int], Runner]:
     """``memory=False``: its attention-only control (``neural_memory_layers=()``, its own
-    option), as ``--set core.ablate_memory=true`` is mnemo's."""
+    option), as ``--set core.ablate_memory=true`` is mnemo's. ``options``: its constructor's
+    keywords over the ones below (``--peer-set``), to take its parts away one at a time."""
+    import inspect
+
     from titans_pytorch import MemoryAsContextTransformer, MemoryMLP
+
+    valid = set(inspect.signature(MemoryAsContextTransformer).parameters)
+    unknown = sorted(set(options or {}) - valid)
+    if unknown:
+        raise UserError(
+            f"--peer-set {unknown[0]}: not a MemoryAsContextTransformer keyword; valid: "
+            + ", ".join(sorted(valid))
+        )
 
     def build(width: int) -> Runner:
         # As configs/lm_titans_mac.yaml: 2 layers, 4 heads, chunks of 16, a 2-layer memory of
         # expansion 2, 4 persistent tokens, feed-forward x2; its own defaults otherwise.
         heads = 4
-        model = MemoryAsContextTransformer(
+        kwargs: dict[str, Any] = dict(
             num_tokens=256,
             dim=width,
             depth=2,
@@ -168,6 +181,7 @@ def titans_port(segment: int, memory: bool = True) -> Callable[[int], Runner]:
             neural_memory_kwargs={"heads": heads, "dim_head": width // heads},
             neural_memory_layers=None if memory else (),
         )
+        model = MemoryAsContextTransformer(**{**kwargs, **(options or {})})
         _unshare_parameters(model)
         return TitansPortRunner(model, width, carries=False)
 
@@ -203,8 +217,21 @@ def _unshare_parameters(model: nn.Module) -> None:
                 setattr(mod, name, nn.Parameter(p.detach().clone()))
 
 
+def peer_options(items: list[str]) -> dict[str, Any]:
+    """``--peer-set key=value`` items -> titans-pytorch constructor keywords (YAML values)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise UserError(f"--peer-set {item!r}: expected key=value, e.g. num_residual_streams=1")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def builders(
-    names: list[str], segment: int, extra: list[str]
+    names: list[str], segment: int, extra: list[str], peer: dict[str, Any] | None = None
 ) -> dict[str, Callable[[int], Runner] | str]:
     """name -> builder, or the reason it is skipped (a peer that is not installed)."""
     out: dict[str, Callable[[int], Runner] | str] = {}
@@ -213,7 +240,7 @@ def builders(
             if name in (*MNEMO, *MNEMO_MORE):
                 out[name] = mnemo_runner(name, extra)
             elif name == "titans-pytorch":
-                out[name] = titans_port(segment)
+                out[name] = titans_port(segment, options=peer)
             else:
                 out[name] = compressive_port(segment)
         except ImportError as e:
@@ -298,6 +325,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], help="core.key=value for mnemo cores")
     p.add_argument(
+        "--peer-set",
+        action="append",
+        default=[],
+        help="key=value for titans-pytorch's MemoryAsContextTransformer (num_residual_streams=1)",
+    )
+    p.add_argument(
         "--peer-ablate-memory",
         action="store_true",
         help="titans-pytorch without its neural memory, at the width it has with it",
@@ -321,12 +354,14 @@ def main() -> int:
     cfg = load_lm_config(
         None, [f"train.steps={args.steps}", f"train.lr={args.lr}", "train.warmup_steps=20"]
     )
-    found = builders(args.models, seg, args.set)
+    peer = peer_options(args.peer_set)
+    found = builders(args.models, seg, args.set, peer)
     target = n_params(mnemo_runner("titans_mac")(args.d_model).model)
     print(
         f"{len(text):,} bytes ({args.data or 'this repository'}), {args.steps} steps x {bsz} x "
         f"{seg} bytes, ~{target:,} parameters each, 1 thread"
         + (f"; mnemo cores with {' '.join(args.set)}" if args.set else "")
+        + (f"; titans-pytorch with {' '.join(args.peer_set)}" if args.peer_set else "")
     )
     runs: dict[str, Runner] = {}
     for name, build in found.items():
@@ -336,7 +371,7 @@ def main() -> int:
             runs[name] = matched_width(build, target, args.seed)
             if name == "titans-pytorch" and args.peer_ablate_memory:  # its width, no memory
                 torch.manual_seed(args.seed)
-                runs[name] = titans_port(seg, memory=False)(runs[name].width)
+                runs[name] = titans_port(seg, memory=False, options=peer)(runs[name].width)
     first_seg = train_streams.segment(0, seg)
     mem = {n: train_memory_mb(r, first_seg.x, first_seg.y, cfg) for n, r in runs.items()}
     opts = {n: make_optimizer(r.model, cfg) for n, r in runs.items()}
