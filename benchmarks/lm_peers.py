@@ -335,6 +335,11 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="titans-pytorch without its neural memory, at the width it has with it",
     )
+    p.add_argument(
+        "--train-fresh",
+        action="store_true",
+        help="every training segment starts from a fresh state (as titans-pytorch trains)",
+    )
     p.add_argument("--quick", action="store_true", help="3 steps, width 32: a smoke run")
     args = p.parse_args()
     if args.quick:
@@ -362,6 +367,7 @@ def main() -> int:
         f"{seg} bytes, ~{target:,} parameters each, 1 thread"
         + (f"; mnemo cores with {' '.join(args.set)}" if args.set else "")
         + (f"; titans-pytorch with {' '.join(args.peer_set)}" if args.peer_set else "")
+        + ("; every training segment from a fresh state" if args.train_fresh else "")
     )
     runs: dict[str, Runner] = {}
     for name, build in found.items():
@@ -382,7 +388,7 @@ def main() -> int:
     n_seg = train_streams.n_segments(seg) - 1  # whole segments only
     for step in range(args.steps):
         s = train_streams.segment(step % n_seg, seg)
-        first = step % n_seg == 0
+        first = args.train_fresh or step % n_seg == 0
         for name in names[step % len(names) :] + names[: step % len(names)]:
             run, opt = runs[name], opts[name]
             for g in opt.param_groups:
