@@ -160,3 +160,18 @@ def test_eval_needs_frames_only_for_video(
     assert main(["eval", str(run), "--episodes", "2", "--video", str(tmp_path / "v")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--video: envs_for_tests:Tiny-Box-v0's render() gives" in err
+
+
+def test_counted_success_is_one_rule_for_floats_and_tensors() -> None:
+    """Training (tensors), evaluation and videos (floats) count success by the same rule."""
+    import torch
+
+    from mnemo.agents.rl.vector_env import counted_success
+
+    assert counted_success(5.0, None, None) is None  # the env said nothing: never guessed
+    assert counted_success(5.0, False, 4.0) is True  # success_return overrides the env
+    assert counted_success(3.0, True, 4.0) is False
+    said = torch.tensor([1.0, float("nan"), 0.0])
+    assert counted_success(torch.tensor([1.0, 9.0, 2.0]), said, None) is said
+    got = counted_success(torch.tensor([1.0, 9.0, 2.0]), said, 2.0)
+    assert got.tolist() == [False, True, True]

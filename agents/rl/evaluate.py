@@ -20,6 +20,7 @@ from mnemo.agents.rl.encoders import space_words
 from mnemo.agents.rl.vector_env import (
     accepted_kwargs,
     check_checkpoint_import,
+    counted_success,
     make_vector_env,
 )
 
@@ -162,8 +163,7 @@ def evaluate(
         ret += reward
         threshold = cfg.env.success_return
         for i in torch.nonzero(done).flatten().tolist():
-            said = float(info["success"][i])
-            successes.append(said if threshold is None else float(ret[i] >= threshold))
+            successes.append(float(counted_success(ret[i], info["success"][i], threshold)))
             returns.append(float(ret[i]))
         ret = torch.where(done, 0.0, ret)
         acting = acting.advance(acted.state, acted.action, reward, done)

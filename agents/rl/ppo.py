@@ -23,7 +23,7 @@ from mnemo.agents.rl.actor_critic import ACOutput, ActingState, ActorCritic
 from mnemo.agents.rl.config import RLConfig
 from mnemo.agents.rl.ppo_loss import LossOutputs, ppo_loss
 from mnemo.agents.rl.rollout import Rollout, compute_gae, sequence_minibatches
-from mnemo.agents.rl.vector_env import make_vector_env, warn_if_no_twin
+from mnemo.agents.rl.vector_env import counted_success, make_vector_env, warn_if_no_twin
 from mnemo.envs.batched.base import TensorVectorEnv
 from mnemo.memory.base import State, tree_leaves, tree_map, tree_map2
 
@@ -46,8 +46,7 @@ class EpisodeStats:
     def step(self, reward: Tensor, done: Tensor, success: Tensor) -> None:
         self.ret += reward
         self.length += 1
-        if self.success_return is not None:
-            success = self.ret >= self.success_return
+        success = counted_success(self.ret, success, self.success_return)
         # Store masked values: no host sync here. Success is stored for every finished episode
         # (NaN where not available) and picked out by the finished returns' mask.
         self.finished_return.append(torch.where(done, self.ret, torch.nan))

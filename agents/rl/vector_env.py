@@ -69,6 +69,14 @@ SUCCESS_KEYS = ("success", "is_success")
 """Where an env says in ``info`` whether an episode succeeded (gymnasium-robotics: "is_success")."""
 
 
+def counted_success(ret: Any, said: Any, success_return: float | None) -> Any:
+    """An episode's success as mnemo counts it in training, evaluation and videos alike: its
+    return reaching ``env.success_return`` when that is set (whatever the env says), else what
+    the env said (None or NaN where it said nothing: never guessed from the reward). Works on
+    floats and on tensors of many envs at once."""
+    return said if success_return is None else ret >= success_return
+
+
 def reports_success(env_id: str) -> bool:
     """Whether the env puts ``success`` in ``info`` when an episode ends (mnemo's envs do)."""
     return gym.spec(env_id).id in mnemo.envs.mnemo_env_ids()

@@ -29,7 +29,7 @@ from torch import Tensor
 from mnemo.agents.errors import ConfigError, UserError
 from mnemo.agents.rl.actor_critic import ActorCritic
 from mnemo.agents.rl.config import RLConfig
-from mnemo.agents.rl.vector_env import SUCCESS_KEYS, batch_of_one
+from mnemo.agents.rl.vector_env import SUCCESS_KEYS, batch_of_one, counted_success
 
 MAX_FRAMES = 200
 """Frames kept per episode: longer episodes are subsampled evenly so event files stay small."""
@@ -122,10 +122,8 @@ def make_render_env(cfg: RLConfig) -> gym.Env:
 def episode_success(info: dict[str, Any], ret: float, success_return: float | None) -> bool | None:
     """Whether a finished episode succeeded, as training counts it: by ``env.success_return``
     when set, else as the env says; None where it says nothing (never guessed from the reward)."""
-    if success_return is not None:
-        return ret >= success_return
     said = next((info[k] for k in SUCCESS_KEYS if k in info), None)
-    return None if said is None else bool(said)
+    return counted_success(ret, None if said is None else bool(said), success_return)
 
 
 def check_renders(cfg: RLConfig, key: str) -> None:
