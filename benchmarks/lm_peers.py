@@ -20,6 +20,8 @@ backward).
     python benchmarks/lm_peers.py --data book.txt                # all, 60 steps: ~3-6 min
     python benchmarks/lm_peers.py --models titans_mac titans-pytorch --steps 250
     python benchmarks/lm_peers.py --quick                        # seconds; peers if installed
+    python benchmarks/lm_peers.py --models titans-pytorch --peer-set num_residual_streams=1
+    python benchmarks/lm_peers.py --models titans_mac --train-fresh  # trained as the port is
     pip install titans-pytorch==0.5.5 compressive-transformer-pytorch==0.4.0 --no-deps
     # then each of their dependencies with --no-deps (the `bench` extra in pyproject.toml
     # lists them): pip must never pull its own torch build
@@ -44,7 +46,11 @@ in six runs, median 2.01x; the port's rate moved between 8,935 and 9,988 over th
 (train, window, carried: bits per byte; MB: the training step's memory.) At ``--steps 1000``
 the order changes: titans-pytorch 1.564 window bits per byte against mnemo titans_mac's 1.796
 (1.629 carried), while mnemo titans_mal (``--models titans_mal``, memory carried) reaches 1.426;
-the README's LM section has that table and what was tried.
+the README's LM section has that table and what was tried. Trained as the port is, every
+segment from a fresh state (``--train-fresh``), titans_mac reaches 1.634 on windows; the port's
+lead is its memory read added to the residual stream (its ``neural_mem_gate_attn_output=true``,
+the read as a gate: 1.650) and its hyper-connections (``num_residual_streams=1``: 1.597; both
+taken away: 1.718), taken away with ``--peer-set`` (its own constructor keywords).
 
 Known defects of the peers, worked around here: titans-pytorch 0.5.5 crashes on the first
 optimizer step with more than one memory head (per-head memory parameters are expanded views of
