@@ -39,7 +39,11 @@ def build_on_meta(build: Callable[[], Any], what: str) -> Any:
         raise
     except CoreConfigError as e:  # already one line naming the core and option
         raise ConfigError(str(e)) from e
-    except (RuntimeError, MemoryError, OverflowError, ValueError) as e:
+    except (RuntimeError, MemoryError, OverflowError, ValueError, TypeError) as e:
+        # torch reports a size past 2**63 as a TypeError ("Overflow when unpacking long");
+        # any other TypeError is a bug of ours, not a size, and keeps its traceback.
+        if isinstance(e, TypeError) and "overflow" not in str(e).lower():
+            raise
         first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise ConfigError(f"{what} cannot be built with these sizes: {first}") from e
 

@@ -90,6 +90,9 @@ CASES = [
         "action space MultiDiscrete of shape (2, 2) is not supported",
     ),
     (["eval", "{rl}", "--env", "delay=-1"], "delay must be an integer >= 0, got -1"),
+    # a width past 2**63: torch says TypeError ("Overflow when unpacking long"), found by fuzzing
+    ([*RL, f"core.d_model={2**63}"], "cannot be built with these sizes"),
+    (["lm", "train", "--check", "configs/lm_lstm.yaml", f"core.d_model={2**63}"], "be built"),
     (["eval", "{rl}", "--env", "num_symbols=6"], "observations would be"),
     (["eval", "{rl}", "--video", ""], "--video is empty; give a folder"),
     (["eval", "{rl}", "--video", "{file}"], "--video: {file} is a file, not a folder"),
