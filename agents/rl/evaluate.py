@@ -156,12 +156,12 @@ def evaluate(
     ret = torch.zeros(num_envs, device=device)
     successes: list[float] = []
     returns: list[float] = []
+    threshold = cfg.env.success_return
     while len(successes) < episodes:
         acted = model.act(obs, acting, greedy)
         obs, reward, term, trunc, info = env.step(acted.action)
         done = term | trunc
         ret += reward
-        threshold = cfg.env.success_return
         for i in torch.nonzero(done).flatten().tolist():
             successes.append(float(counted_success(ret[i], info["success"][i], threshold)))
             returns.append(float(ret[i]))
