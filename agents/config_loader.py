@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from mnemo.agents.errors import ConfigError
+from mnemo.agents.errors import ConfigError, UserError
 
 T = TypeVar("T")
 
@@ -152,6 +152,19 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except yaml.YAMLError:
         value = raw
     return key.split("."), read_number(value)
+
+
+def parse_flag_pair(pair: str, flag: str, what: str, example: str) -> tuple[str, Any]:
+    """A command-line flag's ``KEY=VALUE`` (``--env delay=512``) -> (KEY, value), the value read
+    as ``parse_override`` reads it; a pair without ``=`` or a dotted KEY is one line naming
+    ``flag``. ``what``: what KEY names ("env kwarg"); ``example``: a good pair."""
+    try:
+        key, value = parse_override(pair)
+    except ConfigError as e:
+        raise UserError(f"{flag} {pair!r} must look like KEY=VALUE (e.g. {example})") from e
+    if len(key) != 1:
+        raise UserError(f"{flag} {pair!r}: KEY is one {what}, without dots")
+    return key[0], value
 
 
 def read_number(value: Any) -> Any:

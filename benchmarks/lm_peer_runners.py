@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnemo import memory
-from mnemo.agents.config_loader import parse_override
-from mnemo.agents.errors import ConfigError, UserError
+from mnemo.agents.config_loader import parse_flag_pair
+from mnemo.agents.errors import UserError
 from mnemo.agents.lm.config import load_lm_config
 from mnemo.agents.lm.model import build_model
 
@@ -164,18 +164,9 @@ def _unshare_parameters(model: nn.Module) -> None:
 
 
 def peer_options(items: list[str]) -> dict[str, Any]:
-    """``--peer-set key=value`` items -> titans-pytorch constructor keywords, values read as
-    mnemo's own ``key=value`` overrides are (``parse_override``)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        try:
-            key, value = parse_override(item)
-        except ConfigError as e:
-            raise UserError(f"--peer-set: {e}") from e
-        if len(key) != 1:
-            raise UserError(f"--peer-set {item!r}: one keyword, without dots")
-        out[key[0]] = value
-    return out
+    """``--peer-set key=value`` items -> titans-pytorch constructor keywords."""
+    pairs = (parse_flag_pair(i, "--peer-set", "keyword", "num_residual_streams=1") for i in items)
+    return dict(pairs)
 
 
 def builders(

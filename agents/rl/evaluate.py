@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from mnemo.agents.checkpoint import check_head, load_checkpoint, load_weights
-from mnemo.agents.config_loader import from_dict, parse_override
+from mnemo.agents.config_loader import from_dict, parse_flag_pair
 from mnemo.agents.config_sections import check_device
-from mnemo.agents.errors import ConfigError, UserError
+from mnemo.agents.errors import UserError
 from mnemo.agents.rl.actor_critic import ActorCritic
 from mnemo.agents.rl.config import OWN_RENDER_MODE, RLConfig, check_names
 from mnemo.agents.rl.encoders import space_words
@@ -104,15 +104,10 @@ def with_env_kwargs(cfg: RLConfig, pairs: Sequence[str]) -> RLConfig:
         return cfg
     new = copy.deepcopy(cfg)
     for pair in pairs:
-        try:
-            key, value = parse_override(pair)
-        except ConfigError as e:
-            raise UserError(f"--env {pair!r} must look like KEY=VALUE (e.g. delay=512)") from e
-        if len(key) != 1:
-            raise UserError(f"--env {pair!r}: KEY is one env kwarg, without dots")
-        if key[0] == "render_mode":
+        key, value = parse_flag_pair(pair, "--env", "env kwarg", "delay=512")
+        if key == "render_mode":
             raise UserError(f"--env {pair!r}: {OWN_RENDER_MODE}")
-        new.env.kwargs = {**new.env.kwargs, key[0]: value}
+        new.env.kwargs = {**new.env.kwargs, key: value}
     try:
         env = make_vector_env(new.env.id, 1, "cpu", new.env.batched, **new.env.kwargs)
     except TypeError as e:
